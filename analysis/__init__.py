@@ -1,0 +1,1 @@
+"""wellpanel analysis: reads panel Data Packages, fits mixed-effects models, writes reports."""

@@ -1,0 +1,3 @@
+"""wellpanel: the study server (FastAPI), one package per domain."""
+
+__version__ = "0.1.0"
