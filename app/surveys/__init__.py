@@ -1,0 +1,1 @@
+"""Questionnaires: instruments as data, answer validation, scoring and safety flags."""
