@@ -1,0 +1,1 @@
+"""The tamper-evident audit ledger: append-only rows chained by SHA-256."""

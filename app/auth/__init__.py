@@ -1,0 +1,1 @@
+"""Participant magic links and browser sessions; staff tokens and roles."""

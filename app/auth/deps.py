@@ -1,0 +1,113 @@
+"""FastAPI dependencies: the database session, the clock, who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from app.auth import service as auth
+from app.auth.models import ParticipantCredential, StaffMember
+from app.config import Settings
+from app.core.errors import Forbidden, Unauthorized
+from app.participants import service as participants
+from app.participants.models import Participant
+
+PARTICIPANT_COOKIE = "wp_session"
+STAFF_COOKIE = "wp_staff"
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_now(request: Request) -> datetime:
+    """The current UTC time; tests replace app.state.clock to control it."""
+    return request.app.state.clock()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+NowDep = Annotated[datetime, Depends(get_now)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+@dataclass
+class ParticipantContext:
+    participant: Participant
+    credential: ParticipantCredential
+    identity_verified_at: datetime | None
+
+
+def _participant_token(request: Request, bearer: HTTPAuthorizationCredentials | None) -> str:
+    if bearer is not None:
+        return bearer.credentials
+    cookie = request.cookies.get(PARTICIPANT_COOKIE)
+    if cookie:
+        return cookie
+    raise Unauthorized("Please open the personal link we emailed you.")
+
+
+def current_participant(
+    request: Request, session: SessionDep, bearer: BearerDep, now: NowDep
+) -> ParticipantContext:
+    """The participant behind the magic-link token or browser session."""
+    token = _participant_token(request, bearer)
+    found = auth.participant_for_token(session, token, now=now)
+    if found is None:
+        raise Unauthorized("This link or session is not valid (it may have expired).")
+    participant, credential = found
+    # Using the emailed link proves the address belongs to this person.
+    verified = participants.mark_contact_verified(session, participant.id, now)
+    if session.dirty or session.new:
+        session.commit()
+    return ParticipantContext(participant, credential, verified)
+
+
+ParticipantDep = Annotated[ParticipantContext, Depends(current_participant)]
+
+
+def consent_gate(ctx: ParticipantDep, session: SessionDep) -> ParticipantContext:
+    """Guards every participant data endpoint: current consent, not withdrawn."""
+    from app.consent import service as consent
+
+    consent.check_gate(session, ctx.participant)
+    return ctx
+
+
+ConsentedParticipantDep = Annotated[ParticipantContext, Depends(consent_gate)]
+
+
+def current_staff(session: SessionDep, bearer: BearerDep) -> StaffMember:
+    if bearer is None:
+        raise Unauthorized("A staff token is required (Authorization: Bearer ...).")
+    member = auth.staff_for_token(session, bearer.credentials)
+    if member is None:
+        raise Unauthorized("This staff token is not valid.")
+    return member
+
+
+def require_staff(*roles: str) -> Callable[..., StaffMember]:
+    """Allow the given roles (admin always); every staff route declares its roles."""
+    allowed = set(roles) | {"admin"}
+
+    def dependency(member: Annotated[StaffMember, Depends(current_staff)]) -> StaffMember:
+        if member.role not in allowed:
+            raise Forbidden(f"The {member.role} role may not use this; it needs "
+                            f"{' or '.join(sorted(allowed))}.")
+        return member
+
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]
+    return dependency

@@ -1,0 +1,112 @@
+"""Tokens: participant magic links and sessions, staff API tokens and browser sessions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select, update
+
+from app.auth.models import STAFF_ROLES, ParticipantCredential, StaffMember, StaffSession
+from app.core.errors import Conflict, ValidationFailed
+from app.core.security import hash_token, new_token
+from app.db import utcnow
+from app.participants.models import Participant
+
+
+def issue_participant_token(
+    session: Session, participant_id: str, kind: str, ttl: timedelta, *, now: datetime
+) -> str:
+    token = new_token()
+    session.add(ParticipantCredential(
+        participant_id=participant_id, kind=kind, token_hash=hash_token(token),
+        created_at=now, expires_at=now + ttl))
+    return token
+
+
+def participant_for_token(
+    session: Session, token: str, *, now: datetime
+) -> tuple[Participant, ParticipantCredential] | None:
+    credential = session.exec(select(ParticipantCredential).where(
+        ParticipantCredential.token_hash == hash_token(token))).first()
+    if credential is None or credential.revoked_at is not None or credential.expires_at <= now:
+        return None
+    participant = session.get(Participant, credential.participant_id)
+    if participant is None:
+        return None
+    return participant, credential
+
+
+def revoke_participant_tokens(session: Session, participant_id: str, *, now: datetime,
+                              kind: str | None = None) -> None:
+    query = update(ParticipantCredential).where(
+        col(ParticipantCredential.participant_id) == participant_id,
+        col(ParticipantCredential.revoked_at).is_(None))
+    if kind:
+        query = query.where(col(ParticipantCredential.kind) == kind)
+    session.exec(query.values(revoked_at=now))  # type: ignore[call-overload]
+
+
+def revoke_token(session: Session, token: str, *, now: datetime) -> None:
+    session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                 .where(col(ParticipantCredential.token_hash) == hash_token(token))
+                 .values(revoked_at=now))
+
+
+# ---- staff ---------------------------------------------------------------------------------
+
+def add_staff(session: Session, name: str, role: str, *, now: datetime | None = None) -> str:
+    """Create a staff member and return their token; only its hash is kept."""
+    from app.audit import service as audit
+
+    now = now or utcnow()
+    if role not in STAFF_ROLES:
+        raise ValidationFailed(f"role: must be one of {', '.join(STAFF_ROLES)}")
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("name: give a name of 1 to 100 characters")
+    if session.exec(select(StaffMember).where(StaffMember.name == name)).first():
+        raise Conflict(f"A staff member called {name!r} already exists.")
+    token = new_token()
+    member = StaffMember(name=name, role=role, token_hash=hash_token(token), created_at=now)
+    session.add(member)
+    session.flush()
+    audit.append(session, actor="cli", action="staff.add", target=f"staff:{member.id}",
+                 new_value={"name": name, "role": role}, now=now)
+    session.commit()
+    return token
+
+
+def staff_for_token(session: Session, token: str) -> StaffMember | None:
+    member = session.exec(select(StaffMember).where(
+        StaffMember.token_hash == hash_token(token))).first()
+    if member is None or member.revoked_at is not None:
+        return None
+    return member
+
+
+def start_staff_session(
+    session: Session, member: StaffMember, ttl: timedelta, *, now: datetime
+) -> tuple[str, str]:
+    token, csrf = new_token(), new_token()
+    session.add(StaffSession(staff_id=member.id, token_hash=hash_token(token),  # type: ignore[arg-type]
+                             csrf_token=csrf, created_at=now, expires_at=now + ttl))
+    return token, csrf
+
+
+def staff_for_session(
+    session: Session, token: str, *, now: datetime
+) -> tuple[StaffMember, StaffSession] | None:
+    row = session.exec(select(StaffSession).where(
+        StaffSession.token_hash == hash_token(token))).first()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    member = session.get(StaffMember, row.staff_id)
+    if member is None or member.revoked_at is not None:
+        return None
+    return member, row
+
+
+def end_staff_session(session: Session, token: str, *, now: datetime) -> None:
+    session.exec(update(StaffSession)  # type: ignore[call-overload]
+                 .where(col(StaffSession.token_hash) == hash_token(token))
+                 .values(revoked_at=now))

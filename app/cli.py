@@ -1,0 +1,179 @@
+"""The `wellpanel` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlmodel import Session
+
+from app.config import Settings, get_settings
+
+app = typer.Typer(help="wellpanel: consent-gated longitudinal wellbeing studies.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+study_app = typer.Typer(help="Study protocols.", no_args_is_help=True)
+staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit ledger.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(study_app, name="study")
+app.add_typer(staff_app, name="staff")
+app.add_typer(audit_app, name="audit")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's message names the variable at fault
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _session(settings: Settings) -> Session:
+    from app.db import make_engine
+
+    return Session(make_engine(settings.database_url), expire_on_commit=False)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from app import migrate
+
+    migrate.upgrade(_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (e.g. -1 or base)."""
+    from app import migrate
+
+    migrate.downgrade(_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@study_app.command("load")
+def study_load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Load a study file; unchanged content is a no-op, changed content a new version."""
+    from app.core.errors import AppError
+    from app.studies import service as studies
+
+    settings = _settings()
+    with _session(settings) as session:
+        try:
+            result = studies.load_study(session, file, settings.surveys_dir, actor="cli")
+        except AppError as exc:
+            _fail(exc.message)
+            return
+    state = "new protocol version" if result.created else "unchanged"
+    typer.echo(f"{result.study_key}: protocol version {result.protocol_version} ({state})"
+               + (f"; published consent {', '.join(result.new_consent_versions)}"
+                  if result.new_consent_versions else ""))
+
+
+@staff_app.command("add")
+def staff_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="researcher, irb or admin")] = "researcher",
+) -> None:
+    """Create a staff member and print their token once (only its hash is stored)."""
+    from app.auth import service as auth
+    from app.core.errors import AppError
+
+    with _session(_settings()) as session:
+        try:
+            token = auth.add_staff(session, name, role)
+        except AppError as exc:
+            _fail(exc.message)
+            return
+    typer.echo(f"staff member {name!r} ({role}) created. Token (shown once, keep it safe):")
+    typer.echo(token)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Recompute the audit chain; exit 0 when intact, 1 when broken."""
+    from app.audit import service as audit
+
+    with _session(_settings()) as session:
+        report = audit.verify(session)
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+    elif report.ok:
+        typer.echo(f"audit chain intact: {report.rows_checked} rows, head {report.head_seq} "
+                   f"{report.head_hash}")
+    else:
+        assert report.first_broken is not None
+        typer.echo(f"audit chain BROKEN at row {report.first_broken.seq} "
+                   f"({report.first_broken.problem}): {report.first_broken.message}", err=True)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("serve")
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the API and participant pages with uvicorn."""
+    import uvicorn
+
+    from app.logging_setup import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_config=None,
+                proxy_headers=True)
+
+
+@app.command("demo")
+def demo(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    database: Annotated[Path, typer.Option(help="SQLite file, recreated")] = Path("demo.db"),
+) -> None:
+    """A fresh SQLite database with the default study, a staff token, and the server running."""
+    import uvicorn
+
+    from app import migrate
+    from app.auth import service as auth
+    from app.main import create_app
+    from app.studies import service as studies
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    settings = Settings(database_url=f"sqlite:///{database}", environment="demo",
+                        notify_channel="console", base_url=f"http://{host}:{port}",
+                        log_json=False)
+    migrate.upgrade(settings.database_url)
+    with _session(settings) as session:
+        study_file = settings.surveys_dir / "studies" / f"{settings.default_study}.yaml"
+        studies.load_study(session, study_file, settings.surveys_dir, actor="demo")
+        researcher = auth.add_staff(session, "demo-researcher", "researcher")
+        irb = auth.add_staff(session, "demo-irb", "irb")
+        admin = auth.add_staff(session, "demo-admin", "admin")
+    typer.echo(f"""
+wellpanel demo is starting on {settings.base_url}
+
+  Join the study as a participant:  {settings.base_url}/join
+  Demo mailbox (links 'sent'):      {settings.base_url}/demo/mailbox
+  Staff login:                      {settings.base_url}/staff/login
+     researcher token: {researcher}
+     irb token:        {irb}
+     admin token:      {admin}
+
+Press Ctrl+C to stop.
+""")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Settings from WELLPANEL_* environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SUPPORTED_LANGUAGES = ("en", "de", "pt-BR", "zh-CN")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Each field maps to WELLPANEL_<NAME>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WELLPANEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./wellpanel.db",
+        description="SQLAlchemy URL; sqlite:///path or postgresql+psycopg://user:pw@host/db",
+    )
+    base_url: str = Field(default="http://127.0.0.1:8000", description="Public URL for links")
+    secret_key: str = Field(
+        default="dev-insecure-change-me",
+        min_length=16,
+        description="Signs session cookies and keys IRB pseudonyms; set a long random value",
+    )
+    environment: Literal["production", "demo", "test"] = Field(
+        default="production", description="demo shows magic links on screen; test relaxes cookies"
+    )
+    surveys_dir: Path = Field(default=PROJECT_ROOT / "surveys", description="Instruments, studies")
+    default_study: str = Field(default="keep4o-panel", description="Study key served at /join")
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies: 413")
+    magic_link_ttl_days: int = Field(default=30, ge=1, description="Lifetime of a magic link")
+    session_ttl_hours: int = Field(default=24 * 14, ge=1, description="Browser session lifetime")
+
+    smtp_host: str = Field(default="localhost", description="SMTP server")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS")
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = Field(default="wellpanel <study@wellpanel.invalid>")
+    notify_channel: Literal["smtp", "console"] = Field(
+        default="smtp", description="console prints messages to the log instead of sending"
+    )
+
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="Structured JSON logs")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql://"):
+            # psycopg 3 is the only PostgreSQL driver we ship.
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == "dev-insecure-change-me":
+            raise ValueError("WELLPANEL_SECRET_KEY must be set in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.environment == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

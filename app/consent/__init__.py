@@ -1,0 +1,1 @@
+"""Consent versions and documents, consent records, withdrawals and the consent gate."""

@@ -1,0 +1,579 @@
+"""Consent: publishing versions, signing and declining, the gate, withdrawal, IRB review."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from markdown_it import MarkdownIt
+from sqlmodel import Session, col, func, select
+
+from app.audit import service as audit
+from app.consent.models import (
+    ConsentDocument,
+    ConsentDocumentPublic,
+    ConsentLogEntry,
+    ConsentRecord,
+    ConsentRecordPublic,
+    ConsentSubmit,
+    ConsentVersion,
+    ConsentVersionReview,
+    StatementPublic,
+    Withdrawal,
+)
+from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
+from app.core.security import hash_token, keyed_pseudonym, new_token, sha256_text
+from app.db import utcnow
+from app.participants.models import Participant
+from app.studies.models import Study
+
+IDENTITY_METHOD = "email_magic_link"
+WITHDRAWAL_CONFIRM_WINDOW = timedelta(hours=1)
+
+
+class ConsentVersionImmutable(AppError):
+    status_code = 409
+    code = "consent_version_immutable"
+
+
+# ---- publishing ----------------------------------------------------------------------------
+
+def publish_versions(
+    session: Session,
+    study_id: int,
+    study: dict[str, Any],
+    documents: dict[str, dict[str, str]],
+    *,
+    actor: str,
+    now: datetime,
+) -> list[str]:
+    """Store consent versions new in the file; refuse any change to a published one."""
+    published = {v.version: v for v in session.exec(
+        select(ConsentVersion).where(ConsentVersion.study_id == study_id)).all()}
+    next_ordinal = max((v.ordinal for v in published.values()), default=0) + 1
+    created: list[str] = []
+    for spec in study["consent"]["versions"]:
+        existing = published.get(spec["version"])
+        docs = documents[spec["version"]]
+        if existing is None:
+            _publish_new(session, study_id, study["key"], spec, docs, next_ordinal, actor, now)
+            next_ordinal += 1
+            created.append(spec["version"])
+        else:
+            _check_unchanged(session, study["key"], existing, spec, docs, actor, now)
+    return created
+
+
+def _publish_new(
+    session: Session, study_id: int, study_key: str, spec: dict[str, Any],
+    docs: dict[str, str], ordinal: int, actor: str, now: datetime,
+) -> None:
+    version = ConsentVersion(
+        study_id=study_id, version=spec["version"], ordinal=ordinal,
+        approval_ref=spec["approval_ref"], requires_reconsent=spec.get("requires_reconsent", False),
+        statements=[{"id": s["id"], "text": s["text"], "required": s.get("required", True)}
+                    for s in spec["statements"]],
+        signature_meaning=spec["signature_meaning"], published_at=now,
+    )
+    session.add(version)
+    session.flush()
+    hashes = {}
+    for lang, text in docs.items():
+        hashes[lang] = sha256_text(text)
+        session.add(ConsentDocument(consent_version_id=version.id, language=lang,
+                                    sha256=hashes[lang], body_md=text))
+    audit.append(session, actor=actor, action="consent_version.publish",
+                 target=f"study:{study_key}/consent:{spec['version']}",
+                 details={"approval_ref": spec["approval_ref"], "ordinal": ordinal,
+                          "requires_reconsent": version.requires_reconsent},
+                 new_value={"documents": hashes}, now=now)
+
+
+def _check_unchanged(
+    session: Session, study_key: str, existing: ConsentVersion, spec: dict[str, Any],
+    docs: dict[str, str], actor: str, now: datetime,
+) -> None:
+    label = f"consent version {existing.version} of {study_key}"
+    fields = {
+        "approval_ref": (existing.approval_ref, spec["approval_ref"]),
+        "requires_reconsent": (existing.requires_reconsent, spec.get("requires_reconsent", False)),
+        "statements": (existing.statements,
+                       [{"id": s["id"], "text": s["text"], "required": s.get("required", True)}
+                        for s in spec["statements"]]),
+        "signature_meaning": (existing.signature_meaning, spec["signature_meaning"]),
+    }
+    for name, (old, new) in fields.items():
+        if old != new:
+            raise ConsentVersionImmutable(
+                f"{label} is published and cannot change ({name} differs); "
+                "publish the new text as a new version instead.")
+    stored = {d.language: d for d in session.exec(
+        select(ConsentDocument).where(ConsentDocument.consent_version_id == existing.id)).all()}
+    for lang, text in docs.items():
+        digest = sha256_text(text)
+        if lang in stored and stored[lang].sha256 != digest:
+            raise ConsentVersionImmutable(
+                f"{label} is published and cannot change: the {lang} document's SHA-256 is "
+                f"{digest[:12]}..., the published one is {stored[lang].sha256[:12]}...; "
+                "publish the new text as a new version instead.")
+        if lang not in stored:
+            # A translation added later is allowed; it is its own immutable document.
+            session.add(ConsentDocument(consent_version_id=existing.id, language=lang,
+                                        sha256=digest, body_md=text))
+            audit.append(session, actor=actor, action="consent_document.add",
+                         target=f"study:{study_key}/consent:{existing.version}",
+                         new_value={"language": lang, "sha256": digest}, now=now)
+
+
+# ---- reading versions ----------------------------------------------------------------------
+
+def current_version(session: Session, study_id: int) -> ConsentVersion:
+    from app.studies import service as studies
+
+    name = studies.current_consent_version_name(session, study_id)
+    return _version_by_name(session, study_id, name)
+
+
+def _version_by_name(session: Session, study_id: int, name: str) -> ConsentVersion:
+    version = session.exec(select(ConsentVersion).where(
+        ConsentVersion.study_id == study_id, ConsentVersion.version == name)).first()
+    if version is None:
+        raise NotFound(f"There is no consent version {name!r} in this study.",
+                       code="unknown_consent_version")
+    return version
+
+
+def documents_of(session: Session, version_id: int) -> dict[str, ConsentDocument]:
+    return {d.language: d for d in session.exec(
+        select(ConsentDocument).where(ConsentDocument.consent_version_id == version_id)).all()}
+
+
+_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+def render_markdown(text: str) -> str:
+    """Consent text is trusted study material, but raw HTML in it is still not rendered."""
+    return _markdown.render(text)
+
+
+def document_for(
+    session: Session, study: Study, language: str, default_language: str,
+    version: ConsentVersion | None = None,
+) -> ConsentDocumentPublic:
+    assert study.id is not None
+    version = version or current_version(session, study.id)
+    docs = documents_of(session, version.id)  # type: ignore[arg-type]
+    available = sorted(docs)
+    chosen = language if language in docs else (
+        default_language if default_language in docs else available[0])
+    doc = docs[chosen]
+    return ConsentDocumentPublic(
+        study=study.key, version=version.version, approval_ref=version.approval_ref,
+        language=chosen, available_languages=available,
+        requested_language_available=language in docs, sha256=doc.sha256,
+        body_markdown=doc.body_md, body_html=render_markdown(doc.body_md),
+        statements=[StatementPublic(id=s["id"], text=_text(s["text"], chosen),
+                                    required=s.get("required", True))
+                    for s in version.statements],
+        signature_meaning=_text(version.signature_meaning, chosen),
+    )
+
+
+def _text(texts: dict[str, str], language: str) -> str:
+    return texts.get(language) or texts.get("en") or next(iter(texts.values()))
+
+
+# ---- signing and declining -----------------------------------------------------------------
+
+def record_decision(
+    session: Session,
+    participant: Participant,
+    submit: ConsentSubmit,
+    *,
+    identity_verified_at: datetime | None,
+    now: datetime | None = None,
+) -> ConsentRecord:
+    """Sign or decline the current consent version, in one transaction with its audit row."""
+    now = now or utcnow()
+    if participant.status == "withdrawn":
+        raise Forbidden("You have withdrawn from this study; nothing more can be recorded.",
+                        code="withdrawn")
+    if identity_verified_at is None:
+        raise Forbidden("Please open the link we emailed you first, to confirm your address.",
+                        code="identity_not_confirmed")
+    version = _version_by_name(session, participant.study_id, submit.version)
+    current = current_version(session, participant.study_id)
+    if version.id != current.id:
+        raise ValidationFailed(
+            f"Consent version {submit.version} is not the current version; "
+            f"the current version is {current.version}.",
+            code="consent_version_not_current", details={"field": "version"})
+    docs = documents_of(session, version.id)  # type: ignore[arg-type]
+    if submit.language not in docs:
+        raise ValidationFailed(
+            f"The consent document is not available in {submit.language!r}; "
+            f"available: {', '.join(sorted(docs))}.", details={"field": "language"})
+    if submit.decision == "consent":
+        _check_signature(version, submit)
+    record = ConsentRecord(
+        participant_id=participant.id, consent_version_id=version.id,  # type: ignore[arg-type]
+        decision=submit.decision, language=submit.language,
+        document_sha256=docs[submit.language].sha256,
+        signature_name=submit.signature_name if submit.decision == "consent" else None,
+        signature_meaning=_text(version.signature_meaning, submit.language)
+        if submit.decision == "consent" else None,
+        statements=sorted(set(submit.statements)) if submit.decision == "consent" else [],
+        decided_at=now, identity_method=IDENTITY_METHOD, identity_verified_at=identity_verified_at,
+    )
+    session.add(record)
+    old_status = participant.status
+    if submit.decision == "consent":
+        participant.status = "active" if old_status in ("enrolled", "declined") else old_status
+        participant.enrolled_at = participant.enrolled_at or now
+    elif old_status == "enrolled":
+        participant.status = "declined"
+    session.add(participant)
+    session.flush()
+    audit.append(session, actor=f"participant:{participant.id}",
+                 action=f"consent.{'sign' if submit.decision == 'consent' else 'decline'}",
+                 target=f"consent_record:{record.id}",
+                 details={"version": version.version, "language": submit.language,
+                          "document_sha256": record.document_sha256,
+                          "statements": record.statements},
+                 old_value={"status": old_status}, new_value={"status": participant.status},
+                 now=now)
+    return record
+
+
+def _check_signature(version: ConsentVersion, submit: ConsentSubmit) -> None:
+    if not submit.signature_name:
+        raise ValidationFailed("Please type your name to sign.", code="signature_required",
+                               details={"field": "signature_name"})
+    known = {s["id"] for s in version.statements}
+    unknown = sorted(set(submit.statements) - known)
+    if unknown:
+        raise ValidationFailed(f"Unknown statement {unknown[0]!r}.",
+                               details={"field": "statements", "unknown": unknown})
+    missing = [s["id"] for s in version.statements
+               if s.get("required", True) and s["id"] not in submit.statements]
+    if missing:
+        raise ValidationFailed(
+            f"Please tick every required statement; missing: {', '.join(missing)}.",
+            code="statement_missing", details={"field": "statements", "missing": missing})
+
+
+# ---- the gate ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConsentState:
+    signed_version: str | None
+    current_version: str
+    needs_consent: bool
+    needs_reconsent: bool
+
+
+def consent_state(session: Session, participant: Participant) -> ConsentState:
+    current = current_version(session, participant.study_id)
+    latest = session.exec(
+        select(ConsentRecord, ConsentVersion)
+        .join(ConsentVersion, col(ConsentVersion.id) == ConsentRecord.consent_version_id)
+        .where(ConsentRecord.participant_id == participant.id,
+               ConsentRecord.decision == "consent")
+        .order_by(col(ConsentVersion.ordinal).desc()).limit(1)
+    ).first()
+    if latest is None:
+        return ConsentState(None, current.version, needs_consent=True, needs_reconsent=False)
+    signed = latest[1]
+    floor = session.exec(
+        select(func.max(ConsentVersion.ordinal)).where(
+            ConsentVersion.study_id == participant.study_id,
+            col(ConsentVersion.requires_reconsent).is_(True),
+            ConsentVersion.ordinal <= current.ordinal)
+    ).one()
+    needs_reconsent = floor is not None and signed.ordinal < floor
+    return ConsentState(signed.version, current.version, needs_consent=False,
+                        needs_reconsent=needs_reconsent)
+
+
+def check_gate(session: Session, participant: Participant) -> None:
+    """Raise unless the participant may send or read study data right now."""
+    if participant.status == "withdrawn":
+        raise Forbidden("You have withdrawn from this study.", code="withdrawn")
+    state = consent_state(session, participant)
+    if state.needs_consent:
+        raise Forbidden("Please read and sign the consent form first.", code="consent_required",
+                        details={"current_version": state.current_version})
+    if state.needs_reconsent:
+        raise Forbidden(
+            f"The consent form changed (version {state.current_version}); please read and sign "
+            "it again to continue.", code="reconsent_required",
+            details={"signed_version": state.signed_version,
+                     "current_version": state.current_version})
+
+
+def records_of(session: Session, participant_id: str) -> list[tuple[ConsentRecord, str]]:
+    rows = session.exec(
+        select(ConsentRecord, ConsentVersion.version)
+        .join(ConsentVersion, col(ConsentVersion.id) == ConsentRecord.consent_version_id)
+        .where(ConsentRecord.participant_id == participant_id)
+        .order_by(col(ConsentRecord.decided_at), col(ConsentRecord.id))
+    ).all()
+    return [(r, v) for r, v in rows]
+
+
+def record_of(session: Session, participant_id: str, record_id: int) -> tuple[ConsentRecord, str]:
+    for record, version in records_of(session, participant_id):
+        if record.id == record_id:
+            return record, version
+    # Someone else's record looks exactly like a missing one.
+    raise NotFound("There is no such consent record.")
+
+
+# ---- withdrawal ----------------------------------------------------------------------------
+
+def start_withdrawal(
+    session: Session, participant: Participant, scope: str, *, now: datetime | None = None
+) -> tuple[Withdrawal, str]:
+    now = now or utcnow()
+    if participant.status == "withdrawn":
+        raise Conflict("You have already withdrawn from this study.", code="already_withdrawn")
+    token = new_token()
+    withdrawal = Withdrawal(participant_id=participant.id, scope=scope, requested_at=now,
+                            confirm_token_hash=hash_token(token))
+    session.add(withdrawal)
+    session.flush()
+    audit.append(session, actor=f"participant:{participant.id}", action="withdrawal.request",
+                 target=f"withdrawal:{withdrawal.id}", details={"scope": scope}, now=now)
+    return withdrawal, token
+
+
+def confirm_withdrawal(
+    session: Session,
+    participant: Participant,
+    withdrawal_id: int,
+    token: str,
+    *,
+    delete_allowed: bool,
+    now: datetime | None = None,
+) -> Withdrawal:
+    """Second step: mark withdrawn, stop every contact, erase data where the policy allows."""
+    from app.notify import service as notify
+    from app.participants import service as participants
+
+    now = now or utcnow()
+    withdrawal = session.get(Withdrawal, withdrawal_id)
+    if withdrawal is None or withdrawal.participant_id != participant.id:
+        raise NotFound("There is no such withdrawal request.")
+    if withdrawal.confirmed_at is not None:
+        raise Conflict("This withdrawal was already confirmed.", code="already_withdrawn")
+    if hash_token(token) != withdrawal.confirm_token_hash:
+        raise Forbidden("The confirmation does not match this request.", code="bad_confirmation")
+    if now - withdrawal.requested_at > WITHDRAWAL_CONFIRM_WINDOW:
+        raise Conflict("This request has expired; please start again.", code="expired")
+    old_status = participant.status
+    participant.status = "withdrawn"
+    participant.withdrawn_at = now
+    session.add(participant)
+    withdrawal.confirmed_at = now
+    deleted = withdrawal.scope == "delete_data" and delete_allowed
+    if deleted:
+        participants.erase_research_data(session, participant.id)
+    withdrawal.data_deleted = deleted
+    withdrawal.outcome_note = _withdrawal_note(withdrawal.scope, delete_allowed)
+    session.add(withdrawal)
+    cancelled = notify.cancel_pending(session, participant.id, now=now)
+    participants.forget_contact(session, participant.id)
+    audit.append(session, actor=f"participant:{participant.id}", action="withdrawal.confirm",
+                 target=f"withdrawal:{withdrawal.id}",
+                 details={"scope": withdrawal.scope, "data_deleted": deleted,
+                          "messages_cancelled": cancelled},
+                 old_value={"status": old_status}, new_value={"status": "withdrawn"}, now=now)
+    return withdrawal
+
+
+def _withdrawal_note(scope: str, delete_allowed: bool) -> str:
+    if scope == "stop_contact":
+        return "You will not be contacted again. The answers you gave so far are kept."
+    if delete_allowed:
+        return "You will not be contacted again, and your answers have been erased."
+    return ("You will not be contacted again. Your answers could not be erased: this study's "
+            "approved protocol requires keeping data already collected.")
+
+
+# ---- IRB review ----------------------------------------------------------------------------
+
+def irb_pseudonym(secret_key: str, participant_id: str) -> str:
+    return keyed_pseudonym("irb:" + secret_key, participant_id)
+
+
+def review_versions(session: Session) -> list[ConsentVersionReview]:
+    from app.studies import service as studies
+
+    out: list[ConsentVersionReview] = []
+    rows = session.exec(select(ConsentVersion, Study.key)
+                        .join(Study, col(Study.id) == ConsentVersion.study_id)
+                        .order_by(col(Study.key), col(ConsentVersion.ordinal))).all()
+    currents: dict[int, str] = {}
+    for version, key in rows:
+        if version.study_id not in currents:
+            currents[version.study_id] = studies.current_consent_version_name(
+                session, version.study_id)
+        out.append(ConsentVersionReview(
+            study=key, version=version.version, ordinal=version.ordinal,
+            approval_ref=version.approval_ref, requires_reconsent=version.requires_reconsent,
+            published_at=version.published_at,
+            current=currents[version.study_id] == version.version,
+            languages={lang: d.sha256 for lang, d in documents_of(session, version.id).items()},  # type: ignore[arg-type]
+        ))
+    return out
+
+
+LOG_ACTIONS = ("consent", "decline", "withdraw")
+
+
+def consent_log(
+    session: Session,
+    secret_key: str,
+    *,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    version: str | None = None,
+    action: str | None = None,
+    participant_id: str | None = None,
+) -> list[ConsentLogEntry]:
+    """Consent decisions and confirmed withdrawals, oldest first, filtered."""
+    entries: list[ConsentLogEntry] = []
+    if action in (None, "consent", "decline"):
+        entries.extend(_decision_entries(session, secret_key, date_from, date_to, version,
+                                         action, participant_id))
+    if action in (None, "withdraw") and version is None:
+        entries.extend(_withdrawal_entries(session, secret_key, date_from, date_to,
+                                           participant_id))
+    return sorted(entries, key=lambda e: (e.at, e.action))
+
+
+def _decision_entries(
+    session: Session, secret_key: str, date_from: datetime | None, date_to: datetime | None,
+    version: str | None, action: str | None, participant_id: str | None,
+) -> Iterable[ConsentLogEntry]:
+    query = (select(ConsentRecord, ConsentVersion.version, Study.key)
+             .join(ConsentVersion, col(ConsentVersion.id) == ConsentRecord.consent_version_id)
+             .join(Study, col(Study.id) == ConsentVersion.study_id))
+    if date_from:
+        query = query.where(ConsentRecord.decided_at >= date_from)
+    if date_to:
+        query = query.where(ConsentRecord.decided_at < date_to)
+    if version:
+        query = query.where(ConsentVersion.version == version)
+    if action:
+        query = query.where(ConsentRecord.decision == action)
+    if participant_id:
+        query = query.where(ConsentRecord.participant_id == participant_id)
+    for record, version_name, study_key in session.exec(query).all():
+        yield ConsentLogEntry(
+            at=record.decided_at, action=record.decision,
+            pseudonym=irb_pseudonym(secret_key, record.participant_id), study=study_key,
+            version=version_name, language=record.language,
+            document_sha256=record.document_sha256, identity_method=record.identity_method,
+            statements=record.statements, record_id=record.id,
+        )
+
+
+def _withdrawal_entries(
+    session: Session, secret_key: str, date_from: datetime | None, date_to: datetime | None,
+    participant_id: str | None,
+) -> Iterable[ConsentLogEntry]:
+    query = (select(Withdrawal, Study.key)
+             .join(Participant, col(Participant.id) == Withdrawal.participant_id)
+             .join(Study, col(Study.id) == Participant.study_id)
+             .where(col(Withdrawal.confirmed_at).is_not(None)))
+    if date_from:
+        query = query.where(Withdrawal.confirmed_at >= date_from)  # type: ignore[operator]
+    if date_to:
+        query = query.where(Withdrawal.confirmed_at < date_to)  # type: ignore[operator]
+    if participant_id:
+        query = query.where(Withdrawal.participant_id == participant_id)
+    for withdrawal, study_key in session.exec(query).all():
+        yield ConsentLogEntry(
+            at=withdrawal.confirmed_at, action="withdraw",  # type: ignore[arg-type]
+            pseudonym=irb_pseudonym(secret_key, withdrawal.participant_id), study=study_key,
+            version=None, language=None, document_sha256=None, identity_method=None,
+            statements=[], record_id=None, scope=withdrawal.scope,
+            data_deleted=withdrawal.data_deleted,
+        )
+
+
+def participant_by_pseudonym(session: Session, secret_key: str, pseudonym: str) -> Participant:
+    # Pseudonyms are keyed hashes, so finding one means hashing every id; fine at study scale.
+    for participant in session.exec(select(Participant)).all():
+        if irb_pseudonym(secret_key, participant.id) == pseudonym:
+            return participant
+    raise NotFound("No participant has this pseudonym.")
+
+
+def consent_log_csv(entries: list[ConsentLogEntry]) -> str:
+    buffer = io.StringIO()
+    fields = list(ConsentLogEntry.model_fields)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for entry in entries:
+        row = entry.model_dump()
+        row["at"] = entry.at.isoformat()
+        row["statements"] = ";".join(entry.statements)
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+# ---- the participant's own records ---------------------------------------------------------
+
+def to_public(record: ConsentRecord, version: str, study_key: str) -> ConsentRecordPublic:
+    return ConsentRecordPublic(
+        id=record.id, study=study_key, version=version,  # type: ignore[arg-type]
+        decision=record.decision, language=record.language,
+        document_sha256=record.document_sha256, signature_name=record.signature_name,
+        signature_meaning=record.signature_meaning, statements=record.statements,
+        decided_at=record.decided_at, identity_method=record.identity_method,
+        identity_verified_at=record.identity_verified_at,
+    )
+
+
+def public_records(session: Session, participant: Participant) -> list[ConsentRecordPublic]:
+    study = session.get(Study, participant.study_id)
+    assert study is not None
+    return [to_public(r, v, study.key) for r, v in records_of(session, participant.id)]
+
+
+@dataclass(frozen=True)
+class SignedCopy:
+    record: ConsentRecordPublic
+    body_md: str
+    statement_texts: list[str]
+
+
+def signed_copy(session: Session, participant: Participant, record_id: int) -> SignedCopy:
+    """What this participant saw and ticked for one of their records, for their copy."""
+    record, version_name = record_of(session, participant.id, record_id)
+    study = session.get(Study, participant.study_id)
+    assert study is not None and study.id is not None
+    version = _version_by_name(session, study.id, version_name)
+    doc = documents_of(session, version.id)[record.language]  # type: ignore[arg-type]
+    texts = {s["id"]: _text(s["text"], record.language) for s in version.statements}
+    return SignedCopy(to_public(record, version_name, study.key), doc.body_md,
+                      [texts[s] for s in record.statements if s in texts])
+
+
+def confirm_withdrawal_by_policy(
+    session: Session, participant: Participant, withdrawal_id: int, token: str,
+    *, now: datetime | None = None,
+) -> Withdrawal:
+    """Confirm a withdrawal, erasing data only if the study's protocol allows it."""
+    from app.studies import service as studies
+
+    protocol = studies.current_protocol(session, participant.study_id)
+    return confirm_withdrawal(
+        session, participant, withdrawal_id, token,
+        delete_allowed=protocol["data_policy"]["delete_on_withdrawal"], now=now)

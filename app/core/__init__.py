@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: errors, tokens and hashing, canonical JSON."""

@@ -1,0 +1,55 @@
+"""The application factory: settings, database, routers, error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app import __version__
+from app.audit.routes import router as audit_router
+from app.config import Settings, get_settings
+from app.consent.irb_routes import router as irb_consent_router
+from app.consent.routes import router as consent_router
+from app.core.errors import install_error_handlers
+from app.core.middleware import BodySizeLimit
+from app.db import make_engine, utcnow
+from app.notify.channels import Channel, make_channel
+from app.participants.routes import router as participants_router
+from app.web.common import html_error, is_web_request
+from app.web.routes import router as web_router
+from app.web.staff_routes import router as staff_web_router
+
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    channel: Channel | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(title="wellpanel", version=__version__, lifespan=lifespan,
+                  description="Consent-gated longitudinal wellbeing studies.")
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    app.state.clock = clock
+    app.state.channel = channel or make_channel(settings)
+    install_error_handlers(app, html=(is_web_request, html_error))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (participants_router, consent_router, irb_consent_router, audit_router,
+                   web_router, staff_web_router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

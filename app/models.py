@@ -1,0 +1,14 @@
+"""Every table, imported in one place so SQLModel.metadata is complete for Alembic and tests."""
+
+from app.audit.models import AuditEvent
+from app.auth.models import ParticipantCredential, StaffMember, StaffSession
+from app.consent.models import ConsentDocument, ConsentRecord, ConsentVersion, Withdrawal
+from app.notify.models import OutboxMessage
+from app.participants.models import Contact, Participant, ScreeningTally
+from app.studies.models import ProtocolVersion, Study
+
+__all__ = [
+    "AuditEvent", "Contact", "ConsentDocument", "ConsentRecord", "ConsentVersion",
+    "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
+    "ScreeningTally", "StaffMember", "StaffSession", "Study", "Withdrawal",
+]

@@ -1,0 +1,1 @@
+"""Participants, their (separately stored) contact details, and screening tallies."""

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field as PField, field_validator
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.config import SUPPORTED_LANGUAGES
+from app.db import UTCDateTime
+
+# enrolled: joined, email not yet confirmed; active: consented; declined: declined consent;
+# paused: no invitations for now; withdrawn: never contacted or scheduled again.
+STATUSES = ("enrolled", "active", "declined", "paused", "withdrawn", "completed")
+
+
+class Participant(SQLModel, table=True):
+    __tablename__ = "participants"
+
+    id: str = Field(primary_key=True, max_length=36)  # random UUID, never leaves the server
+    study_id: int = Field(foreign_key="studies.id", index=True)
+    status: str = Field(default="enrolled", max_length=20, index=True)
+    language: str = Field(max_length=10)
+    timezone: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    enrolled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    withdrawn_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Contact(SQLModel, table=True):
+    """Contact details, kept apart from research tables and never exported or logged."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("study_id", "email"),)
+
+    participant_id: str = Field(primary_key=True, foreign_key="participants.id", max_length=36)
+    study_id: int = Field(foreign_key="studies.id", index=True)
+    email: str = Field(max_length=320)
+    verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ScreeningTally(SQLModel, table=True):
+    """Ineligible people leave nothing behind but this count."""
+
+    __tablename__ = "screening_tallies"
+
+    study_id: int = Field(primary_key=True, foreign_key="studies.id")
+    outcome: str = Field(primary_key=True, max_length=20)  # eligible | ineligible
+    count: int = 0
+
+
+# ---- API schemas ---------------------------------------------------------------------------
+
+_TIMEZONES = frozenset(available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin")
+    return value
+
+
+def check_language(value: str) -> str:
+    if value not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"unsupported language {value!r}; use one of {', '.join(SUPPORTED_LANGUAGES)}")
+    return value
+
+
+class EnrollmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    language: str = "en"
+    timezone: str = "UTC"
+    screening: dict[str, bool] = PField(max_length=50)
+
+    _tz = field_validator("timezone")(check_timezone)
+    _lang = field_validator("language")(check_language)
+
+    @field_validator("email")
+    @classmethod
+    def _normalize_email(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class EnrollmentAnswer(BaseModel):
+    eligible: bool
+    message: str
+
+
+class ParticipantMe(BaseModel):
+    study: str
+    status: str
+    language: str
+    timezone: str
+    enrolled_at: datetime | None
+    consent_version: str | None
+    consent_current_version: str
+    needs_consent: bool
+    needs_reconsent: bool

@@ -1,0 +1,57 @@
+"""Joining a study and the participant's own status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, BackgroundTasks, Request
+
+from app.auth.deps import NowDep, ParticipantDep, SessionDep
+from app.consent import service as consent
+from app.i18n import translator
+from app.notify.dispatch import deliver_in_background
+from app.participants import service as participants
+from app.participants.models import EnrollmentAnswer, EnrollmentCreate, ParticipantMe
+from app.studies import service as studies
+from app.studies.models import Study, StudyPublic
+
+router = APIRouter(prefix="/api/v1", tags=["participant"])
+
+
+@router.get("/studies/{key}", response_model=StudyPublic)
+def get_study(key: str, session: SessionDep, lang: str = "en") -> StudyPublic:
+    study = studies.get_study(session, key)
+    protocol = studies.current_protocol(session, study.id)  # type: ignore[arg-type]
+    return StudyPublic(
+        key=study.key, title=studies.localized(protocol["title"], lang),
+        description=studies.localized(protocol["description"], lang),
+        languages=protocol["languages"],
+        protocol_version=studies.latest_protocol(session, study.id).version,  # type: ignore[arg-type, union-attr]
+    )
+
+
+@router.post("/studies/{key}/enrollments", response_model=EnrollmentAnswer, status_code=202)
+def enroll(
+    key: str, body: EnrollmentCreate, session: SessionDep, now: NowDep,
+    request: Request, background: BackgroundTasks,
+) -> EnrollmentAnswer:
+    """Screen and enroll. A known address gets exactly the same answer as a new one."""
+    study = studies.get_study(session, key)
+    protocol = studies.current_protocol(session, study.id)  # type: ignore[arg-type]
+    eligible, _, _ = participants.enroll(session, study, body, protocol["eligibility"], now=now)
+    t = translator(body.language)
+    if not eligible:
+        return EnrollmentAnswer(eligible=False, message=t("join.ineligible"))
+    deliver_in_background(request.app, background)
+    return EnrollmentAnswer(eligible=True, message=t("join.check_email"))
+
+
+@router.get("/me", response_model=ParticipantMe)
+def me(ctx: ParticipantDep, session: SessionDep) -> ParticipantMe:
+    p = ctx.participant
+    state = consent.consent_state(session, p)
+    study = session.get(Study, p.study_id)
+    return ParticipantMe(
+        study=study.key, status=p.status, language=p.language,  # type: ignore[union-attr]
+        timezone=p.timezone, enrolled_at=p.enrolled_at, consent_version=state.signed_version,
+        consent_current_version=state.current_version, needs_consent=state.needs_consent,
+        needs_reconsent=state.needs_reconsent,
+    )

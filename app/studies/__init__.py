@@ -1,0 +1,1 @@
+"""Studies and their protocol versions, loaded from surveys/studies/*.yaml."""

@@ -1,0 +1,180 @@
+"""Loading study protocol files and reading the current protocol of a study.
+
+A study file is validated against surveys/schema/study.schema.json, then stored as a protocol
+version together with the hashes of everything it references. Loading the same content twice is
+a no-op; changed content becomes a new version and the old one is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from sqlmodel import Session, col, func, select
+
+from app.audit import service as audit
+from app.consent import service as consent
+from app.core.errors import AppError, NotFound
+from app.core.security import sha256_json, sha256_text
+from app.db import utcnow
+from app.studies.models import LoadResult, ProtocolVersion, Study
+
+
+class StudyLoadError(AppError):
+    status_code = 422
+    code = "invalid_protocol"
+
+
+@lru_cache
+def _schema(surveys_dir: str) -> dict[str, Any]:
+    return json.loads((Path(surveys_dir) / "schema" / "study.schema.json").read_text("utf-8"))
+
+
+def read_study_file(path: Path, surveys_dir: Path) -> dict[str, Any]:
+    """Parse and validate a study file; errors name the file, the place in it and the reason."""
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise StudyLoadError(f"{path}: cannot read the study file: {exc}") from exc
+    validator = jsonschema.Draft202012Validator(_schema(str(surveys_dir)))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise StudyLoadError(
+            f"{path}: {where}: {first.message}",
+            details=[{"path": "/".join(str(p) for p in e.absolute_path), "problem": e.message}
+                     for e in errors[:20]],
+        )
+    _check_semantics(path, data)
+    return data
+
+
+def _check_semantics(path: Path, data: dict[str, Any]) -> None:
+    langs = set(data["languages"])
+    if data["default_language"] not in langs:
+        raise StudyLoadError(f"{path}: default_language: {data['default_language']!r} "
+                             "is not one of the study's languages")
+    versions = [v["version"] for v in data["consent"]["versions"]]
+    if len(set(versions)) != len(versions):
+        raise StudyLoadError(f"{path}: consent/versions: a version is listed twice")
+    if data["consent"]["current"] not in versions:
+        raise StudyLoadError(f"{path}: consent/current: {data['consent']['current']!r} "
+                             "is not among consent/versions")
+    for i, version in enumerate(data["consent"]["versions"]):
+        for j, statement in enumerate(version["statements"]):
+            missing = set(version["languages"]) - set(statement["text"])
+            if missing:
+                raise StudyLoadError(
+                    f"{path}: consent/versions/{i}/statements/{j}/text: "
+                    f"no text for {', '.join(sorted(missing))}")
+        missing = set(version["languages"]) - set(version["signature_meaning"])
+        if missing:
+            raise StudyLoadError(f"{path}: consent/versions/{i}/signature_meaning: "
+                                 f"no text for {', '.join(sorted(missing))}")
+
+
+def read_consent_documents(
+    study: dict[str, Any], surveys_dir: Path
+) -> dict[str, dict[str, str]]:
+    """version -> language -> Markdown text, for every consent version the file lists."""
+    documents: dict[str, dict[str, str]] = {}
+    for version in study["consent"]["versions"]:
+        folder = surveys_dir / "consent" / study["key"] / version["version"]
+        documents[version["version"]] = {}
+        for lang in version["languages"]:
+            doc = folder / f"{lang}.md"
+            if not doc.is_file():
+                raise StudyLoadError(f"{doc}: consent document missing for version "
+                                     f"{version['version']} in language {lang}")
+            documents[version["version"]][lang] = doc.read_text("utf-8")
+    return documents
+
+
+def load_study(
+    session: Session, path: Path, surveys_dir: Path, *, actor: str, now: datetime | None = None
+) -> LoadResult:
+    """Load (or re-load) a study file in one transaction."""
+    now = now or utcnow()
+    data = read_study_file(path, surveys_dir)
+    documents = read_consent_documents(data, surveys_dir)
+    content = {
+        "study": data,
+        "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}
+                              for v, docs in documents.items()},
+    }
+    digest = sha256_json(content)
+
+    study = session.exec(select(Study).where(Study.key == data["key"])).first()
+    if study is None:
+        study = Study(key=data["key"], created_at=now)
+        session.add(study)
+        session.flush()
+    assert study.id is not None
+
+    new_versions = consent.publish_versions(session, study.id, data, documents, actor=actor,
+                                            now=now)
+    latest = latest_protocol(session, study.id)
+    if latest is not None and latest.sha256 == digest:
+        session.commit()
+        return LoadResult(study_key=study.key, protocol_version=latest.version, created=False,
+                          new_consent_versions=new_versions)
+
+    version = 1 if latest is None else latest.version + 1
+    session.add(ProtocolVersion(study_id=study.id, version=version, sha256=digest,
+                                consent_current=data["consent"]["current"], content=content, loaded_at=now, loaded_by=actor))
+    audit.append(session, actor=actor, action="protocol.load", target=f"study:{study.key}",
+                 details={"version": version, "sha256": digest, "file": path.name},
+                 old_value={"version": latest.version, "sha256": latest.sha256} if latest else None,
+                 new_value={"version": version, "sha256": digest}, now=now)
+    session.commit()
+    return LoadResult(study_key=study.key, protocol_version=version, created=True,
+                      new_consent_versions=new_versions)
+
+
+def latest_protocol(session: Session, study_id: int) -> ProtocolVersion | None:
+    return session.exec(
+        select(ProtocolVersion).where(ProtocolVersion.study_id == study_id)
+        .order_by(col(ProtocolVersion.version).desc()).limit(1)
+    ).first()
+
+
+def current_consent_version_name(session: Session, study_id: int) -> str:
+    name = session.exec(
+        select(ProtocolVersion.consent_current).where(ProtocolVersion.study_id == study_id)
+        .order_by(col(ProtocolVersion.version).desc()).limit(1)
+    ).first()
+    if name is None:
+        raise NotFound("This study has no protocol loaded yet.")
+    return name
+
+
+def get_study(session: Session, key: str) -> Study:
+    study = session.exec(select(Study).where(Study.key == key)).first()
+    if study is None:
+        raise NotFound(f"There is no study called {key!r}.")
+    return study
+
+
+def current_protocol(session: Session, study_id: int) -> dict[str, Any]:
+    """The study file content of the newest protocol version."""
+    latest = latest_protocol(session, study_id)
+    if latest is None:
+        raise NotFound("This study has no protocol loaded yet.")
+    return latest.content["study"]
+
+
+def protocol_count(session: Session, study_id: int) -> int:
+    return session.exec(
+        select(func.count()).select_from(ProtocolVersion)
+        .where(ProtocolVersion.study_id == study_id)
+    ).one()
+
+
+def localized(texts: dict[str, str], language: str, fallback: str = "en") -> str:
+    return texts.get(language) or texts.get(fallback) or next(iter(texts.values()))

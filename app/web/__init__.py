@@ -1,0 +1,1 @@
+"""Server-rendered pages for participants and staff; they call the same services as the API."""
