@@ -1,0 +1,879 @@
+"""Linear mixed models with one grouping factor, fitted exactly and fast.
+
+Model (for participant ``i`` with ``n_i`` rows)::
+
+    y_i = X_i beta + Z_i b_i + e_i,    b_i ~ N(0, sigma^2 Lambda Lambda'),   e_i ~ N(0, sigma^2 I)
+
+``Lambda`` is the lower-triangular relative covariance factor (as in lme4, parameter vector
+``theta`` = its lower triangle, diagonal >= 0). Writing ``M_i = Lambda' Z_i'Z_i Lambda + I``,
+``V_i = I + Z_i Lambda Lambda' Z_i'`` and ``|V_i| = |M_i|`` (Sylvester), Woodbury gives every
+quadratic form in ``V_i^{-1}`` from the per-participant cross-products ``Z_i'Z_i``, ``Z_i'X_i``,
+``Z_i'y_i`` and the pooled ``X'X``, ``X'y``, ``y'y``. With ``A = sum X_i'V_i^{-1}X_i``,
+``beta = A^{-1} sum X_i'V_i^{-1}y_i`` and ``r2 = sum (y_i - X_i beta)'V_i^{-1}(y_i - X_i beta)``,
+the profiled deviances (-2 log-likelihood with beta and sigma^2 at their optimum for theta) are
+
+    ML:    d(theta) = sum log|M_i| + N (1 + log(2 pi r2 / N))
+    REML:  d(theta) = sum log|M_i| + log|A| + (N - p) (1 + log(2 pi r2 / (N - p)))
+
+exactly lme4's criteria (Bates et al. 2015, eq. 34 and 41), so ``loglik = -d / 2`` is comparable
+with R's ``logLik()``. The sufficient statistics are computed in one pass over the rows; each
+deviance evaluation then costs O(participants) with q x q blocks (q <= 3), vectorized across
+participants. The analytic gradient (derived in :func:`_evaluate`) drives L-BFGS-B.
+
+Inference: ``Var(beta) = sigma^2 A^{-1}``; p-values and intervals use Satterthwaite degrees of
+freedom computed like lmerTest (Kuznetsova et al. 2017): the Hessian of the unprofiled deviance
+in ``(theta, sigma)`` gives the asymptotic covariance of the variance parameters, and the
+Jacobian of ``Var(beta)`` with respect to them gives ``df = 2 Var(l'beta)^2 / (g' A g)``.
+
+Assumptions: Gaussian random effects and residuals, residuals independent and homoscedastic
+within and between participants, missing rows missing at random given the observed data (then
+(RE)ML stays consistent under outcome-dependent dropout).
+
+Models with more than three random effects per participant go to statsmodels' MixedLM.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings as _warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+from scipy import optimize, stats
+
+from analysis.errors import FormulaError, InsufficientDataError
+
+MAX_PROFILED_RE = 3
+SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on the diagonal of the (scaled) factor
+MIN_GROUPS = 3
+
+__all__ = ["MixedResult", "fit", "profiled_deviance", "sufficient_stats", "SufficientStats"]
+
+
+# --------------------------------------------------------------------------------------------
+# Sufficient statistics
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SufficientStats:
+    """Per-participant cross-products, stored component-major (last axis = participant).
+
+    ``S[a, b, i] = (Z_i'Z_i)[a, b]``, ``ZXy[a, k, i] = (Z_i'[X_i y_i])[a, k]``, and
+    ``T = [X y]'[X y]`` pooled over all rows.
+    """
+
+    S: np.ndarray
+    ZXy: np.ndarray
+    T: np.ndarray
+    n_obs: int
+    n_groups: int
+    p: int
+    q: int
+
+
+def sufficient_stats(
+    X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int
+) -> SufficientStats:
+    """One pass over the rows: per-group sums of the Z-involving cross-products.
+
+    ``codes`` are integer group codes 0..n_groups-1. ``np.bincount`` with weights sums each
+    product column by group in O(N) without materializing an N x k x k array.
+    """
+    n, p = X.shape
+    q = Z.shape[1]
+    Xy = np.column_stack([X, y])
+    S = np.empty((q, q, n_groups))
+    for a in range(q):
+        for b in range(a, q):
+            S[a, b] = S[b, a] = np.bincount(codes, weights=Z[:, a] * Z[:, b], minlength=n_groups)
+    ZXy = np.empty((q, p + 1, n_groups))
+    for a in range(q):
+        for k in range(p + 1):
+            ZXy[a, k] = np.bincount(codes, weights=Z[:, a] * Xy[:, k], minlength=n_groups)
+    T = Xy.T @ Xy
+    return SufficientStats(S=S, ZXy=ZXy, T=T, n_obs=n, n_groups=n_groups, p=p, q=q)
+
+
+# --------------------------------------------------------------------------------------------
+# Small batched linear algebra (component-major: arrays are (q, q, m) or (q, r, m))
+# --------------------------------------------------------------------------------------------
+def _chol(A: np.ndarray) -> np.ndarray:
+    """Cholesky factors of m symmetric positive definite q x q matrices, A shape (q, q, m)."""
+    q = A.shape[0]
+    L = np.zeros_like(A)
+    for j in range(q):
+        d = A[j, j] - sum(L[j, k] ** 2 for k in range(j))
+        L[j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            L[i, j] = (A[i, j] - sum(L[i, k] * L[j, k] for k in range(j))) / L[j, j]
+    return L
+
+
+def _fwd(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L X = B for lower-triangular L (q, q, m); B is (q, m) or (q, r, m)."""
+    q = L.shape[0]
+    X = np.empty_like(B)
+    extra = (slice(None),) * (B.ndim - 2)  # broadcast L[i, k] (m,) over the r axis
+    for i in range(q):
+        acc = B[i].copy()
+        for k in range(i):
+            acc -= L[(i, k, *[None] * len(extra))] * X[k]
+        X[i] = acc / L[(i, i, *[None] * len(extra))]
+    return X
+
+
+def _bwd(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L' X = B for lower-triangular L (q, q, m); B is (q, m) or (q, r, m)."""
+    q = L.shape[0]
+    X = np.empty_like(B)
+    nx = B.ndim - 2
+    for i in reversed(range(q)):
+        acc = B[i].copy()
+        for k in range(i + 1, q):
+            acc -= L[(k, i, *[None] * nx)] * X[k]
+        X[i] = acc / L[(i, i, *[None] * nx)]
+    return X
+
+
+def _lambda(theta: np.ndarray, q: int) -> np.ndarray:
+    Lam = np.zeros((q, q))
+    Lam[np.tril_indices(q)] = theta
+    return Lam
+
+
+def _theta_bounds(q: int) -> list[tuple[float | None, float | None]]:
+    rows, cols = np.tril_indices(q)
+    return [(0.0, None) if r == c else (None, None) for r, c in zip(rows, cols, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# The deviance and its gradient
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Eval:
+    dev: float
+    beta: np.ndarray
+    r2: float
+    A: np.ndarray
+    cholA: np.ndarray
+    logdetM: float
+    logdetA: float
+    grad: np.ndarray | None = None
+    g_logdet: np.ndarray | None = None  # d(sum log|M_i| [+ log|A|])/d theta
+    g_r2: np.ndarray | None = None  # d r2 / d theta
+    u: np.ndarray | None = None  # spherical conditional modes, (q, m)
+
+
+def _evaluate(theta: np.ndarray, st: SufficientStats, reml: bool, grad: bool = True) -> _Eval:
+    """Profiled deviance at ``theta`` and, if asked, its gradient.
+
+    Gradient (differentiating through Sigma = Lambda Lambda', dSigma = dL L' + L dL'):
+      d sum log|V_i| / dLambda = 2 sum P_i Lambda,      P_i Lambda = S_i Lambda M_i^{-1}
+      d r2 / dLambda          = -2 sum w_i u_i',        u_i = M_i^{-1} Lambda' Z_i'e_i,
+                                                        w_i = Z_i'V_i^{-1}e_i = Z_i'e_i - S_i Lambda u_i
+      d log|A| / dLambda      = -2 sum K_i A^{-1} H_i', K_i = Z_i'V_i^{-1}X_i,
+                                                        H_i = M_i^{-1} Lambda' Z_i'X_i
+    (the r2 term uses the envelope theorem: beta is optimal, so d r2 needs no d beta).
+    """
+    q, p, N = st.q, st.p, st.n_obs
+    Lam = _lambda(theta, q)
+    SL = np.einsum("acm,cb->abm", st.S, Lam)
+    M = np.einsum("ca,cbm->abm", Lam, SL)
+    for a in range(q):
+        M[a, a] += 1.0
+    G = np.einsum("ca,crm->arm", Lam, st.ZXy)
+    Lc = _chol(M)
+    logdetM = 2.0 * float(np.sum(np.log(np.diagonal(Lc, axis1=0, axis2=1))))
+    C = _fwd(Lc, G)
+    W = st.T - np.einsum("arm,asm->rs", C, C)
+    A = W[:p, :p]
+    try:
+        cholA = sla.cholesky(A, lower=True)
+    except np.linalg.LinAlgError:
+        return _Eval(np.inf, np.full(p, np.nan), np.nan, A, A, logdetM, np.nan)
+    beta = sla.cho_solve((cholA, True), W[:p, p])
+    r2 = float(W[p, p] - W[:p, p] @ beta)
+    logdetA = 2.0 * float(np.sum(np.log(np.diag(cholA))))
+    if r2 <= 0:
+        return _Eval(np.inf, beta, r2, A, cholA, logdetM, logdetA)
+    n_eff = N - p if reml else N
+    dev = logdetM + n_eff * (1.0 + math.log(2.0 * math.pi * r2 / n_eff))
+    if reml:
+        dev += logdetA
+    out = _Eval(dev, beta, r2, A, cholA, logdetM, logdetA)
+    if not grad:
+        return out
+
+    ext = np.append(-beta, 1.0)
+    u = _bwd(Lc, np.einsum("arm,r->am", C, ext))
+    Linv = _fwd(Lc, np.broadcast_to(np.eye(q)[:, :, None], M.shape).copy())
+    Minv = np.einsum("kam,kbm->abm", Linv, Linv)
+    g_logdet = 2.0 * np.einsum("acm,cbm->ab", SL, Minv)
+    Ze = st.ZXy[:, p, :] - np.einsum("apm,p->am", st.ZXy[:, :p, :], beta)
+    w = Ze - np.einsum("abm,bm->am", SL, u)
+    g_r2 = -2.0 * (w @ u.T)
+    if reml:
+        H = _bwd(Lc, C[:, :p, :])
+        K = st.ZXy[:, :p, :] - np.einsum("abm,bpm->apm", SL, H)
+        Ainv = sla.cho_solve((cholA, True), np.eye(p))
+        KA = np.einsum("apm,pk->akm", K, Ainv)
+        g_logdet = g_logdet - 2.0 * np.einsum("akm,bkm->ab", KA, H)
+    tril = np.tril_indices(q)
+    out.g_logdet = g_logdet[tril]
+    out.g_r2 = g_r2[tril]
+    out.grad = out.g_logdet + (n_eff / r2) * out.g_r2
+    out.u = u
+    return out
+
+
+def profiled_deviance(theta: np.ndarray, st: SufficientStats, reml: bool = True) -> float:
+    """The profiled (RE)ML deviance at ``theta`` (see the module docstring)."""
+    return _evaluate(np.asarray(theta, float), st, reml, grad=False).dev
+
+
+# --------------------------------------------------------------------------------------------
+# Optimization
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _OptInfo:
+    theta: np.ndarray
+    dev: float
+    n_evals: int
+    message: str
+    success: bool
+    grad: np.ndarray
+    n_starts: int
+
+
+def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _OptInfo:
+    """L-BFGS-B with the analytic gradient from several starts; each result is polished once.
+
+    The deviance is O(N), so the relative function tolerance is set near machine precision
+    and convergence is judged by the projected gradient instead.
+    """
+    bounds = _theta_bounds(st.q)
+    n_evals = 0
+
+    def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_evals
+        n_evals += 1
+        ev = _evaluate(th, st, reml)
+        if not np.isfinite(ev.dev):
+            return 1e300, np.zeros_like(th)
+        return ev.dev, ev.grad
+
+    best = None
+    opts = {"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000, "maxcor": 20}
+    for th0 in starts:
+        res = optimize.minimize(fun, th0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+        # A second run restarts the quasi-Newton memory: cheap, and it removes the
+        # occasional early stop of the line search on a flat ridge.
+        res2 = optimize.minimize(
+            fun, res.x, jac=True, method="L-BFGS-B", bounds=bounds, options=opts
+        )
+        if res2.fun <= res.fun:
+            res = res2
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    grad = fun(best.x)[1]
+    return _OptInfo(
+        theta=np.asarray(best.x, float),
+        dev=float(best.fun),
+        n_evals=n_evals,
+        message=str(best.message),
+        success=bool(best.success),
+        grad=grad,
+        n_starts=len(starts),
+    )
+
+
+def _projected_grad(theta: np.ndarray, grad: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient without components pushing against an active bound (diagonal at 0)."""
+    g = grad.copy()
+    rows, cols = np.tril_indices(q)
+    at_bound = (rows == cols) & (theta <= 1e-10) & (g > 0)
+    g[at_bound] = 0.0
+    return g, at_bound
+
+
+def _numgrad_hessian(fgrad, x: np.ndarray, rel_step: float = 1e-3) -> np.ndarray:
+    """Hessian by central differences of an analytic gradient, with one Richardson step."""
+    k = len(x)
+    H = np.empty((k, k))
+    for j in range(k):
+        h = rel_step * max(abs(x[j]), 1e-2)
+
+        def cd(hh: float, j: int = j) -> np.ndarray:
+            e = np.zeros(k)
+            e[j] = hh
+            return (fgrad(x + e) - fgrad(x - e)) / (2 * hh)
+
+        H[:, j] = (4 * cd(h / 2) - cd(h)) / 3
+    return (H + H.T) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# Satterthwaite degrees of freedom (lmerTest's method)
+# --------------------------------------------------------------------------------------------
+def _unprofiled_grad(phi: np.ndarray, st: SufficientStats, reml: bool) -> np.ndarray:
+    """Gradient of the deviance in (theta, sigma), beta at its optimum for theta.
+
+    D(theta, sigma) = sum log|M_i| + r2(theta)/sigma^2 + N log(2 pi sigma^2)
+                      [REML: + log|A(theta)| - p log(2 pi sigma^2)]     (lmerTest's devfun_vp)
+    """
+    theta, sigma = phi[:-1], phi[-1]
+    ev = _evaluate(theta, st, reml)
+    n_eff = st.n_obs - st.p if reml else st.n_obs
+    g_theta = ev.g_logdet + ev.g_r2 / sigma**2
+    g_sigma = -2.0 * ev.r2 / sigma**3 + 2.0 * n_eff / sigma
+    return np.append(g_theta, g_sigma)
+
+
+def _vcov_unscaled(theta: np.ndarray, st: SufficientStats, reml: bool) -> np.ndarray:
+    ev = _evaluate(theta, st, reml, grad=False)
+    return sla.cho_solve((ev.cholA, True), np.eye(st.p))
+
+
+@dataclass
+class _Satt:
+    acov: np.ndarray  # asymptotic covariance of (theta, sigma)
+    jac: np.ndarray  # d Var(beta) / d phi, shape (k, p, p)
+    warnings: list[str]
+
+
+def _satterthwaite_parts(
+    theta: np.ndarray, sigma: float, st: SufficientStats, reml: bool
+) -> _Satt:
+    msgs: list[str] = []
+    phi = np.append(theta, sigma)
+    H = _numgrad_hessian(lambda x: _unprofiled_grad(x, st, reml), phi)
+    evals, evecs = np.linalg.eigh(H)
+    tol = 1e-8 * max(abs(evals).max(), 1.0)
+    if np.any(evals < -tol):
+        msgs.append(
+            "Satterthwaite: the Hessian of the deviance in the variance parameters is not "
+            "positive definite; degrees of freedom use its positive part"
+        )
+    keep = evals > tol
+    Hinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
+    acov = 2.0 * Hinv
+    k = len(phi)
+    jac = np.empty((k, st.p, st.p))
+    for j in range(k - 1):
+        h = 1e-3 * max(abs(theta[j]), 1e-2)
+
+        def cd(hh: float, j: int = j) -> np.ndarray:
+            e = np.zeros(k - 1)
+            e[j] = hh
+            return (_vcov_unscaled(theta + e, st, reml) - _vcov_unscaled(theta - e, st, reml)) / (
+                2 * hh
+            )
+
+        jac[j] = sigma**2 * (4 * cd(h / 2) - cd(h)) / 3
+    jac[k - 1] = 2.0 * sigma * _vcov_unscaled(theta, st, reml)
+    return _Satt(acov=acov, jac=jac, warnings=msgs)
+
+
+def _satterthwaite_df(L: np.ndarray, vcov: np.ndarray, satt: _Satt) -> float:
+    """df = 2 (l' V l)^2 / (g' Acov g), g_k = l' (dV/dphi_k) l."""
+    v = float(L @ vcov @ L)
+    g = np.einsum("i,kij,j->k", L, satt.jac, L)
+    denom = float(g @ satt.acov @ g)
+    if denom <= 0 or not np.isfinite(denom):
+        return float("nan")
+    return 2.0 * v**2 / denom
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MixedResult:
+    """A fitted linear mixed model. Tables are pandas objects indexed by term name.
+
+    ``cov_re`` is the covariance matrix of the random effects in data units,
+    ``sigma2`` the residual variance, ``loglik`` the maximized (RE)ML log-likelihood on lme4's
+    scale, ``df`` Satterthwaite degrees of freedom, ``warnings`` every convergence,
+    boundary (singular) or inference problem found; they are never silenced.
+    """
+
+    formula: str
+    group: str
+    random: str
+    reml: bool
+    engine: str
+    fe: pd.Series
+    se: pd.Series
+    df: pd.Series
+    vcov: pd.DataFrame
+    cov_re: pd.DataFrame
+    sigma2: float
+    loglik: float
+    n_obs: int
+    n_groups: int
+    converged: bool
+    singular: bool
+    warnings: list[str] = field(default_factory=list)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    theta: np.ndarray | None = None
+    random_effects: pd.DataFrame | None = None
+    fitted: np.ndarray | None = None
+    residuals: np.ndarray | None = None
+    y_name: str = ""
+    _satt: _Satt | None = None
+
+    @property
+    def t(self) -> pd.Series:
+        return self.fe / self.se
+
+    @property
+    def p(self) -> pd.Series:
+        return pd.Series(2 * stats.t.sf(np.abs(self.t), self.df), index=self.fe.index)
+
+    @property
+    def sd_re(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.cov_re)), index=self.cov_re.index)
+
+    @property
+    def corr_re(self) -> pd.DataFrame:
+        sd = self.sd_re.to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = self.cov_re.to_numpy() / np.outer(sd, sd)
+        return pd.DataFrame(c, index=self.cov_re.index, columns=self.cov_re.columns)
+
+    @property
+    def n_params(self) -> int:
+        q = self.cov_re.shape[0]
+        return len(self.fe) + q * (q + 1) // 2 + 1
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + math.log(self.n_obs) * self.n_params
+
+    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
+        """Wald intervals with Satterthwaite t quantiles (normal when df is unavailable)."""
+        df = self.df.to_numpy(dtype=float)
+        z = np.where(np.isfinite(df), stats.t.ppf(0.5 + level / 2, np.where(df > 0, df, 1)), 0)
+        z = np.where(np.isfinite(df), z, stats.norm.ppf(0.5 + level / 2))
+        lo = self.fe - z * self.se
+        hi = self.fe + z * self.se
+        return pd.DataFrame({"lower": lo, "upper": hi})
+
+    def summary_frame(self, level: float = 0.95) -> pd.DataFrame:
+        ci = self.conf_int(level)
+        return pd.DataFrame(
+            {
+                "estimate": self.fe,
+                "se": self.se,
+                "df": self.df,
+                "t": self.t,
+                "p": self.p,
+                "ci_lower": ci["lower"],
+                "ci_upper": ci["upper"],
+            }
+        )
+
+    def contrast(self, weights: dict[str, float], level: float = 0.95) -> dict[str, float]:
+        """Estimate, SE, Satterthwaite df, p and CI of a linear combination of fixed effects."""
+        unknown = set(weights) - set(self.fe.index)
+        if unknown:
+            raise FormulaError(f"contrast names unknown terms: {', '.join(sorted(unknown))}")
+        L = np.array([weights.get(n, 0.0) for n in self.fe.index])
+        est = float(L @ self.fe.to_numpy())
+        V = self.vcov.to_numpy()
+        se = math.sqrt(float(L @ V @ L))
+        dfv = _satterthwaite_df(L, V, self._satt) if self._satt is not None else float("nan")
+        crit = stats.t.ppf(0.5 + level / 2, dfv) if np.isfinite(dfv) else stats.norm.ppf(0.975)
+        tval = est / se if se > 0 else float("nan")
+        pv = 2 * (stats.t.sf(abs(tval), dfv) if np.isfinite(dfv) else stats.norm.sf(abs(tval)))
+        return {
+            "estimate": est,
+            "se": se,
+            "df": dfv,
+            "t": tval,
+            "p": float(pv),
+            "ci_lower": est - crit * se,
+            "ci_upper": est + crit * se,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no per-row arrays)."""
+        tab = self.summary_frame()
+        return {
+            "formula": self.formula,
+            "group": self.group,
+            "random": self.random,
+            "reml": self.reml,
+            "engine": self.engine,
+            "n_obs": self.n_obs,
+            "n_groups": self.n_groups,
+            "fixed_effects": {
+                k: {c: _num(v) for c, v in row.items()} for k, row in tab.iterrows()
+            },
+            "cov_re": {
+                r: {c: _num(self.cov_re.loc[r, c]) for c in self.cov_re.columns}
+                for r in self.cov_re.index
+            },
+            "sigma2": _num(self.sigma2),
+            "loglik": _num(self.loglik),
+            "aic": _num(self.aic),
+            "bic": _num(self.bic),
+            "converged": self.converged,
+            "singular": self.singular,
+            "warnings": list(self.warnings),
+            "optimizer": {k: _num(v) if isinstance(v, float) else v for k, v in self.optimizer.items()},
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"Linear mixed model ({'REML' if self.reml else 'ML'}, engine {self.engine})",
+            f"  {self.formula}   random {self.random} | {self.group}",
+            f"  {self.n_obs} observations, {self.n_groups} groups, logLik {self.loglik:.4f}",
+            self.summary_frame().to_string(float_format=lambda v: f"{v:.5g}"),
+            "Random effects (SD):",
+            self.sd_re.to_string(float_format=lambda v: f"{v:.5g}"),
+            f"Residual SD {math.sqrt(self.sigma2):.5g}",
+        ]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Design matrices
+# --------------------------------------------------------------------------------------------
+_RANDOM_RE = re.compile(r"^\s*~")
+
+
+def _parse_formula(formula: str) -> tuple[str, str]:
+    if "~" not in formula:
+        raise FormulaError(f"formula {formula!r} needs an outcome and '~', e.g. 'who5 ~ time'")
+    lhs, rhs = formula.split("~", 1)
+    if not lhs.strip() or not rhs.strip():
+        raise FormulaError(f"formula {formula!r} needs an outcome and predictors around '~'")
+    return lhs.strip(), rhs.strip()
+
+
+def _required_columns(rhs: str) -> set[str]:
+    from formulaic import Formula
+
+    try:
+        return set(Formula(rhs).required_variables)
+    except Exception as err:  # formulaic raises several parser error types
+        raise FormulaError(f"cannot parse formula part {rhs!r}: {err}") from err
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame) -> pd.DataFrame:
+    from formulaic import model_matrix
+
+    try:
+        mm = model_matrix(rhs, data, na_action="raise")
+    except Exception as err:
+        raise FormulaError(f"cannot build the design for {rhs!r}: {err}") from err
+    return pd.DataFrame(np.asarray(mm, dtype=float), columns=list(mm.columns))
+
+
+@dataclass
+class Design:
+    """Design matrices after dropping incomplete rows, sorted by nothing (group codes given)."""
+
+    y: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray
+    codes: np.ndarray
+    groups: pd.Index
+    fe_names: list[str]
+    re_names: list[str]
+    y_name: str
+    n_dropped: int
+    data: pd.DataFrame
+
+
+def build_design(data: pd.DataFrame, formula: str, group: str, random: str) -> Design:
+    """Parse ``formula`` and ``random`` against ``data``; drop rows missing any used column."""
+    y_name, rhs = _parse_formula(formula)
+    if not _RANDOM_RE.match(random or ""):
+        raise FormulaError(f"random part {random!r} must start with '~', e.g. '~ time' or '~ 1'")
+    re_rhs = random.split("~", 1)[1].strip() or "1"
+    needed = {y_name, group} | _required_columns(rhs) | _required_columns(re_rhs)
+    missing = sorted(c for c in needed if c not in data.columns)
+    if missing:
+        raise FormulaError(
+            f"formula names unknown column(s): {', '.join(missing)}; "
+            f"available: {', '.join(map(str, data.columns))}"
+        )
+    cols = sorted(needed)
+    sub = data[cols]
+    complete = sub.notna().all(axis=1).to_numpy()
+    sub = sub.loc[complete].reset_index(drop=True)
+    try:
+        y = sub[y_name].to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise FormulaError(f"outcome column {y_name!r} is not numeric") from err
+    Xdf = _model_matrix(rhs, sub)
+    Zdf = _model_matrix(re_rhs, sub)
+    codes, uniques = pd.factorize(sub[group], sort=True)
+    return Design(
+        y=y,
+        X=Xdf.to_numpy(),
+        Z=Zdf.to_numpy(),
+        codes=codes.astype(np.intp),
+        groups=pd.Index(uniques, name=group),
+        fe_names=list(Xdf.columns),
+        re_names=list(Zdf.columns),
+        y_name=y_name,
+        n_dropped=int((~complete).sum()),
+        data=sub,
+    )
+
+
+def _check_design(d: Design) -> None:
+    n, p = d.X.shape
+    q = d.Z.shape[1]
+    n_groups = len(d.groups)
+    if n_groups < MIN_GROUPS:
+        raise InsufficientDataError(
+            f"{n_groups} participant(s) with complete data; a mixed model needs at least "
+            f"{MIN_GROUPS}"
+        )
+    if n <= p + 1:
+        raise InsufficientDataError(
+            f"{n} complete observations for {p} fixed effects; need more observations"
+        )
+    if n <= n_groups and q > 0:
+        raise InsufficientDataError(
+            f"{n} observations for {n_groups} participants: every participant has one wave, so "
+            "within-person variation cannot be separated from residual error; need more waves"
+        )
+    rank = np.linalg.matrix_rank(d.X)
+    if rank < p:
+        raise FormulaError(
+            f"fixed-effect design is rank deficient ({rank} of {p} columns independent): some "
+            f"predictors are collinear or constant among {', '.join(d.fe_names)}"
+        )
+    if q and np.linalg.matrix_rank(d.Z) < q:
+        raise FormulaError(
+            f"random-effect design {', '.join(d.re_names)} is rank deficient (constant column?)"
+        )
+    if q > 1:
+        counts = np.bincount(d.codes)
+        if counts.max() < 2:
+            raise InsufficientDataError("random slopes need at least two waves per participant")
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+def fit(
+    data: pd.DataFrame,
+    formula: str,
+    group: str,
+    random: str = "~ time",
+    reml: bool = True,
+    engine: str = "auto",
+    satterthwaite: bool = True,
+    keep_data: bool = True,
+) -> MixedResult:
+    """Fit ``formula`` with random effects ``random`` (unstructured covariance) per ``group``.
+
+    ``formula`` is a Wilkinson formula (formulaic syntax, e.g. ``"who5 ~ time + C(wave)"``);
+    ``random`` its random-effects part, intercept included unless written ``~ 0 + x``.
+    ``engine``: ``"auto"`` (profiled likelihood for up to three random effects, else
+    statsmodels), ``"profiled"`` or ``"statsmodels"``. Rows with a missing value in any used
+    column are dropped (``optimizer["n_dropped"]``).
+    """
+    design = build_design(data, formula, group, random)
+    _check_design(design)
+    q = design.Z.shape[1]
+    if engine == "auto":
+        engine = "profiled" if q <= MAX_PROFILED_RE else "statsmodels"
+    if engine == "statsmodels":
+        return _fit_statsmodels(data, design, formula, group, random, reml)
+    if engine != "profiled":
+        raise ValueError(f"unknown engine {engine!r}")
+    return _fit_profiled(design, formula, group, random, reml, satterthwaite, keep_data)
+
+
+def _fit_profiled(
+    d: Design,
+    formula: str,
+    group: str,
+    random: str,
+    reml: bool,
+    satterthwaite: bool,
+    keep_data: bool,
+) -> MixedResult:
+    n, p = d.X.shape
+    q = d.Z.shape[1]
+    # Whiten Z (Z* = Z T with Z*'Z*/N = I): an equivalent parametrization of the unstructured
+    # covariance that makes theta ~ 1 whatever the predictors' units, so one set of optimizer
+    # tolerances fits all data. Sigma_b = T Sigma* T'.
+    R = np.linalg.cholesky(d.Z.T @ d.Z / n).T
+    Tm = sla.solve_triangular(R, np.eye(q))
+    Zs = d.Z @ Tm
+    st = sufficient_stats(d.X, Zs, d.y, d.codes, len(d.groups))
+    eye = np.eye(q)[np.tril_indices(q)]
+    starts = [eye, 0.3 * eye]
+    opt = _minimize(st, reml, starts)
+    ev = _evaluate(opt.theta, st, reml)
+    n_eff = n - p if reml else n
+    sigma2 = ev.r2 / n_eff
+    Lam = _lambda(opt.theta, q)
+    cov_re = sigma2 * Tm @ Lam @ Lam.T @ Tm.T
+    vcov = sigma2 * sla.cho_solve((ev.cholA, True), np.eye(p))
+    se = np.sqrt(np.diag(vcov))
+    msgs: list[str] = []
+
+    singular = bool(np.min(np.abs(np.diag(Lam))) < SINGULAR_TOL) if q else False
+    if singular:
+        msgs.append(
+            "boundary (singular) fit: the random-effects covariance is (nearly) singular, "
+            "e.g. a variance at zero or a correlation at +-1; consider a simpler random part"
+        )
+    pg, at_bound = _projected_grad(opt.theta, opt.grad, q)
+    converged = True
+    # lme4-style check: the Newton step implied by the gradient should be tiny.
+    H = _numgrad_hessian(lambda th: _evaluate(th, st, reml).grad, opt.theta)
+    free = ~at_bound
+    step = np.zeros_like(pg)
+    if free.any():
+        Hf = H[np.ix_(free, free)]
+        try:
+            step[free] = np.abs(np.linalg.solve(Hf, pg[free]))
+        except np.linalg.LinAlgError:
+            step[free] = np.abs(pg[free])
+        if np.any(np.linalg.eigvalsh(Hf) <= 0) and not singular:
+            converged = False
+            msgs.append(
+                "convergence: the deviance's Hessian is not positive definite at the "
+                "optimum; the estimates may not be a minimum"
+            )
+    if np.max(step, initial=0.0) > 1e-3:
+        converged = False
+        msgs.append(
+            f"convergence: scaled gradient {np.max(step):.2g} > 1e-3 at the optimizer's stop "
+            f"({opt.message})"
+        )
+
+    df = np.full(p, np.nan)
+    satt = None
+    if satterthwaite:
+        satt = _satterthwaite_parts(opt.theta, math.sqrt(sigma2), st, reml)
+        msgs += satt.warnings
+        for j in range(p):
+            L = np.zeros(p)
+            L[j] = 1.0
+            df[j] = _satterthwaite_df(L, vcov, satt)
+        if np.any(~np.isfinite(df)):
+            msgs.append("Satterthwaite df could not be computed for some terms (normal used)")
+
+    fitted = resid = None
+    re_frame = None
+    if ev.u is not None:
+        b = (Tm @ (Lam @ ev.u)).T  # (m, q): BLUPs in data units
+        re_frame = pd.DataFrame(b, index=d.groups, columns=d.re_names)
+        if keep_data:
+            fitted = d.X @ ev.beta + np.sum(d.Z * b[d.codes], axis=1)
+            resid = d.y - fitted
+    loglik = -ev.dev / 2.0
+    return MixedResult(
+        formula=formula,
+        group=group,
+        random=random,
+        reml=reml,
+        engine="profiled",
+        fe=pd.Series(ev.beta, index=d.fe_names),
+        se=pd.Series(se, index=d.fe_names),
+        df=pd.Series(df, index=d.fe_names),
+        vcov=pd.DataFrame(vcov, index=d.fe_names, columns=d.fe_names),
+        cov_re=pd.DataFrame(cov_re, index=d.re_names, columns=d.re_names),
+        sigma2=float(sigma2),
+        loglik=float(loglik),
+        n_obs=n,
+        n_groups=len(d.groups),
+        converged=converged,
+        singular=singular,
+        warnings=msgs,
+        optimizer={
+            "method": "L-BFGS-B (analytic gradient)",
+            "message": opt.message,
+            "n_evals": opt.n_evals,
+            "n_starts": opt.n_starts,
+            "max_abs_gradient": float(np.max(np.abs(pg), initial=0.0)),
+            "max_scaled_gradient": float(np.max(step, initial=0.0)),
+            "n_dropped": d.n_dropped,
+        },
+        theta=opt.theta,
+        random_effects=re_frame,
+        fitted=fitted,
+        residuals=resid,
+        y_name=d.y_name,
+        _satt=satt,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# statsmodels fallback
+# --------------------------------------------------------------------------------------------
+def _fit_statsmodels(
+    data: pd.DataFrame, d: Design, formula: str, group: str, random: str, reml: bool
+) -> MixedResult:
+    """MixedLM for designs the profiled engine does not take (more than 3 random effects).
+
+    Satterthwaite df are not available here; intervals use the normal distribution.
+    """
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    msgs: list[str] = []
+    model = sm.MixedLM(d.y, d.X, groups=d.codes, exog_re=d.Z)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        res = model.fit(reml=reml, method=["lbfgs", "bfgs", "nm"])
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning | UserWarning | RuntimeWarning):
+            msgs.append(f"statsmodels: {w.message}")
+    p = d.X.shape[1]
+    fe = np.asarray(res.fe_params)
+    vcov = np.asarray(res.cov_params())[:p, :p]
+    cov_re = np.asarray(res.cov_re)
+    singular = bool(np.linalg.eigvalsh(cov_re / max(res.scale, 1e-300)).min() < SINGULAR_TOL**2)
+    if singular:
+        msgs.append("boundary (singular) fit: the random-effects covariance is (nearly) singular")
+    msgs.append("Satterthwaite df unavailable with the statsmodels engine; normal intervals used")
+    return MixedResult(
+        formula=formula,
+        group=group,
+        random=random,
+        reml=reml,
+        engine="statsmodels",
+        fe=pd.Series(fe, index=d.fe_names),
+        se=pd.Series(np.sqrt(np.diag(vcov)), index=d.fe_names),
+        df=pd.Series(np.full(p, np.inf), index=d.fe_names),
+        vcov=pd.DataFrame(vcov, index=d.fe_names, columns=d.fe_names),
+        cov_re=pd.DataFrame(cov_re, index=d.re_names, columns=d.re_names),
+        sigma2=float(res.scale),
+        loglik=float(res.llf),
+        n_obs=len(d.y),
+        n_groups=len(d.groups),
+        converged=bool(res.converged),
+        singular=singular,
+        warnings=msgs + ([] if res.converged else ["statsmodels did not converge"]),
+        optimizer={"method": "statsmodels MixedLM", "n_dropped": d.n_dropped},
+        y_name=d.y_name,
+    )
