@@ -424,7 +424,27 @@ class MixedResult:
     fitted: np.ndarray | None = None
     residuals: np.ndarray | None = None
     y_name: str = ""
+    x_sd: pd.Series | None = None  # SD of each fixed-effect column in the fitted rows
+    x_binary: pd.Series | None = None  # column takes only the values 0 and 1
+    y_sd: float = float("nan")
     _satt: _Satt | None = None
+
+    def standardized(self) -> pd.DataFrame:
+        """Standardized effects: beta * SD(x) / SD(y) for continuous predictors, beta / SD(y)
+        for 0/1 indicators (a Cohen's d-like shift); SD(y) is the outcome's total SD over the
+        fitted rows. Interval bounds are scaled the same way. The intercept is left empty."""
+        if self.x_sd is None or self.x_binary is None:
+            raise ValueError("design SDs unavailable")
+        scale = np.where(self.x_binary, 1.0, self.x_sd) / self.y_sd
+        scale = pd.Series(np.where(self.x_sd > 0, scale, np.nan), index=self.fe.index)
+        ci = self.conf_int()
+        return pd.DataFrame(
+            {
+                "std_estimate": self.fe * scale,
+                "std_ci_lower": ci["lower"] * scale,
+                "std_ci_upper": ci["upper"] * scale,
+            }
+        )
 
     @property
     def t(self) -> pd.Series:
@@ -709,6 +729,16 @@ def fit(
     return _fit_profiled(design, formula, group, random, reml, satterthwaite, keep_data)
 
 
+def _design_scales(d: Design) -> dict[str, Any]:
+    sd = d.X.std(axis=0)
+    binary = np.all((d.X == 0) | (d.X == 1), axis=0) & (sd > 0)
+    return {
+        "x_sd": pd.Series(sd, index=d.fe_names),
+        "x_binary": pd.Series(binary, index=d.fe_names),
+        "y_sd": float(d.y.std()),
+    }
+
+
 def _fit_profiled(
     d: Design,
     formula: str,
@@ -824,6 +854,7 @@ def _fit_profiled(
         residuals=resid,
         y_name=d.y_name,
         _satt=satt,
+        **_design_scales(d),
     )
 
 
@@ -876,4 +907,5 @@ def _fit_statsmodels(
         warnings=msgs + ([] if res.converged else ["statsmodels did not converge"]),
         optimizer={"method": "statsmodels MixedLM", "n_dropped": d.n_dropped},
         y_name=d.y_name,
+        **_design_scales(d),
     )

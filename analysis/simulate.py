@@ -237,7 +237,6 @@ def simulate_panel(
     ):
         pr = 1 / (1 + np.exp(-(base + slope * (framing - 2.5))))
         purposes[pname] = any_ai & (rng.random((n, T)) < pr)
-    access_loss = has_loss[:, None] & (waves[None, :] == loss_wave[:, None])
     distress = np.clip(np.round(1 + 0.25 * np.minimum(level, 12) + rng.normal(0, 1, n)), 0, 4)
 
     # --- outcomes --------------------------------------------------------------------------
@@ -284,6 +283,11 @@ def simulate_panel(
             dropped_after[leave] = w
         observed &= waves[None, :] <= dropped_after[:, None]
     invalid = {k: rng.random((n, T)) < missing.p_invalid for k in latent}
+    # a loss is reported at the first answered wave from the loss on (the recall period runs
+    # since the last check-in), so a missed wave delays the report
+    reportable = observed & post
+    report_wave = np.where(reportable.any(axis=1), np.argmax(reportable, axis=1), -1)
+    access_loss = (report_wave[:, None] >= 0) & (waves[None, :] == report_wave[:, None])
 
     # --- frames ----------------------------------------------------------------------------
     pids = np.array(_pseudonyms(n, seed), dtype=object)
