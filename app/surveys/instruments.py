@@ -505,8 +505,8 @@ def _path_sort_key(parts: Iterable[str | int]) -> tuple[tuple[int, int, str], ..
 
 
 def _schema_reason(error: jsonschema.ValidationError) -> str:
-    if error.message.startswith("False schema does not allow"):
-        return "not allowed here (for this item type)"
+    if error.validator == "not" and error.validator_value == {}:  # $defs/forbidden
+        return "not allowed for this item type"
     return error.message
 
 
