@@ -53,9 +53,8 @@ def _csv_ready(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
     for f in schema["fields"]:
         if f["type"] == "boolean":
             col = out[f["name"]]
-            out[f["name"]] = np.where(
-                col.isna(), "", np.where(col.fillna(False).astype(bool), spec.CSV_TRUE, spec.CSV_FALSE)
-            )
+            text = np.where(col.fillna(False).astype(bool), spec.CSV_TRUE, spec.CSV_FALSE)
+            out[f["name"]] = np.where(col.isna(), "", text)
     return out
 
 

@@ -138,15 +138,16 @@ def _bwd(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     return X
 
 
+def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve (L L') x = b for a lower Cholesky factor L (no finiteness checks: hot path)."""
+    y = sla.solve_triangular(L, b, lower=True, check_finite=False)
+    return sla.solve_triangular(L.T, y, lower=False, check_finite=False)
+
+
 def _lambda(theta: np.ndarray, q: int) -> np.ndarray:
     Lam = np.zeros((q, q))
     Lam[np.tril_indices(q)] = theta
     return Lam
-
-
-def _theta_bounds(q: int) -> list[tuple[float | None, float | None]]:
-    rows, cols = np.tril_indices(q)
-    return [(0.0, None) if r == c else (None, None) for r, c in zip(rows, cols, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def _evaluate(theta: np.ndarray, st: SufficientStats, reml: bool, grad: bool = T
     Gradient (differentiating through Sigma = Lambda Lambda', dSigma = dL L' + L dL'):
       d sum log|V_i| / dLambda = 2 sum P_i Lambda,      P_i Lambda = S_i Lambda M_i^{-1}
       d r2 / dLambda          = -2 sum w_i u_i',        u_i = M_i^{-1} Lambda' Z_i'e_i,
-                                                        w_i = Z_i'V_i^{-1}e_i = Z_i'e_i - S_i Lambda u_i
+                                             w_i = Z_i'V_i^{-1}e_i = Z_i'e_i - S_i Lambda u_i
       d log|A| / dLambda      = -2 sum K_i A^{-1} H_i', K_i = Z_i'V_i^{-1}X_i,
                                                         H_i = M_i^{-1} Lambda' Z_i'X_i
     (the r2 term uses the envelope theorem: beta is optimal, so d r2 needs no d beta).
@@ -191,10 +192,10 @@ def _evaluate(theta: np.ndarray, st: SufficientStats, reml: bool, grad: bool = T
     W = st.T - np.einsum("arm,asm->rs", C, C)
     A = W[:p, :p]
     try:
-        cholA = sla.cholesky(A, lower=True)
+        cholA = np.linalg.cholesky(A)
     except np.linalg.LinAlgError:
         return _Eval(np.inf, np.full(p, np.nan), np.nan, A, A, logdetM, np.nan)
-    beta = sla.cho_solve((cholA, True), W[:p, p])
+    beta = _cho_solve(cholA, W[:p, p])
     r2 = float(W[p, p] - W[:p, p] @ beta)
     logdetA = 2.0 * float(np.sum(np.log(np.diag(cholA))))
     if r2 <= 0:
@@ -218,7 +219,7 @@ def _evaluate(theta: np.ndarray, st: SufficientStats, reml: bool, grad: bool = T
     if reml:
         H = _bwd(Lc, C[:, :p, :])
         K = st.ZXy[:, :p, :] - np.einsum("abm,bpm->apm", SL, H)
-        Ainv = sla.cho_solve((cholA, True), np.eye(p))
+        Ainv = _cho_solve(cholA, np.eye(p))
         KA = np.einsum("apm,pk->akm", K, Ainv)
         g_logdet = g_logdet - 2.0 * np.einsum("akm,bkm->ab", KA, H)
     tril = np.tril_indices(q)
@@ -249,12 +250,17 @@ class _OptInfo:
 
 
 def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _OptInfo:
-    """L-BFGS-B with the analytic gradient from several starts; each result is polished once.
+    """L-BFGS with the analytic gradient; each result is polished by a restart.
 
-    The deviance is O(N), so the relative function tolerance is set near machine precision
-    and convergence is judged by the projected gradient instead.
+    The diagonal of Lambda is left unbounded: the deviance only depends on Lambda Lambda',
+    which is unchanged when a column of Lambda changes sign, so a negative diagonal is as
+    good as its mirror (normalized to >= 0 afterwards). lme4 bounds the diagonal at 0 instead,
+    but there the gradient in that direction vanishes by symmetry and a bounded quasi-Newton
+    method can stall on the boundary at a saddle. The relative function tolerance is near
+    machine precision (the deviance is O(N)); the gradient tolerance scales with the number of
+    participants. The second start is tried when the first ends near a boundary or with a
+    gradient that is not small, and the better optimum is kept.
     """
-    bounds = _theta_bounds(st.q)
     n_evals = 0
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
@@ -265,54 +271,57 @@ def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _Opt
             return 1e300, np.zeros_like(th)
         return ev.dev, ev.grad
 
+    rows, cols = np.tril_indices(st.q)
+    diag = rows == cols
+    gtol = 1e-9 * max(st.n_groups, 10)
+    opts = {"ftol": 1e-14, "gtol": gtol, "maxiter": 2000, "maxcor": 20}
+
+    def run(th0: np.ndarray):
+        res = optimize.minimize(fun, th0, jac=True, method="L-BFGS-B", options=opts)
+        # A restart clears the quasi-Newton memory: cheap, and it removes the occasional
+        # early stop of the line search on a flat ridge.
+        res2 = optimize.minimize(fun, res.x, jac=True, method="L-BFGS-B", options=opts)
+        return res2 if res2.fun <= res.fun else res
+
     best = None
-    opts = {"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000, "maxcor": 20}
+    n_starts = 0
     for th0 in starts:
-        res = optimize.minimize(fun, th0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
-        # A second run restarts the quasi-Newton memory: cheap, and it removes the
-        # occasional early stop of the line search on a flat ridge.
-        res2 = optimize.minimize(
-            fun, res.x, jac=True, method="L-BFGS-B", bounds=bounds, options=opts
-        )
-        if res2.fun <= res.fun:
-            res = res2
+        n_starts += 1
+        res = run(th0)
         if best is None or res.fun < best.fun:
             best = res
+        near_bound = np.min(np.abs(best.x[diag])) < SINGULAR_TOL
+        if not near_bound and np.max(np.abs(fun(best.x)[1])) < 1e3 * gtol:
+            break
     assert best is not None
-    grad = fun(best.x)[1]
+    theta = _normalize_theta(np.asarray(best.x, float), st.q)
     return _OptInfo(
-        theta=np.asarray(best.x, float),
+        theta=theta,
         dev=float(best.fun),
         n_evals=n_evals,
         message=str(best.message),
         success=bool(best.success),
-        grad=grad,
-        n_starts=len(starts),
+        grad=fun(theta)[1],
+        n_starts=n_starts,
     )
 
 
-def _projected_grad(theta: np.ndarray, grad: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient without components pushing against an active bound (diagonal at 0)."""
-    g = grad.copy()
-    rows, cols = np.tril_indices(q)
-    at_bound = (rows == cols) & (theta <= 1e-10) & (g > 0)
-    g[at_bound] = 0.0
-    return g, at_bound
+def _normalize_theta(theta: np.ndarray, q: int) -> np.ndarray:
+    """Flip the sign of each column of Lambda whose diagonal is negative (same covariance)."""
+    Lam = _lambda(theta, q)
+    Lam = Lam * np.where(np.diag(Lam) < 0, -1.0, 1.0)[None, :]
+    return Lam[np.tril_indices(q)]
 
 
-def _numgrad_hessian(fgrad, x: np.ndarray, rel_step: float = 1e-3) -> np.ndarray:
-    """Hessian by central differences of an analytic gradient, with one Richardson step."""
+def _numgrad_hessian(fgrad, x: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
+    """Hessian by central differences of an analytic gradient (error O(h^2), h ~ 1e-4)."""
     k = len(x)
     H = np.empty((k, k))
     for j in range(k):
-        h = rel_step * max(abs(x[j]), 1e-2)
-
-        def cd(hh: float, j: int = j) -> np.ndarray:
-            e = np.zeros(k)
-            e[j] = hh
-            return (fgrad(x + e) - fgrad(x - e)) / (2 * hh)
-
-        H[:, j] = (4 * cd(h / 2) - cd(h)) / 3
+        h = rel_step * max(abs(x[j]), 1e-1)
+        e = np.zeros(k)
+        e[j] = h
+        H[:, j] = (fgrad(x + e) - fgrad(x - e)) / (2 * h)
     return (H + H.T) / 2
 
 
@@ -333,9 +342,37 @@ def _unprofiled_grad(phi: np.ndarray, st: SufficientStats, reml: bool) -> np.nda
     return np.append(g_theta, g_sigma)
 
 
-def _vcov_unscaled(theta: np.ndarray, st: SufficientStats, reml: bool) -> np.ndarray:
-    ev = _evaluate(theta, st, reml, grad=False)
-    return sla.cho_solve((ev.cholA, True), np.eye(st.p))
+def _k_blocks(theta: np.ndarray, st: SufficientStats) -> np.ndarray:
+    """K_i = Z_i' V_i^{-1} X_i for every participant, shape (q, p, m)."""
+    q, p = st.q, st.p
+    Lam = _lambda(theta, q)
+    SL = np.einsum("acm,cb->abm", st.S, Lam)
+    M = np.einsum("ca,cbm->abm", Lam, SL)
+    for a in range(q):
+        M[a, a] += 1.0
+    Lc = _chol(M)
+    GX = np.einsum("ca,cpm->apm", Lam, st.ZXy[:, :p, :])
+    H = _bwd(Lc, _fwd(Lc, GX))  # M^{-1} Lambda' Z'X
+    return st.ZXy[:, :p, :] - np.einsum("abm,bpm->apm", SL, H)
+
+
+def _vcov_jacobian(theta: np.ndarray, sigma: float, st: SufficientStats, Ainv: np.ndarray):
+    """d Var(beta) / d(theta, sigma) analytically, Var(beta) = sigma^2 A^{-1}.
+
+    For theta_k = Lambda[a, b]: dA/dtheta_k = -sum_i (K_ia' (Lambda'K_i)_b + transpose), with
+    K_ia the a-th row of K_i; then dA^{-1} = -A^{-1} dA A^{-1}.
+    """
+    q = st.q
+    K = _k_blocks(theta, st)
+    LK = np.einsum("ca,cpm->apm", _lambda(theta, q), K)
+    rows, cols = np.tril_indices(q)
+    jac = np.empty((len(theta) + 1, st.p, st.p))
+    for k, (a, b) in enumerate(zip(rows, cols, strict=True)):
+        outer = np.einsum("pm,rm->pr", K[a], LK[b])
+        dA = -(outer + outer.T)
+        jac[k] = -(sigma**2) * Ainv @ dA @ Ainv
+    jac[-1] = 2.0 * sigma * Ainv
+    return jac
 
 
 @dataclass
@@ -345,13 +382,22 @@ class _Satt:
     warnings: list[str]
 
 
+def _unprofiled_hessian(theta: np.ndarray, sigma: float, st: SufficientStats, reml: bool):
+    """Hessian of the deviance in (theta, sigma) (lmerTest's parametrization)."""
+    return _numgrad_hessian(lambda x: _unprofiled_grad(x, st, reml), np.append(theta, sigma))
+
+
+def _profiled_hessian(H_full: np.ndarray) -> np.ndarray:
+    """Hessian of the profiled deviance in theta from the unprofiled one (Schur complement:
+    sigma is at its optimum for every theta)."""
+    return H_full[:-1, :-1] - np.outer(H_full[:-1, -1], H_full[-1, :-1]) / H_full[-1, -1]
+
+
 def _satterthwaite_parts(
-    theta: np.ndarray, sigma: float, st: SufficientStats, reml: bool
+    theta: np.ndarray, sigma: float, st: SufficientStats, H_full: np.ndarray, Ainv: np.ndarray
 ) -> _Satt:
     msgs: list[str] = []
-    phi = np.append(theta, sigma)
-    H = _numgrad_hessian(lambda x: _unprofiled_grad(x, st, reml), phi)
-    evals, evecs = np.linalg.eigh(H)
+    evals, evecs = np.linalg.eigh(H_full)
     tol = 1e-8 * max(abs(evals).max(), 1.0)
     if np.any(evals < -tol):
         msgs.append(
@@ -360,22 +406,7 @@ def _satterthwaite_parts(
         )
     keep = evals > tol
     Hinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
-    acov = 2.0 * Hinv
-    k = len(phi)
-    jac = np.empty((k, st.p, st.p))
-    for j in range(k - 1):
-        h = 1e-3 * max(abs(theta[j]), 1e-2)
-
-        def cd(hh: float, j: int = j) -> np.ndarray:
-            e = np.zeros(k - 1)
-            e[j] = hh
-            return (_vcov_unscaled(theta + e, st, reml) - _vcov_unscaled(theta - e, st, reml)) / (
-                2 * hh
-            )
-
-        jac[j] = sigma**2 * (4 * cd(h / 2) - cd(h)) / 3
-    jac[k - 1] = 2.0 * sigma * _vcov_unscaled(theta, st, reml)
-    return _Satt(acov=acov, jac=jac, warnings=msgs)
+    return _Satt(acov=2.0 * Hinv, jac=_vcov_jacobian(theta, sigma, st, Ainv), warnings=msgs)
 
 
 def _satterthwaite_df(L: np.ndarray, vcov: np.ndarray, satt: _Satt) -> float:
@@ -535,9 +566,7 @@ class MixedResult:
             "engine": self.engine,
             "n_obs": self.n_obs,
             "n_groups": self.n_groups,
-            "fixed_effects": {
-                k: {c: _num(v) for c, v in row.items()} for k, row in tab.iterrows()
-            },
+            "fixed_effects": {k: {c: _num(v) for c, v in row.items()} for k, row in tab.iterrows()},
             "cov_re": {
                 r: {c: _num(self.cov_re.loc[r, c]) for c in self.cov_re.columns}
                 for r in self.cov_re.index
@@ -549,7 +578,9 @@ class MixedResult:
             "converged": self.converged,
             "singular": self.singular,
             "warnings": list(self.warnings),
-            "optimizer": {k: _num(v) if isinstance(v, float) else v for k, v in self.optimizer.items()},
+            "optimizer": {
+                k: _num(v) if isinstance(v, float) else v for k, v in self.optimizer.items()
+            },
         }
 
     def __str__(self) -> str:
@@ -765,7 +796,7 @@ def _fit_profiled(
     sigma2 = ev.r2 / n_eff
     Lam = _lambda(opt.theta, q)
     cov_re = sigma2 * Tm @ Lam @ Lam.T @ Tm.T
-    vcov = sigma2 * sla.cho_solve((ev.cholA, True), np.eye(p))
+    vcov = sigma2 * _cho_solve(ev.cholA, np.eye(p))
     se = np.sqrt(np.diag(vcov))
     msgs: list[str] = []
 
@@ -775,24 +806,23 @@ def _fit_profiled(
             "boundary (singular) fit: the random-effects covariance is (nearly) singular, "
             "e.g. a variance at zero or a correlation at +-1; consider a simpler random part"
         )
-    pg, at_bound = _projected_grad(opt.theta, opt.grad, q)
     converged = True
-    # lme4-style check: the Newton step implied by the gradient should be tiny.
-    H = _numgrad_hessian(lambda th: _evaluate(th, st, reml).grad, opt.theta)
-    free = ~at_bound
-    step = np.zeros_like(pg)
-    if free.any():
-        Hf = H[np.ix_(free, free)]
-        try:
-            step[free] = np.abs(np.linalg.solve(Hf, pg[free]))
-        except np.linalg.LinAlgError:
-            step[free] = np.abs(pg[free])
-        if np.any(np.linalg.eigvalsh(Hf) <= 0) and not singular:
-            converged = False
-            msgs.append(
-                "convergence: the deviance's Hessian is not positive definite at the "
-                "optimum; the estimates may not be a minimum"
-            )
+    # One Hessian serves both the convergence check (profiled, in theta) and Satterthwaite
+    # (unprofiled, in theta and sigma).
+    H_full = _unprofiled_hessian(opt.theta, math.sqrt(sigma2), st, reml)
+    H = _profiled_hessian(H_full)
+    # Newton step implied by the gradient (lme4's scaled-gradient check); at a singular fit the
+    # directions of zero variance are flat, so only the well-curved directions are checked.
+    evals_h, evecs_h = np.linalg.eigh(H)
+    curved = evals_h > 1e-8 * max(np.abs(evals_h).max(), 1.0)
+    g_proj = evecs_h.T @ opt.grad
+    step = np.abs(evecs_h[:, curved] @ (g_proj[curved] / evals_h[curved]))
+    if not singular and not curved.all():
+        converged = False
+        msgs.append(
+            "convergence: the deviance's Hessian is not positive definite at the optimum; "
+            "the estimates may not be a minimum"
+        )
     if np.max(step, initial=0.0) > 1e-3:
         converged = False
         msgs.append(
@@ -803,7 +833,7 @@ def _fit_profiled(
     df = np.full(p, np.nan)
     satt = None
     if satterthwaite:
-        satt = _satterthwaite_parts(opt.theta, math.sqrt(sigma2), st, reml)
+        satt = _satterthwaite_parts(opt.theta, math.sqrt(sigma2), st, H_full, vcov / sigma2)
         msgs += satt.warnings
         for j in range(p):
             L = np.zeros(p)
@@ -844,7 +874,7 @@ def _fit_profiled(
             "message": opt.message,
             "n_evals": opt.n_evals,
             "n_starts": opt.n_starts,
-            "max_abs_gradient": float(np.max(np.abs(pg), initial=0.0)),
+            "max_abs_gradient": float(np.max(np.abs(opt.grad), initial=0.0)),
             "max_scaled_gradient": float(np.max(step, initial=0.0)),
             "n_dropped": d.n_dropped,
         },

@@ -195,7 +195,7 @@ def panel_from_frames(
             raise PanelError(f"panel has no resource {rname!r}")
         out[rname] = _validate_resource(rname, frames[rname])
     _check_references(out)
-    warns = []
+    warns = _range_warnings(out["panel"])
     if out["panel"].empty:
         raise InsufficientDataError("the panel has no rows (no answered waves)")
     return Panel(
@@ -223,7 +223,8 @@ def _check_meta(meta: Any) -> None:
     prof = meta.get("export_profile")
     if prof not in spec.PROFILES:
         raise PanelError(
-            f"{spec.PROPERTY}.export_profile is {prof!r}; expected one of {', '.join(spec.PROFILES)}"
+            f"{spec.PROPERTY}.export_profile is {prof!r}; "
+            f"expected one of {', '.join(spec.PROFILES)}"
         )
 
 
@@ -320,6 +321,21 @@ def _check_values(s: pd.Series, fs: spec.FieldSpec, what: str) -> None:
             raise PanelError(f"{what}: value {num[bad].iloc[0]!r} outside [{lo}, {hi}]")
 
 
+def _range_warnings(wide: pd.DataFrame) -> list[str]:
+    """Scores outside their instrument's scale: reported, not fatal (latent simulations)."""
+    msgs = []
+    for k, inst in spec.INSTRUMENTS.items():
+        if k not in wide:
+            continue
+        x = wide[k]
+        n_out = int(((x < inst.minimum) | (x > inst.maximum)).sum())
+        if n_out:
+            msgs.append(
+                f"{k}: {n_out} score(s) outside the scale {inst.minimum:g}-{inst.maximum:g}"
+            )
+    return msgs
+
+
 def _check_references(frames: Mapping[str, pd.DataFrame]) -> None:
     known = set(frames["participants"]["pid"])
     for rname in ("responses", "usage", "panel"):
@@ -396,7 +412,8 @@ def add_study_event_time(df: pd.DataFrame, event_key: str) -> pd.DataFrame:
             "profile (the 'strict' profile carries no calendar information)"
         )
     et = df[col].astype("float64")
-    return _event_columns(df, et, f"event_time_{event_key}", f"post_{event_key}", f"since_{event_key}")
+    k = event_key
+    return _event_columns(df, et, f"event_time_{k}", f"post_{k}", f"since_{k}")
 
 
 DEFAULT_PREDICTORS = ("hours_4o", "hours_other_ai", "hours_total")

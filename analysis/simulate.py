@@ -6,7 +6,8 @@ planned waves, ``mbar`` = the mean of ``m_i`` over participants)::
 
     y = b0 + u0_i + (b_time + u1_i) t + (b_within + u2_i) (x - m_i) + b_between (m_i - mbar)
         + loss_level * post + loss_slope * since + e,
-    u0_i ~ N(0, sd_intercept^2), u1_i ~ N(0, sd_time^2), u2_i ~ N(0, sd_within^2), e ~ N(0, sd_residual^2)
+    u0_i ~ N(0, sd_intercept^2), u1_i ~ N(0, sd_time^2), u2_i ~ N(0, sd_within^2),
+    e ~ N(0, sd_residual^2)
 
 (random effects independent). ``post`` = 1 from the wave at which the participant reports an
 access loss (``access_loss`` true) on; ``since`` = weeks since that wave's answer day (0 before).
@@ -40,6 +41,11 @@ from analysis import spec
 from analysis.datapackage import write_datapackage
 
 WAVE_DAYS = 14
+DEFAULT_STUDY = {
+    "key": "simulated",
+    "title": "Simulated wellpanel study",
+    "protocol_version": "sim-1",
+}
 _EVEN_WAVE_ONLY = ("swls", "social_contact")  # monthly, not biweekly
 
 
@@ -333,8 +339,10 @@ def simulate_panel(
     panel["access_loss"] = access_loss[ii, ww]
     if include_calendar:
         panel[event_col] = week_since[ii, ww]
-    responses = pd.concat(resp_parts, ignore_index=True) if resp_parts else pd.DataFrame(
-        columns=list(spec.RESPONSES.columns)
+    responses = (
+        pd.concat(resp_parts, ignore_index=True)
+        if resp_parts
+        else pd.DataFrame(columns=list(spec.RESPONSES.columns))
     )
     responses = responses.sort_values(["pid", "instrument", "wave"], ignore_index=True)
 
@@ -373,7 +381,9 @@ def simulate_panel(
             "days_in_study": answered_any,
             "age_band": rng.choice(["18-24", "25-34", "35-44", "45-54", "55-64", "65+"], n),
             "gender": rng.choice(["woman", "man", "non-binary", "prefer not to say"], n),
-            "region": rng.choice(["Europe", "North America", "East Asia", "Latin America", "Other"], n),
+            "region": rng.choice(
+                ["Europe", "North America", "East Asia", "Latin America", "Other"], n
+            ),
             "living_situation": rng.choice(["alone", "with partner", "with family", "shared"], n),
             "used_4o_before_retirement": uses_4o,
         }
@@ -399,12 +409,12 @@ def simulate_panel(
             "n_rows_panel": len(panel),
         },
     }
+    events = [replace(spec.GPT4O_RETIREMENT, date=calendar.event_date)] if include_calendar else []
     wp = spec.wellpanel_property(
         generated_by=spec.GENERATED_BY_SIMULATOR,
         export_profile=spec.PROFILE_SIMULATED,
-        study=study
-        or {"key": "simulated", "title": "Simulated wellpanel study", "protocol_version": "sim-1"},
-        events=[replace(spec.GPT4O_RETIREMENT, date=calendar.event_date)] if include_calendar else [],
+        study=study or DEFAULT_STUDY,
+        events=events,
         deidentification={"method": "simulated data: no real participants"},
         software=_software(),
         simulation=truth,
@@ -443,4 +453,3 @@ def simulate_datapackage(
     """
     frames = simulate_panel(n_participants, n_waves, seed=seed, **kwargs)
     return write_datapackage(frames, out_dir, wellpanel=frames.wellpanel, fmt=fmt)
-

@@ -281,8 +281,12 @@ _WAVE = FieldSpec(
     "wave", "integer", "Measurement wave, 0 = baseline; waves are ~14 days apart", False, minimum=0
 )
 _DAY = FieldSpec(
-    "day", "integer", "Day of the answer, in days since the participant's enrollment", False,
-    unit="days", minimum=0,
+    "day",
+    "integer",
+    "Day of the answer, in days since the participant's enrollment",
+    False,
+    unit="days",
+    minimum=0,
 )
 _EVENT_PATTERN = PatternField(
     EVENT_PREFIX,
@@ -301,8 +305,12 @@ PARTICIPANTS = ResourceSpec(
         _PID,
         FieldSpec("status", "string", "Participation status at export", False, enum=STATUSES),
         FieldSpec(
-            "days_in_study", "integer", "Days from enrollment to the last answer or export",
-            False, unit="days", minimum=0,
+            "days_in_study",
+            "integer",
+            "Days from enrollment to the last answer or export",
+            False,
+            unit="days",
+            minimum=0,
         ),
         FieldSpec("age_band", "string", "Age band at baseline (empty if suppressed)"),
         FieldSpec("gender", "string", "Gender at baseline (empty if suppressed)"),
@@ -331,7 +339,8 @@ RESPONSES = ResourceSpec(
         _WAVE,
         _DAY,
         FieldSpec(
-            "score", "number",
+            "score",
+            "number",
             "The instrument's primary score (e.g. WHO-5 percentage 0-100, PHQ-9 sum 0-27)",
         ),
         FieldSpec("severity", "string", "Severity band of the score, where the instrument has one"),
@@ -362,22 +371,33 @@ USAGE = ResourceSpec(
         FieldSpec("model", "string", "Model or product family", False, enum=MODELS),
         FieldSpec("used", "boolean", "Used this model in the recall period", False),
         FieldSpec(
-            "hours_per_week", "number", "Self-reported hours per week with this model",
-            unit="hours/week", minimum=0,
+            "hours_per_week",
+            "number",
+            "Self-reported hours per week with this model",
+            unit="hours/week",
+            minimum=0,
         ),
         FieldSpec(
-            "framing", "integer", "How the participant relates to the AI: 1 = a tool ... "
-            "5 = a partner", minimum=1, maximum=5, labels=FRAMING_LABELS,
+            "framing",
+            "integer",
+            "How the participant relates to the AI: 1 = a tool ... 5 = a partner",
+            minimum=1,
+            maximum=5,
+            labels=FRAMING_LABELS,
         ),
         *_PURPOSE_FIELDS,
         FieldSpec(
-            "access_loss", "boolean",
+            "access_loss",
+            "boolean",
             "Lost access to a preferred model during the recall period",
         ),
         FieldSpec(
-            "access_loss_distress", "integer",
+            "access_loss_distress",
+            "integer",
             "Distress about the loss, 0 = not at all ... 4 = extremely; empty unless access_loss",
-            minimum=0, maximum=4, labels=ACCESS_LOSS_DISTRESS_LABELS,
+            minimum=0,
+            maximum=4,
+            labels=ACCESS_LOSS_DISTRESS_LABELS,
         ),
     ),
 )
@@ -393,29 +413,44 @@ PANEL = ResourceSpec(
         _WAVE,
         _DAY,
         *(
-            FieldSpec(k, "number", f"{i.title}: {i.score}", minimum=i.minimum, maximum=i.maximum)
+            # no range constraint: latent (unrounded) simulations may exceed the scale; the
+            # loader warns about out-of-range scores instead
+            FieldSpec(k, "number", f"{i.title}: {i.score}; empty if not administered or missed")
             for k, i in INSTRUMENTS.items()
         ),
         FieldSpec(
-            "hours_4o", "number", "Hours per week with GPT-4o (gpt4o_chatgpt + gpt4o_api)",
-            unit="hours/week", minimum=0,
-        ),
-        FieldSpec(
-            "hours_other_ai", "number", "Hours per week with all other AI models",
-            unit="hours/week", minimum=0,
-        ),
-        FieldSpec(
-            "hours_total", "number", "Hours per week with any AI model", unit="hours/week",
+            "hours_4o",
+            "number",
+            "Hours per week with GPT-4o (gpt4o_chatgpt + gpt4o_api)",
+            unit="hours/week",
             minimum=0,
         ),
         FieldSpec(
-            "framing", "integer", "1 = a tool ... 5 = a partner", minimum=1, maximum=5,
-            labels=FRAMING_LABELS,
+            "hours_other_ai",
+            "number",
+            "Hours per week with all other AI models",
+            unit="hours/week",
+            minimum=0,
         ),
         FieldSpec(
-            "companion_use", "boolean", "Used AI for companionship or emotional support"
+            "hours_total",
+            "number",
+            "Hours per week with any AI model",
+            unit="hours/week",
+            minimum=0,
         ),
-        FieldSpec("access_loss", "boolean", "Lost access to a preferred model in the recall period"),
+        FieldSpec(
+            "framing",
+            "integer",
+            "1 = a tool ... 5 = a partner",
+            minimum=1,
+            maximum=5,
+            labels=FRAMING_LABELS,
+        ),
+        FieldSpec("companion_use", "boolean", "Used AI for companionship or emotional support"),
+        FieldSpec(
+            "access_loss", "boolean", "Lost access to a preferred model in the recall period"
+        ),
     ),
     patterns=(_EVENT_PATTERN,),
 )
@@ -532,9 +567,11 @@ def wellpanel_property(
         raise ValueError(f"study lacks {', '.join(missing)}")
     ev_list = []
     for e in events:
-        d = {"key": e.key, "description": e.description, "date": e.date} if isinstance(
-            e, Event
-        ) else dict(e)
+        d = (
+            {"key": e.key, "description": e.description, "date": e.date}
+            if isinstance(e, Event)
+            else dict(e)
+        )
         if export_profile == PROFILE_STRICT:
             d.pop("date", None)
         ev_list.append(d)

@@ -34,7 +34,12 @@ def fit_lagged(
         outcome,
         f"{outcome} ~ time + {xl} + {yl} + {xb}",
         "~ 1",
-        {"intercept": "Intercept", "time": "time", "lagged": xl, "autoregressive": yl,
-         "between": xb},
+        {
+            "intercept": "Intercept",
+            "time": "time",
+            "lagged": xl,
+            "autoregressive": yl,
+            "between": xb,
+        },
         reml=reml,
     )

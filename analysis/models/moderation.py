@@ -44,8 +44,14 @@ def fit_moderation(
         outcome,
         f"{outcome} ~ time + {xw} + {xb} + {mb} + {inter}",
         f"~ {xw}",
-        {"intercept": "Intercept", "time": "time", "within": xw, "between": xb,
-         "moderator": mb, "interaction": inter},
+        {
+            "intercept": "Intercept",
+            "time": "time",
+            "within": xw,
+            "between": xb,
+            "moderator": mb,
+            "interaction": inter,
+        },
         reml=reml,
         notes=[f"moderator: {moderator} (person mean, grand-mean centered)"],
     )

@@ -109,8 +109,9 @@ def test_agrees_with_statsmodels(seed):
     # Standard errors, like with like: statsmodels' own bse invert the joint observed
     # information of (beta, variance parameters), which under REML differs from lme4's
     # sigma^2 (X'V^-1X)^-1 by up to a few percent; we report lme4's definition.
-    np.testing.assert_allclose(ours.se.to_numpy(), conditional_se(df, formula, random, ref),
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        ours.se.to_numpy(), conditional_se(df, formula, random, ref), rtol=1e-3
+    )
     np.testing.assert_allclose(ours.se.to_numpy(), ref.bse[fe_ref.index].to_numpy(), rtol=5e-2)
     cov_ref = ref.cov_re.to_numpy()
     cov = ours.cov_re.to_numpy()
@@ -123,14 +124,18 @@ def test_gradient_is_exact():
     """The analytic gradient of the profiled deviance matches central differences."""
     df, formula, random, _ = make_dataset(2)  # three random effects
     d = mixed.build_design(df, formula, "g", random)
-    st = mixed.sufficient_stats(d.X, d.Z / d.Z.std(axis=0).clip(1e-9, None).clip(1, None),
-                                d.y, d.codes, len(d.groups))
+    st = mixed.sufficient_stats(
+        d.X, d.Z / d.Z.std(axis=0).clip(1e-9, None).clip(1, None), d.y, d.codes, len(d.groups)
+    )
     theta = np.array([0.8, 0.1, 0.5, -0.2, 0.05, 0.3])
     for reml in (True, False):
         ev = mixed._evaluate(theta, st, reml)
         h = 1e-6
         num = [
-            (mixed.profiled_deviance(theta + e, st, reml) - mixed.profiled_deviance(theta - e, st, reml))
+            (
+                mixed.profiled_deviance(theta + e, st, reml)
+                - mixed.profiled_deviance(theta - e, st, reml)
+            )
             / (2 * h)
             for e in np.eye(len(theta)) * h
         ]
@@ -142,7 +147,12 @@ def test_statsmodels_fallback_for_four_random_effects():
     m, k = 40, 10
     g = np.repeat(np.arange(m), k)
     df = pd.DataFrame(
-        {"g": g, "a": rng.normal(size=m * k), "b": rng.normal(size=m * k), "c": rng.normal(size=m * k)}
+        {
+            "g": g,
+            "a": rng.normal(size=m * k),
+            "b": rng.normal(size=m * k),
+            "c": rng.normal(size=m * k),
+        }
     )
     df["y"] = 1 + df.a + rng.normal(0, 1, m)[g] + rng.normal(size=m * k)
     res = mixed.fit(df, "y ~ a", "g", random="~ a + b + c")
