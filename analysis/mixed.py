@@ -34,6 +34,7 @@ Models with more than three random effects per participant go to statsmodels' Mi
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings as _warnings
@@ -139,14 +140,18 @@ def _bwd(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve (L L') x = b for a lower Cholesky factor L (no finiteness checks: hot path)."""
-    y = sla.solve_triangular(L, b, lower=True, check_finite=False)
-    return sla.solve_triangular(L.T, y, lower=False, check_finite=False)
+    """Solve (L L') x = b for a lower Cholesky factor L (p is small: plain LAPACK solve)."""
+    return np.linalg.solve(L @ L.T, b)
+
+
+@functools.lru_cache(maxsize=16)
+def _tril(q: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.tril_indices(q)
 
 
 def _lambda(theta: np.ndarray, q: int) -> np.ndarray:
     Lam = np.zeros((q, q))
-    Lam[np.tril_indices(q)] = theta
+    Lam[_tril(q)] = theta
     return Lam
 
 
@@ -222,7 +227,7 @@ def _evaluate(theta: np.ndarray, st: SufficientStats, reml: bool, grad: bool = T
         Ainv = _cho_solve(cholA, np.eye(p))
         KA = np.einsum("apm,pk->akm", K, Ainv)
         g_logdet = g_logdet - 2.0 * np.einsum("akm,bkm->ab", KA, H)
-    tril = np.tril_indices(q)
+    tril = _tril(q)
     out.g_logdet = g_logdet[tril]
     out.g_r2 = g_r2[tril]
     out.grad = out.g_logdet + (n_eff / r2) * out.g_r2
@@ -258,8 +263,8 @@ def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _Opt
     but there the gradient in that direction vanishes by symmetry and a bounded quasi-Newton
     method can stall on the boundary at a saddle. The relative function tolerance is near
     machine precision (the deviance is O(N)); the gradient tolerance scales with the number of
-    participants. The second start is tried when the first ends near a boundary or with a
-    gradient that is not small, and the better optimum is kept.
+    participants. The second start is tried when the first ends with a gradient that is not
+    small, and the better optimum is kept.
     """
     n_evals = 0
 
@@ -271,8 +276,6 @@ def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _Opt
             return 1e300, np.zeros_like(th)
         return ev.dev, ev.grad
 
-    rows, cols = np.tril_indices(st.q)
-    diag = rows == cols
     gtol = 1e-9 * max(st.n_groups, 10)
     opts = {"ftol": 1e-14, "gtol": gtol, "maxiter": 2000, "maxcor": 20}
 
@@ -290,8 +293,7 @@ def _minimize(st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> _Opt
         res = run(th0)
         if best is None or res.fun < best.fun:
             best = res
-        near_bound = np.min(np.abs(best.x[diag])) < SINGULAR_TOL
-        if not near_bound and np.max(np.abs(fun(best.x)[1])) < 1e3 * gtol:
+        if np.max(np.abs(fun(best.x)[1])) < 1e3 * gtol:
             break
     assert best is not None
     theta = _normalize_theta(np.asarray(best.x, float), st.q)
@@ -310,7 +312,7 @@ def _normalize_theta(theta: np.ndarray, q: int) -> np.ndarray:
     """Flip the sign of each column of Lambda whose diagonal is negative (same covariance)."""
     Lam = _lambda(theta, q)
     Lam = Lam * np.where(np.diag(Lam) < 0, -1.0, 1.0)[None, :]
-    return Lam[np.tril_indices(q)]
+    return Lam[_tril(q)]
 
 
 def _numgrad_hessian(fgrad, x: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
@@ -365,7 +367,7 @@ def _vcov_jacobian(theta: np.ndarray, sigma: float, st: SufficientStats, Ainv: n
     q = st.q
     K = _k_blocks(theta, st)
     LK = np.einsum("ca,cpm->apm", _lambda(theta, q), K)
-    rows, cols = np.tril_indices(q)
+    rows, cols = _tril(q)
     jac = np.empty((len(theta) + 1, st.p, st.p))
     for k, (a, b) in enumerate(zip(rows, cols, strict=True)):
         outer = np.einsum("pm,rm->pr", K[a], LK[b])
@@ -629,9 +631,40 @@ def _required_columns(rhs: str) -> set[str]:
         raise FormulaError(f"cannot parse formula part {rhs!r}: {err}") from err
 
 
+_SIMPLE_RHS = re.compile(r"^\s*(?:(0|1)\s*\+\s*)?[A-Za-z_]\w*(?:\s*\+\s*[A-Za-z_]\w*)*\s*$")
+
+
+def _simple_matrix(rhs: str, data: pd.DataFrame) -> pd.DataFrame | None:
+    """Fast path for sums of numeric column names (``a + b``, ``1 + a``, ``0 + a``, ``1``):
+    numpy instead of formulaic, which matters in simulation loops. None = use formulaic."""
+    rhs = rhs.strip()
+    if rhs in ("1", "0 + 1", "1 + 0"):
+        return pd.DataFrame({"Intercept": np.ones(len(data))})
+    if not _SIMPLE_RHS.match(rhs):
+        return None
+    parts = [t.strip() for t in rhs.split("+")]
+    intercept = True
+    if parts[0] in ("0", "1"):
+        intercept = parts.pop(0) == "1"
+    if len(set(parts)) != len(parts):
+        return None
+    cols = {}
+    if intercept:
+        cols["Intercept"] = np.ones(len(data))
+    for c in parts:
+        s = data[c]
+        if not (pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)):
+            return None  # categorical or boolean: formulaic encodes it
+        cols[c] = s.to_numpy(dtype=float)
+    return pd.DataFrame(cols)
+
+
 def _model_matrix(rhs: str, data: pd.DataFrame) -> pd.DataFrame:
     from formulaic import model_matrix
 
+    fast = _simple_matrix(rhs, data)
+    if fast is not None:
+        return fast
     try:
         mm = model_matrix(rhs, data, na_action="raise")
     except Exception as err:
@@ -788,7 +821,7 @@ def _fit_profiled(
     Tm = sla.solve_triangular(R, np.eye(q))
     Zs = d.Z @ Tm
     st = sufficient_stats(d.X, Zs, d.y, d.codes, len(d.groups))
-    eye = np.eye(q)[np.tril_indices(q)]
+    eye = np.eye(q)[_tril(q)]
     starts = [eye, 0.3 * eye]
     opt = _minimize(st, reml, starts)
     ev = _evaluate(opt.theta, st, reml)

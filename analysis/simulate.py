@@ -156,12 +156,15 @@ def simulate_panel(
     include_calendar: bool = True,
     rounding: bool = True,
     study: Mapping[str, Any] | None = None,
+    long_tables: bool = True,
 ) -> SimulatedPanel:
     """Simulate one panel in the Data Package contract (see the module docstring).
 
     Returns a :class:`SimulatedPanel`: ``{"participants", "responses", "usage", "panel"}``
     DataFrames, with ``.wellpanel`` (profile ``simulated``) and ``.truth``. With
     ``include_calendar`` the responses and panel carry ``week_since_gpt4o_retirement``.
+    ``long_tables=False`` leaves ``responses`` and ``usage`` empty (the wide panel holds all a
+    model needs): three times faster, for simulation studies such as power and coverage.
     """
     if n_participants < 1 or n_waves < 1:
         raise ValueError("n_participants and n_waves must be positive")
@@ -301,72 +304,37 @@ def simulate_panel(
     week_since = np.floor((day - event_offset[:, None]) / 7.0).astype(int)
     event_col = spec.event_column(spec.GPT4O_RETIREMENT.key)
 
-    panel = pd.DataFrame({"pid": pids[ii], "wave": ww, "day": day[ii, ww]})
-    resp_parts = []
+    cols: dict[str, Any] = {"pid": pids[ii], "wave": ww, "day": day[ii, ww]}
+    scores: dict[str, np.ndarray] = {}
     for k in spec.OUTCOMES:
         if k not in latent:
-            panel[k] = np.nan
+            cols[k] = np.full(len(ii), np.nan)
             continue
         administered = (ww % 2 == 0) if k in _EVEN_WAVE_ONLY else np.ones(len(ww), bool)
-        bad = invalid[k][ii, ww]
-        score = np.where(administered & ~bad, latent[k][ii, ww], np.nan)
-        panel[k] = score
-        sel = administered
-        inst = spec.INSTRUMENTS[k]
-        sc = score[sel]
-        resp_parts.append(
-            pd.DataFrame(
-                {
-                    "pid": pids[ii[sel]],
-                    "instrument": k,
-                    "wave": ww[sel],
-                    "day": day[ii[sel], ww[sel]],
-                    "score": sc,
-                    "severity": [None if np.isnan(v) else inst.severity(v) for v in sc],
-                    "n_items_answered": np.where(bad[sel], max(inst.n_items - 2, 0), inst.n_items),
-                    "valid": ~bad[sel],
-                }
-            )
-        )
-        if include_calendar:
-            resp_parts[-1][event_col] = week_since[ii[sel], ww[sel]]
-    panel["hours_4o"] = hours_4o[ii, ww]
-    panel["hours_other_ai"] = hours_other[ii, ww]
-    panel["hours_total"] = hours_total[ii, ww]
-    panel["framing"] = pd.array(np.where(any_ai[ii, ww], framing[ii, ww], np.nan), dtype="Float64")
-    panel["framing"] = panel["framing"].astype("Int64")
-    panel["companion_use"] = (purposes["companionship"] | purposes["emotional_support"])[ii, ww]
-    panel["access_loss"] = access_loss[ii, ww]
-    if include_calendar:
-        panel[event_col] = week_since[ii, ww]
-    responses = (
-        pd.concat(resp_parts, ignore_index=True)
-        if resp_parts
-        else pd.DataFrame(columns=list(spec.RESPONSES.columns))
-    )
-    responses = responses.sort_values(["pid", "instrument", "wave"], ignore_index=True)
-
-    usage_rows = {
-        "pid": np.repeat(pids[ii], len(spec.MODELS)),
-        "wave": np.repeat(ww, len(spec.MODELS)),
-        "day": np.repeat(day[ii, ww], len(spec.MODELS)),
-        "model": np.tile(np.array(spec.MODELS, dtype=object), len(ii)),
-    }
-    per_model = {"gpt4o_chatgpt": h_chat, "gpt4o_api": h_api, **other_hours}
-    hrs = np.column_stack([per_model[mname][ii, ww] for mname in spec.MODELS]).ravel()
-    usage_df = pd.DataFrame(usage_rows)
-    usage_df["used"] = hrs > 0
-    usage_df["hours_per_week"] = hrs
-    rep = np.repeat
-    k_m = len(spec.MODELS)
-    usage_df["framing"] = rep(panel["framing"].to_numpy(), k_m)
-    for pname in spec.PURPOSES:
-        usage_df[f"purpose_{pname}"] = rep(purposes[pname][ii, ww], k_m)
-    al = access_loss[ii, ww]
-    usage_df["access_loss"] = rep(al, k_m)
-    usage_df["access_loss_distress"] = pd.array(
-        rep(np.where(al, distress[ii], np.nan), k_m), dtype="Float64"
+        ok = administered & ~invalid[k][ii, ww]
+        scores[k] = np.where(administered, latent[k][ii, ww], np.nan)  # administered rows
+        cols[k] = np.where(ok, latent[k][ii, ww], np.nan)
+    cols["hours_4o"] = hours_4o[ii, ww]
+    cols["hours_other_ai"] = hours_other[ii, ww]
+    cols["hours_total"] = hours_total[ii, ww]
+    cols["framing"] = pd.array(
+        np.where(any_ai[ii, ww], framing[ii, ww], np.nan), dtype="Float64"
     ).astype("Int64")
+    cols["companion_use"] = (purposes["companionship"] | purposes["emotional_support"])[ii, ww]
+    cols["access_loss"] = access_loss[ii, ww]
+    if include_calendar:
+        cols[event_col] = week_since[ii, ww]
+    panel = pd.DataFrame(cols)
+
+    if long_tables:
+        responses = _responses_frame(
+            panel, scores, invalid, ii, ww, week_since if include_calendar else None
+        )
+        per_model = {"gpt4o_chatgpt": h_chat, "gpt4o_api": h_api, **other_hours}
+        usage_df = _usage_frame(panel, per_model, purposes, distress, ii, ww)
+    else:
+        responses = pd.DataFrame(columns=list(spec.RESPONSES.columns))
+        usage_df = pd.DataFrame(columns=list(spec.USAGE.columns))
 
     last_wave = np.minimum(dropped_after, T - 1)
     answered_any = np.zeros(n, dtype=int)
@@ -425,6 +393,73 @@ def simulate_panel(
     out.wellpanel = wp
     out.truth = truth
     return out
+
+
+def _responses_frame(
+    panel: pd.DataFrame,
+    scores: Mapping[str, np.ndarray],
+    invalid: Mapping[str, np.ndarray],
+    ii: np.ndarray,
+    ww: np.ndarray,
+    week_since: np.ndarray | None,
+) -> pd.DataFrame:
+    """Long responses: one row per administered instrument at an answered wave."""
+    parts = []
+    for k, sc_all in scores.items():
+        sel = ~np.isnan(sc_all)
+        inst = spec.INSTRUMENTS[k]
+        bad = invalid[k][ii[sel], ww[sel]]
+        sc = np.where(bad, np.nan, sc_all[sel])
+        part = pd.DataFrame(
+            {
+                "pid": panel["pid"].to_numpy()[sel],
+                "instrument": k,
+                "wave": ww[sel],
+                "day": panel["day"].to_numpy()[sel],
+                "score": sc,
+                "severity": [None if np.isnan(v) else inst.severity(v) for v in sc],
+                "n_items_answered": np.where(bad, max(inst.n_items - 2, 0), inst.n_items),
+                "valid": ~bad,
+            }
+        )
+        if week_since is not None:
+            part[spec.event_column(spec.GPT4O_RETIREMENT.key)] = week_since[ii[sel], ww[sel]]
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=list(spec.RESPONSES.columns))
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["pid", "instrument", "wave"], ignore_index=True)
+
+
+def _usage_frame(
+    panel: pd.DataFrame,
+    per_model: Mapping[str, np.ndarray],
+    purposes: Mapping[str, np.ndarray],
+    distress: np.ndarray,
+    ii: np.ndarray,
+    ww: np.ndarray,
+) -> pd.DataFrame:
+    """Long usage: one row per answered wave and model; wave-level answers repeated."""
+    k_m = len(spec.MODELS)
+    rep = np.repeat
+    hrs = np.column_stack([per_model[m][ii, ww] for m in spec.MODELS]).ravel()
+    al = panel["access_loss"].to_numpy()
+    cols: dict[str, Any] = {
+        "pid": rep(panel["pid"].to_numpy(), k_m),
+        "wave": rep(ww, k_m),
+        "day": rep(panel["day"].to_numpy(), k_m),
+        "model": np.tile(np.array(spec.MODELS, dtype=object), len(ii)),
+        "used": hrs > 0,
+        "hours_per_week": hrs,
+        "framing": rep(panel["framing"].to_numpy(), k_m),
+    }
+    for pname in spec.PURPOSES:
+        cols[f"purpose_{pname}"] = rep(purposes[pname][ii, ww], k_m)
+    cols["access_loss"] = rep(al, k_m)
+    cols["access_loss_distress"] = pd.array(
+        rep(np.where(al, distress[ii], np.nan), k_m), dtype="Float64"
+    ).astype("Int64")
+    return pd.DataFrame(cols)
 
 
 def _software() -> dict[str, str]:
