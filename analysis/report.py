@@ -45,30 +45,30 @@ def build_report(
 ) -> ReportPaths:
     """Analyse the panel in ``panel_dir`` and write the report into ``out_dir``."""
     panel = load_panel(panel_dir)
-    bar = tqdm(
-        total=0,
-        desc="wellpanel analyze",
-        unit="model",
-        disable=not progress,
-        leave=True,
-        dynamic_ncols=True,
-    )
+    bar: tqdm | None = None
 
-    def on_plan(n: int) -> None:
-        bar.total = n + 1  # + figures
-        bar.refresh()
+    def on_plan(n: int) -> None:  # the bar starts once the data are known to be usable
+        nonlocal bar
+        bar = tqdm(
+            total=n + 1,
+            desc="wellpanel analyze",
+            unit="model",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
 
     def step(label: str) -> None:
-        bar.set_postfix_str(label[:40])
-        bar.update(1)
+        if bar is not None:
+            bar.set_postfix_str(label[:40])
+            bar.update(1)
 
     try:
         res = run_analysis(panel, list(outcomes) if outcomes else None, predictor, step, on_plan)
-        bar.set_postfix_str("figures and report")
+        step("figures and report")
         html_text = render_html(res)
-        bar.update(1)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / REPORT_FILE
@@ -235,6 +235,7 @@ def _primary_section(res: AnalysisResults) -> str:
 def _growth_section(res: AnalysisResults) -> str:
     parts = [_table(res.table("growth", role="time"), EST_COLS)]
     parts.append('<p class="note">Estimate = average change per week since enrollment.</p>')
+    parts.append("<h3>Individual trajectories</h3>")
     figs = []
     for (_, y, _), fit in res.family("growth").items():
         figs.append(_img(plots.trajectories(res.frame, y, fit), f"trajectories {y}"))

@@ -16,6 +16,7 @@ def fit_within_between(
     covariates: Sequence[str] = (),
     random_time: bool = True,
     random_within: bool = True,
+    adjust_access_loss: bool = True,
     reml: bool = True,
 ) -> ModelFit:
     """The primary model: does a person do better or worse in weeks they use more (within), and
@@ -30,12 +31,24 @@ def fit_within_between(
     usage slope are correlated (unstructured); drop the slopes with ``random_time=False`` /
     ``random_within=False``.
 
+    With ``adjust_access_loss`` (default) and any reported access loss among the rows, the
+    access-loss level and slope terms (``loss_post``, ``loss_since``) are added: losing a
+    preferred model lowers usage and may change wellbeing by itself, so it would otherwise
+    confound the within-person usage effect.
+
     Assumptions: ``gW`` is a within-person association, free of stable between-person
-    confounding but not of time-varying confounding (e.g. a bad week causing both more use and
-    lower wellbeing); ``gB`` is a between-person association (confounded by stable differences).
-    Linear effects, Gaussian random effects and residuals, MAR missingness.
+    confounding but not of other time-varying confounding (e.g. a bad week causing both more use
+    and lower wellbeing); ``gB`` is a between-person association (confounded by stable
+    differences). Linear effects, Gaussian random effects and residuals, MAR missingness.
     """
     xw, xb = f"{predictor}_within", f"{predictor}_between"
+    covariates = list(covariates)
+    notes = []
+    if adjust_access_loss and "loss_post" in frame.columns:
+        rows = frame[outcome].notna()
+        if frame.loc[rows, "loss_post"].sum() > 0:
+            covariates += ["loss_post", "loss_since"]
+            notes.append("adjusted for access loss (level and slope after the first loss)")
     rhs = " + ".join(["time", xw, xb, *covariates])
     rnd = ["1"] + (["time"] if random_time else []) + ([xw] if random_within else [])
     return fit_model(
@@ -46,4 +59,5 @@ def fit_within_between(
         "~ " + " + ".join(rnd),
         {"intercept": "Intercept", "time": "time", "within": xw, "between": xb},
         reml=reml,
+        notes=notes,
     )

@@ -40,6 +40,11 @@ WAVES = 12
 EFFECT = 0.1  # SD of WHO-5 per SD of a person's week-to-week variation in 4o hours
 ATTRITION = 0.25
 
+# %% [markdown]
+# ## The power curve
+# Each point: the share of simulated panels whose within-person effect is significant at
+# 5%, with a Wilson 95% interval for the Monte-Carlo error.
+
 # %%
 curve = power_curve(PARTICIPANTS, WAVES, EFFECT, ATTRITION, n_sims=N_SIMS, seed=7)
 print(curve[["n_participants", "power", "ci_lower", "ci_upper", "beta_within"]].round(3))
