@@ -716,7 +716,7 @@ def _model_matrix(rhs: str, data: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Design:
-    """Design matrices after dropping incomplete rows, sorted by nothing (group codes given)."""
+    """Design matrices of the complete rows, with integer group codes (0..groups-1)."""
 
     y: np.ndarray
     X: np.ndarray

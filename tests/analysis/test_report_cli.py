@@ -143,3 +143,24 @@ def test_power_rejects_bad_design(app, tmp_path):
     assert res.exit_code == 2 and "at least 10" in res.output
     res = runner.invoke(app, ["power", "--participants", "a,b", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "cannot read the list" in res.output
+
+
+def test_analyze_unknown_predictor_and_single_wave(app, tmp_path, sim_panel_dir):
+    res = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(sim_panel_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--predictor",
+            "hours_claude",
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: the panel has no column(s) hours_claude"
+    simulate.simulate_datapackage(tmp_path / "one", n_participants=30, n_waves=1, seed=3)
+    res = runner.invoke(app, ["analyze", str(tmp_path / "one"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "no participant answered two or more waves" in res.output
