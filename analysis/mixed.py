@@ -840,7 +840,7 @@ def fit(
     if engine == "auto":
         engine = "profiled" if q <= MAX_PROFILED_RE else "statsmodels"
     if engine == "statsmodels":
-        return _fit_statsmodels(data, design, formula, group, random, reml)
+        return _fit_statsmodels(design, formula, group, random, reml)
     if engine != "profiled":
         raise ValueError(f"unknown engine {engine!r}")
     return _fit_profiled(design, formula, group, random, reml, satterthwaite, keep_data)
@@ -998,9 +998,7 @@ def _fit_profiled(
 # --------------------------------------------------------------------------------------------
 # statsmodels fallback
 # --------------------------------------------------------------------------------------------
-def _fit_statsmodels(
-    data: pd.DataFrame, d: Design, formula: str, group: str, random: str, reml: bool
-) -> MixedResult:
+def _fit_statsmodels(d: Design, formula: str, group: str, random: str, reml: bool) -> MixedResult:
     """MixedLM for designs the profiled engine does not take (more than 3 random effects).
 
     Satterthwaite df are not available here; intervals use the normal distribution.
