@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select, update
 
 from app.config import Settings
@@ -52,21 +52,20 @@ def cancel_pending(session: Session, participant_id: str, *, now: datetime) -> i
 
 
 def claim_due(session: Session, now: datetime, limit: int) -> list[int]:
-    skip_locked = " FOR UPDATE SKIP LOCKED" if session.get_bind().dialect.name == "postgresql" \
-        else ""
-    rows = session.execute(text(
-        "UPDATE outbox_messages SET status = 'sending', attempts = attempts + 1 "
-        "WHERE id IN (SELECT id FROM outbox_messages WHERE status = 'pending' "
-        f"AND next_attempt_at <= :now ORDER BY id LIMIT :limit{skip_locked}) "
-        "AND status = 'pending' RETURNING id"
-    ), {"now": _db_time(session, now), "limit": limit}).all()
+    due = (select(OutboxMessage.id)
+           .where(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now)
+           .order_by(col(OutboxMessage.id)).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    claimed = session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(due.scalar_subquery()),
+               col(OutboxMessage.status) == "pending")
+        .values(status="sending", attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage.id)
+    ).all()
     session.commit()
-    return sorted(r[0] for r in rows)
-
-
-def _db_time(session: Session, now: datetime) -> datetime:
-    # Raw SQL bypasses UTCDateTime: SQLite stores naive UTC.
-    return now.replace(tzinfo=None) if session.get_bind().dialect.name == "sqlite" else now
+    return sorted(row[0] for row in claimed)
 
 
 Renderer = Callable[[Session, OutboxMessage, datetime, Settings], Message | None]

@@ -1,0 +1,1 @@
+"""wellpanel test suite."""

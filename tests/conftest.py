@@ -1,0 +1,135 @@
+"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from app import migrate
+from app.config import PROJECT_ROOT, Settings
+from app.db import make_engine
+from app.main import create_app
+from app.studies import service as studies
+from tests.support.clock import Clock
+from tests.support.pg import PostgresServer
+from tests.support.smtp import SMTPServer
+
+STUDY_FILE = PROJECT_ROOT / "surveys" / "studies" / "keep4o-panel.yaml"
+SURVEYS_DIR = PROJECT_ROOT / "surveys"
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PostgresServer) -> str:
+    name = pg_server.create_database()
+    migrate.upgrade(pg_server.url(name))
+    pg_server.execute(f"ALTER DATABASE {name} WITH IS_TEMPLATE true")
+    return name
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the test's backend."""
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "test.db"
+        with sqlite3.connect(template) as source, sqlite3.connect(path) as target:
+            source.backup(target)  # includes whatever is still in the template's WAL
+        yield f"sqlite:///{path}"
+        return
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    name = server.create_database(template=request.getfixturevalue("pg_template"))
+    yield server.url(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(db_url: str, smtp: SMTPServer) -> Settings:
+    return Settings(database_url=db_url, environment="test", secret_key="test-secret-0123456789",
+                    smtp_host="127.0.0.1", smtp_port=smtp.port, notify_channel="smtp",
+                    base_url="http://testserver", log_json=False)
+
+
+@pytest.fixture
+def loaded_study(settings: Settings, engine: Engine) -> str:
+    with Session(engine) as s:
+        studies.load_study(s, STUDY_FILE, SURVEYS_DIR, actor="test")
+    return "keep4o-panel"
+
+
+@pytest.fixture
+def app(settings: Settings, clock: Clock, loaded_study: str):  # type: ignore[no-untyped-def]
+    application = create_app(settings, clock=clock)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("WELLPANEL_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("WELLPANEL_ENVIRONMENT", "test")
+    os.environ.setdefault("WELLPANEL_SECRET_KEY", "test-secret-0123456789")
+    tempfile.tempdir = None
