@@ -72,7 +72,8 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
+    """The test's own view of the database (deferred transactions, so it never blocks the app)."""
+    eng = make_engine(db_url, begin_immediate=False)
     yield eng
     eng.dispose()
 

@@ -26,11 +26,12 @@ def consent_pdf(record: ConsentRecordPublic, body_md: str, statements: list[str]
     pdf.set_font("DejaVu", size=10)
     pdf.write_html(render_markdown(body_md))
     pdf.ln(6)
+    pdf.set_x(pdf.l_margin)
     pdf.set_font("DejaVu", "B", 11)
-    pdf.multi_cell(0, 6, t("copy.record_heading"))
+    pdf.multi_cell(0, 6, t("copy.record_heading"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", size=10)
     for line in _record_lines(record, statements, t):
-        pdf.multi_cell(0, 5, line)
+        pdf.multi_cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
