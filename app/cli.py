@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
+from analysis import cli as analysis_cli
 from app.config import Settings, get_settings
 
 app = typer.Typer(help="wellpanel: consent-gated longitudinal wellbeing studies.",
@@ -21,6 +22,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
 app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
+analysis_cli.register(app)  # analyze, power
 
 
 def _settings() -> Settings:
