@@ -6,9 +6,11 @@ from app.consent.models import ConsentDocument, ConsentRecord, ConsentVersion, W
 from app.notify.models import OutboxMessage
 from app.participants.models import Contact, Participant, ScreeningTally
 from app.studies.models import ProtocolVersion, Study
+from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
 
 __all__ = [
     "AuditEvent", "Contact", "ConsentDocument", "ConsentRecord", "ConsentVersion",
     "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
-    "ScreeningTally", "StaffMember", "StaffSession", "Study", "Withdrawal",
+    "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffMember", "StaffSession", "Study",
+    "SurveyInstance", "SurveyResponse", "Withdrawal",
 ]

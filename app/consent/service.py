@@ -238,6 +238,10 @@ def record_decision(
         participant.status = "declined"
     session.add(participant)
     session.flush()
+    if submit.decision == "consent":
+        from app.scheduling import service as scheduling
+
+        scheduling.plan_at_enrollment(session, participant, now=now)
     audit.append(session, actor=f"participant:{participant.id}",
                  action=f"consent.{'sign' if submit.decision == 'consent' else 'decline'}",
                  target=f"consent_record:{record.id}",
@@ -386,6 +390,10 @@ def confirm_withdrawal(
     withdrawal.outcome_note = _withdrawal_note(withdrawal.scope, delete_allowed)
     session.add(withdrawal)
     cancelled = notify.cancel_pending(session, participant.id, now=now)
+    if not deleted:
+        from app.surveys import service as surveys
+
+        surveys.cancel_open_instances(session, participant.id)
     participants.forget_contact(session, participant.id)
     audit.append(session, actor=f"participant:{participant.id}", action="withdrawal.confirm",
                  target=f"withdrawal:{withdrawal.id}",

@@ -96,6 +96,44 @@ def read_consent_documents(
     return documents
 
 
+def resolve_instruments(
+    path: Path, study: dict[str, Any], surveys_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Validate every instrument the study uses and pin its definition in the protocol."""
+    from app.surveys.instruments import InstrumentError, acceptable_languages, load_instrument
+
+    pinned: dict[str, dict[str, Any]] = {}
+    accept = study.get("accept_translations") or {lang: ["validated"] for lang in study["languages"]}
+    for key in study["instruments"]:
+        file = surveys_dir / "instruments" / f"{key}.yaml"
+        if not file.is_file():
+            raise StudyLoadError(f"{path}: instruments: unknown instrument {key!r} "
+                                 f"(no file {file})")
+        try:
+            instrument = load_instrument(file)
+            languages = acceptable_languages(instrument, accept)
+        except (InstrumentError, ValueError) as exc:
+            raise StudyLoadError(str(exc)) from exc
+        if study["default_language"] not in languages:
+            raise StudyLoadError(
+                f"{file}: languages: the study's default language {study['default_language']} "
+                f"is not available with an accepted translation status")
+        pinned[key] = {"version": instrument.version, "sha256": instrument.content_hash(),
+                       "languages": languages,
+                       "definition": instrument.model_dump(mode="json", exclude_unset=True)}
+    _check_schedule_names(path, study)
+    return pinned
+
+
+def _check_schedule_names(path: Path, study: dict[str, Any]) -> None:
+    listed = set(study["instruments"])
+    for i, entry in enumerate(study.get("schedule", {}).get("entries", [])):
+        for key in entry.get("instruments", []):
+            if key not in listed:
+                raise StudyLoadError(f"{path}: schedule/entries/{i}/instruments: {key!r} is not "
+                                     "one of the study's instruments")
+
+
 def load_study(
     session: Session, path: Path, surveys_dir: Path, *, actor: str, now: datetime | None = None
 ) -> LoadResult:
@@ -107,6 +145,7 @@ def load_study(
         "study": data,
         "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}
                               for v, docs in documents.items()},
+        "instruments": resolve_instruments(path, data, surveys_dir),
     }
     digest = sha256_json(content)
 

@@ -1,10 +1,302 @@
-"""Survey instances and responses (the questionnaire issue fills this in)."""
+"""Survey instances and responses: what a participant sees, and safe submission.
+
+Submission stores the raw answers first, scores them and records safety events in the same
+transaction, so an answer is never stored unscored or lost. The Idempotency-Key makes retries
+return the stored result; a unique constraint settles concurrent duplicates.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import Session
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, select
+
+from app.audit import service as audit
+from app.core.errors import AppError, Conflict, NotFound, ValidationFailed
+from app.core.security import canonical_json, sha256_json
+from app.participants.models import Participant
+from app.studies import service as studies
+from app.studies.models import ProtocolVersion
+from app.surveys.answers import AnswerValidationError, validate_answers
+from app.surveys.instruments import Instrument, LocalizedInstrument
+from app.surveys.models import (
+    CrisisResource,
+    ResponseScore,
+    SafetyEvent,
+    ScoresPublic,
+    SubmissionResult,
+    SurveyInstance,
+    SurveyResponse,
+    SurveySummary,
+)
+from app.surveys.scoring import safety_flags, score
+
+CRISIS_FLAGS = {"suicidal_ideation"}
+
+
+class SurveyClosed(AppError):
+    status_code = 409
+    code = "survey_not_open"
+
+
+# ---- instruments as pinned in the protocol -------------------------------------------------
+
+@lru_cache(maxsize=256)
+def _parse_instrument(definition_json: str) -> Instrument:
+    return Instrument.model_validate(json.loads(definition_json))
+
+
+def instrument_of(session: Session, instance: SurveyInstance) -> tuple[Instrument, list[str]]:
+    """The instrument definition the instance was planned with, and its accepted languages."""
+    protocol = _protocol(session, instance)
+    pinned = protocol.content["instruments"][instance.instrument_key]
+    return _parse_instrument(canonical_json(pinned["definition"])), pinned["languages"]
+
+
+def _protocol(session: Session, instance: SurveyInstance) -> ProtocolVersion:
+    participant = session.get(Participant, instance.participant_id)
+    assert participant is not None
+    protocol = session.exec(select(ProtocolVersion).where(
+        ProtocolVersion.study_id == participant.study_id,
+        ProtocolVersion.version == instance.protocol_version)).one()
+    return protocol
+
+
+def language_for(participant: Participant, languages: list[str], default: str) -> str:
+    return participant.language if participant.language in languages else default
+
+
+def localized(session: Session, participant: Participant, instance: SurveyInstance
+              ) -> LocalizedInstrument:
+    instrument, languages = instrument_of(session, instance)
+    default = studies.current_protocol(session, participant.study_id)["default_language"]
+    return instrument.localized(language_for(participant, languages, default))
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+def get_own_instance(session: Session, participant: Participant, instance_id: str
+                     ) -> SurveyInstance:
+    instance = session.get(SurveyInstance, instance_id)
+    if instance is None or instance.participant_id != participant.id:
+        raise NotFound("There is no such survey.")  # someone else's looks the same as none
+    return instance
+
+
+def open_instances(session: Session, participant: Participant, now: datetime
+                   ) -> list[SurveyInstance]:
+    rows = session.exec(select(SurveyInstance).where(
+        SurveyInstance.participant_id == participant.id, SurveyInstance.status == "open",
+        col(SurveyInstance.closes_at) > now)
+        .order_by(col(SurveyInstance.scheduled_at), col(SurveyInstance.position))).all()
+    return list(rows)
+
+
+def summaries(session: Session, participant: Participant, now: datetime) -> list[SurveySummary]:
+    out = []
+    for instance in open_instances(session, participant, now):
+        title = localized(session, participant, instance).title
+        out.append(SurveySummary(
+            id=instance.id, instrument=instance.instrument_key, title=title,
+            status=instance.status, wave=instance.wave, opens_at=instance.scheduled_at,
+            closes_at=instance.closes_at, local_time=instance.local_time,
+            timezone=instance.timezone))
+    return out
+
+
+def mark_viewed(session: Session, instance: SurveyInstance, now: datetime) -> None:
+    if instance.first_viewed_at is None:
+        instance.first_viewed_at = now
+        session.add(instance)
+        session.commit()
+
+
+# ---- submitting ----------------------------------------------------------------------------
+
+def submit(
+    session: Session,
+    participant: Participant,
+    instance_id: str,
+    answers: dict[str, Any],
+    idempotency_key: str,
+    *,
+    now: datetime,
+) -> SubmissionResult:
+    request_sha = sha256_json({"instance": instance_id, "answers": answers})
+    replay = _replay(session, participant, idempotency_key, request_sha)
+    if replay is not None:
+        return replay
+    instance = get_own_instance(session, participant, instance_id)
+    _check_open(instance, now)
+    instrument, languages = instrument_of(session, instance)
+    try:
+        cleaned = validate_answers(instrument, answers)
+    except AnswerValidationError as exc:
+        errors = exc.as_dicts()
+        first = errors[0]
+        raise ValidationFailed(
+            f"{first['item'] or 'answers'}: {first['code'].replace('_', ' ')}",
+            details=errors) from exc
+    default = studies.current_protocol(session, participant.study_id)["default_language"]
+    language = language_for(participant, languages, default)
+    try:
+        result = _store(session, participant, instance, instrument, cleaned, language,
+                        idempotency_key, request_sha, now)
+        session.commit()
+    except IntegrityError:
+        # A concurrent duplicate won the race: answer as a retry would be answered.
+        session.rollback()
+        replay = _replay(session, participant, idempotency_key, request_sha)
+        if replay is not None:
+            return replay
+        raise Conflict("This survey has already been answered.", code="already_completed")
+    return result
+
+
+def _check_open(instance: SurveyInstance, now: datetime) -> None:
+    if instance.status == "completed":
+        raise Conflict("This survey has already been answered.", code="already_completed")
+    if instance.status == "cancelled":
+        raise SurveyClosed("This survey was withdrawn and can no longer be answered.")
+    if instance.status == "expired" or now >= instance.closes_at:
+        raise SurveyClosed("This survey has closed; the next one will come by email.",
+                           code="survey_expired")
+    if instance.status != "open" or now < instance.scheduled_at:
+        raise SurveyClosed("This survey is not open yet.")
+
+
+def _store(
+    session: Session, participant: Participant, instance: SurveyInstance,
+    instrument: Instrument, cleaned: dict[str, Any], language: str, idempotency_key: str,
+    request_sha: str, now: datetime,
+) -> SubmissionResult:
+    response = SurveyResponse(
+        instance_id=instance.id, participant_id=participant.id,
+        instrument_key=instrument.key, instrument_version=instrument.version, language=language,
+        translation_status=instrument.languages[language].translation_status,
+        answers=cleaned, submitted_at=now, idempotency_key=idempotency_key,
+        request_sha256=request_sha)
+    session.add(response)
+    session.flush()  # the raw answers are in before anything is derived from them
+    assert response.id is not None
+    scored = score(instrument, cleaned)
+    if scored is not None:
+        session.add(ResponseScore(
+            response_id=response.id, primary_name=scored.primary_name,
+            primary=_float(scored.primary), raw=_float(scored.raw), raw_sum=float(scored.raw_sum),
+            band=scored.band, valid=scored.valid, n_answered=scored.n_answered,
+            n_items=scored.n_items, prorated=scored.prorated,
+            subscales={k: _float(v) for k, v in scored.subscales.items()}, scored_at=now))
+    flags = safety_flags(instrument, cleaned)
+    for flag in flags:
+        event = SafetyEvent(participant_id=participant.id, response_id=response.id, flag=flag,
+                            created_at=now)
+        session.add(event)
+        session.flush()
+        audit.append(session, actor=f"participant:{participant.id}", action="safety.flag",
+                     target=f"safety_event:{event.id}",
+                     details={"flag": flag, "instrument": instrument.key}, now=now)
+    instance.status, instance.completed_at = "completed", now
+    session.add(instance)
+    audit.append(session, actor=f"participant:{participant.id}", action="response.store",
+                 target=f"survey_instance:{instance.id}",
+                 details={"instrument": instrument.key, "version": instrument.version,
+                          "language": language, "response_sha256": sha256_json(cleaned),
+                          "scored": scored is not None}, now=now)
+    return _result(session, participant, response, replayed=False)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _replay(session: Session, participant: Participant, key: str, request_sha: str
+            ) -> SubmissionResult | None:
+    stored = session.exec(select(SurveyResponse).where(
+        SurveyResponse.participant_id == participant.id,
+        SurveyResponse.idempotency_key == key)).first()
+    if stored is None:
+        return None
+    if stored.request_sha256 != request_sha:
+        raise ValidationFailed(
+            "This Idempotency-Key was already used for a different submission; "
+            "use a new key for new answers.", code="idempotency_key_reused",
+            details={"field": "Idempotency-Key"})
+    return _result(session, participant, stored, replayed=True)
+
+
+def _result(session: Session, participant: Participant, response: SurveyResponse,
+            *, replayed: bool) -> SubmissionResult:
+    row = session.get(ResponseScore, response.id)
+    instance = session.get(SurveyInstance, response.instance_id)
+    assert instance is not None
+    instrument, _ = instrument_of(session, instance)
+    flags = session.exec(select(SafetyEvent.flag).where(
+        SafetyEvent.response_id == response.id)).all()
+    crisis = bool(CRISIS_FLAGS & set(flags))
+    return SubmissionResult(
+        response_id=response.id, instance_id=response.instance_id,  # type: ignore[arg-type]
+        instrument=response.instrument_key, submitted_at=response.submitted_at,
+        replayed=replayed, scores=_scores(row, instrument) if row else None,
+        show_crisis_resources=crisis,
+        crisis_resources=crisis_resources(session, participant) if crisis else [])
+
+
+def _scores(row: ResponseScore, instrument: Instrument) -> ScoresPublic:
+    labels = {b.key: b.label for b in instrument.scoring.bands} if instrument.scoring else {}
+    return ScoresPublic(
+        primary_name=row.primary_name, primary=row.primary, raw=row.raw, band=row.band,
+        band_label=labels.get(row.band) if row.band else None, valid=row.valid,
+        n_answered=row.n_answered, n_items=row.n_items, prorated=row.prorated,
+        subscales=row.subscales)
+
+
+# ---- safety --------------------------------------------------------------------------------
+
+def participant_country(session: Session, participant_id: str) -> str | None:
+    answers = session.exec(select(SurveyResponse.answers).where(
+        SurveyResponse.participant_id == participant_id,
+        SurveyResponse.instrument_key == "baseline")).first()
+    country = (answers or {}).get("country")
+    return country if isinstance(country, str) and len(country) == 2 else None
+
+
+def crisis_resources(session: Session, participant: Participant) -> list[CrisisResource]:
+    """The participant's country's resources first, then the study's defaults."""
+    config = studies.current_protocol(session, participant.study_id).get("crisis_resources", {})
+    country = participant_country(session, participant.id)
+    entries = list(config.get("by_country", {}).get(country or "", []))
+    entries += config.get("default", [])
+    if not entries:
+        entries = [{"name": {"en": "Please contact your local emergency number or a crisis "
+                                   "line now."}}]
+    return [CrisisResource(name=studies.localized(e["name"], participant.language),
+                           phone=e.get("phone"), url=e.get("url")) for e in entries]
+
+
+# ---- erasure -------------------------------------------------------------------------------
 
 def erase_participant_responses(session: Session, participant_id: str) -> int:
-    """No response table exists yet, so there is nothing to erase."""
-    return 0
+    """Erase answers and their scores (delete_data withdrawal). Safety events keep no answers
+    but point at responses, so they go too; the audit ledger keeps that they existed."""
+    ids = list(session.exec(select(SurveyResponse.id).where(
+        SurveyResponse.participant_id == participant_id)).all())
+    if ids:
+        session.exec(delete(ResponseScore).where(col(ResponseScore.response_id).in_(ids)))  # type: ignore[call-overload]
+        session.exec(delete(SafetyEvent).where(col(SafetyEvent.response_id).in_(ids)))  # type: ignore[call-overload]
+        session.exec(delete(SurveyResponse).where(col(SurveyResponse.id).in_(ids)))  # type: ignore[call-overload]
+    session.exec(delete(SurveyInstance).where(  # type: ignore[call-overload]
+        col(SurveyInstance.participant_id) == participant_id))
+    return len(ids)
+
+
+def cancel_open_instances(session: Session, participant_id: str) -> None:
+    for instance in session.exec(select(SurveyInstance).where(
+            SurveyInstance.participant_id == participant_id,
+            col(SurveyInstance.status).in_(("planned", "open")))).all():
+        instance.status = "cancelled"
+        session.add(instance)
