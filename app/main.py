@@ -24,6 +24,7 @@ from app.surveys.routes import router as surveys_router
 from app.web.common import html_error, is_web_request
 from app.web.routes import router as web_router
 from app.web.staff_routes import router as staff_web_router
+from app.web.survey_routes import router as survey_web_router
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 
@@ -50,7 +51,7 @@ def create_app(
     install_error_handlers(app, html=(is_web_request, html_error))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (participants_router, consent_router, surveys_router, irb_consent_router, audit_router,
-                   web_router, staff_web_router):
+                   web_router, survey_web_router, staff_web_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

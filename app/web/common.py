@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -15,6 +16,8 @@ from app.core.security import constant_time_equal, new_token
 from app.i18n import LANGUAGE_NAMES, negotiate, translator
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+TEMPLATES.env.filters["localtime"] = lambda moment, zone: moment.astimezone(
+    ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 CSRF_COOKIE = "wp_csrf"
 CSRF_FIELD = "csrf_token"
 WEB_PREFIXES = ("/join", "/p/", "/staff", "/demo/")

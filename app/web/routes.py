@@ -26,6 +26,7 @@ from app.participants import service as participants
 from app.participants.models import EnrollmentCreate
 from app.studies import service as studies
 from app.studies.models import Study
+from app.surveys import service as surveys
 from app.web.common import form_with_csrf, page_language, render
 
 router = APIRouter(include_in_schema=False)
@@ -120,7 +121,7 @@ def magic_link(token: str, request: Request, session: SessionDep, settings: Sett
 
 
 @router.get("/p", response_class=HTMLResponse)
-def home(request: Request, ctx: WebParticipant, session: SessionDep) -> Response:
+def home(request: Request, ctx: WebParticipant, session: SessionDep, now: NowDep) -> Response:
     participant = ctx.participant
     lang = page_language(request, participant.language)
     if participant.status == "withdrawn":
@@ -132,6 +133,7 @@ def home(request: Request, ctx: WebParticipant, session: SessionDep) -> Response
     protocol = studies.current_protocol(session, participant.study_id)
     return render(request, "home.html", lang, study=study, protocol=protocol,
                   participant=participant, state=state,
+                  surveys=surveys.summaries(session, participant, now),
                   records=consent.public_records(session, participant))
 
 
