@@ -123,6 +123,9 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 400 and "parsing the body" in message:
+            code, message = "invalid_body", ("The request body is not valid UTF-8 JSON, or is "
+                                             "nested too deeply to read.")
         return respond(request, AppError(message, code=code, status_code=exc.status_code))
 
     @app.exception_handler(Exception)
