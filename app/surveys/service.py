@@ -96,6 +96,15 @@ def open_instances(session: Session, participant: Participant, now: datetime
     return list(rows)
 
 
+def occasion_of(session: Session, instance: SurveyInstance) -> list[SurveyInstance]:
+    """The instances planned together with this one (same schedule entry and wave)."""
+    return list(session.exec(select(SurveyInstance).where(
+        SurveyInstance.participant_id == instance.participant_id,
+        SurveyInstance.protocol_version == instance.protocol_version,
+        SurveyInstance.schedule_entry == instance.schedule_entry,
+        SurveyInstance.wave == instance.wave).order_by(col(SurveyInstance.position))).all())
+
+
 def summaries(session: Session, participant: Participant, now: datetime) -> list[SurveySummary]:
     out = []
     for instance in open_instances(session, participant, now):

@@ -30,10 +30,10 @@ def _gate(session: SessionDep, ctx: WebParticipant) -> Response | None:
     return None
 
 
-def _progress(session: SessionDep, ctx: WebParticipant, instance_id: str, now: Any
-              ) -> tuple[int, int]:
-    open_ids = [i.id for i in surveys.open_instances(session, ctx.participant, now)]
-    return (open_ids.index(instance_id) + 1 if instance_id in open_ids else 1), len(open_ids)
+def _progress(session: SessionDep, instance: Any) -> tuple[int, int]:
+    """This questionnaire's place among those of the same occasion (e.g. 3 of 9 at baseline)."""
+    siblings = surveys.occasion_of(session, instance)
+    return [s.id for s in siblings].index(instance.id) + 1, len(siblings)
 
 
 def _render_survey(request: Request, session: SessionDep, ctx: WebParticipant, instance: Any,
@@ -41,7 +41,7 @@ def _render_survey(request: Request, session: SessionDep, ctx: WebParticipant, i
                    idempotency_key: str, status_code: int = 200) -> HTMLResponse:
     lang = page_language(request, ctx.participant.language)
     survey = surveys.localized(session, ctx.participant, instance)
-    step, total = _progress(session, ctx, instance.id, now)
+    step, total = _progress(session, instance)
     conditions = {i.id: i.show_if.model_dump(exclude_none=True)
                   for i in survey.items if i.show_if is not None}
     return render(request, "survey.html", lang, status_code=status_code, survey=survey,
@@ -64,6 +64,10 @@ def survey_page(instance_id: str, request: Request, ctx: WebParticipant, session
 
 def _answers_from_form(form: dict[str, Any], instrument: Any) -> dict[str, Any]:
     raw = {k: v for k, v in form.items() if k not in RESERVED_FIELDS and v not in ("", [])}
+    for key, value in raw.items():  # one ticked box arrives as a plain string
+        if key in instrument.item_ids and instrument.item(key).type == "multiple_choice" \
+                and isinstance(value, str):
+            raw[key] = [value]
     # Without JavaScript every item is on the page: drop answers to items the others hide.
     lenient = {k: lenient_value(instrument.item(k), v) for k, v in raw.items()
                if k in instrument.item_ids}

@@ -6,6 +6,7 @@ import email
 import email.policy
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -63,6 +64,15 @@ class SMTPServer:
 
     def to(self, address: str) -> list[Received]:
         return [m for m in self.received if address in m.rcpt_tos]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        """Messages to `address` once at least `count` have arrived (the server sends async)."""
+        deadline = time.monotonic() + timeout
+        while len(self.to(address)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} message(s) to {address}")
+            time.sleep(0.05)
+        return self.to(address)
 
     def clear(self) -> None:
         with self.handler.lock:
