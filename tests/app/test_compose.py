@@ -69,13 +69,16 @@ def resolve(argv: list[str]) -> tuple[tuple[str, ...], Any | None]:
     assert argv and argv[0] == "wellpanel", argv
     command: Any = typer.main.get_command(cli_app)
     path: list[str] = []
-    for token in argv[1:]:
+    words = argv[1:]
+    for i, token in enumerate(words):
         subcommands = _subcommands(command)
         if subcommands is None or token.startswith("-"):
             break
+        if token not in subcommands:  # unknown: name it by the words up to the first option
+            rest = words[i:]
+            cut = next((j for j, w in enumerate(rest) if w.startswith("-")), len(rest))
+            return tuple(path + rest[:cut]), None
         path.append(token)
-        if token not in subcommands:
-            return tuple(path), None
         command = subcommands[token]
     if _subcommands(command) is not None:
         return tuple(path), None  # stopped at a group: not a runnable command
@@ -193,7 +196,8 @@ def test_resolve_finds_real_commands_and_rejects_made_up_ones() -> None:
     assert resolve(["wellpanel", "db", "upgrade"])[1] is not None
     assert resolve(["wellpanel", "serve", "--port", "1"])[1] is not None
     assert resolve(["wellpanel", "db"])[1] is None  # a group is not a command
-    assert resolve(["wellpanel", "db", "sideways"])[1] is None
+    assert resolve(["wellpanel", "db", "sideways"]) == (("db", "sideways"), None)
+    assert resolve(["wellpanel", "nope", "run", "--x"]) == (("nope", "run"), None)
     assert check_cli_command(["wellpanel", "serve", "--prot", "1"], "x") != []
 
 

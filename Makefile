@@ -1,0 +1,102 @@
+# wellpanel: the two commands are `make demo` and `make test`; both work from a clean clone on
+# Debian (they create .venv and install what is missing). `make help` lists the rest.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_DB ?= build/demo.db
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-n 2"` or `PYTEST_ARGS="-m 'not browser'"`.
+PYTEST_ARGS ?=
+
+# Playwright drives Debian's /usr/bin/chromium; it must never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHON
+
+.PHONY: help venv install install-dev system-deps pg-install demo test lint format bench \
+	clean distclean
+
+help:
+	@echo "make demo       run the demo server (SQLite, default study) on http://$(HOST):$(PORT)"
+	@echo "make test       ruff check + the whole test suite (SQLite, PostgreSQL, SMTP, Chromium)"
+	@echo "make lint       ruff check"
+	@echo "make format     ruff format + ruff check --fix"
+	@echo "make bench      run each bench/*.py (JSON lines)"
+	@echo "make system-deps  install missing Debian packages (postgresql, chromium) for the tests"
+	@echo "make clean      remove caches, build/ and test artifacts; distclean also removes .venv"
+
+# --- virtual environment ---------------------------------------------------------------------
+# The venv is created once; the project is (re)installed whenever pyproject.toml is newer than
+# the stamp. A dev install also satisfies the plain one.
+
+$(BIN)/python:
+	@scripts/install-system-deps.sh venv
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+		f"wellpanel needs Python >= 3.11, {sys.executable} is {sys.version.split()[0]}; " \
+		"try make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv --clear $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	@echo "installing wellpanel into $(VENV)"
+	@$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	@echo "installing wellpanel[dev] into $(VENV)"
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.stamp-base
+
+venv: $(BIN)/python
+install: $(VENV)/.stamp-base
+install-dev: $(VENV)/.stamp-dev
+
+# --- system packages (Debian) -----------------------------------------------------------------
+
+system-deps:
+	@scripts/install-system-deps.sh postgres browser
+
+pg-install:
+	@scripts/install-system-deps.sh postgres
+
+# --- the two commands -------------------------------------------------------------------------
+
+demo: $(VENV)/.stamp-base
+	@mkdir -p $(dir $(DEMO_DB))
+	$(BIN)/wellpanel demo --host $(HOST) --port $(PORT) --database $(DEMO_DB)
+
+# ruff runs first; the tests run even when it complains (so one run reports both), and the
+# target fails if either failed. pytest's summary line is the last line of output.
+test: $(VENV)/.stamp-dev system-deps
+	@echo "== ruff check"
+	@lint=0; $(BIN)/ruff check --output-format concise . || { lint=$$?; echo "ruff check failed (see above);" \
+		"running the tests anyway"; }; \
+	echo "== pytest"; \
+	$(BIN)/pytest $(PYTEST_ARGS) && exit $$lint
+
+# --- the rest ---------------------------------------------------------------------------------
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.stamp-dev
+	@set -e; for script in $(sort $(wildcard bench/*.py)); do \
+		echo "== $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf build/ test-artifacts/ bench/out/ .pytest_cache/ .ruff_cache/ .hypothesis/ \
+		wellpanel.db wellpanel.db-wal wellpanel.db-shm
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info/
