@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
+from app.db import make_engine
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -123,7 +124,8 @@ def test_postgres_rejects_truncate_of_ledger_and_consent_records(session):
     assert audit.verify(session).rows_checked == 1
 
 
-def test_concurrent_appends_form_one_chain(engine):
+def test_concurrent_appends_form_one_chain(db_url):
+    engine = make_engine(db_url)  # configured as the app's: SQLite writers queue up
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -143,4 +145,5 @@ def test_concurrent_appends_form_one_chain(engine):
     assert errors == []
     with Session(engine) as s:
         report = audit.verify(s)
+    engine.dispose()
     assert report.ok and report.rows_checked == 8 * 15
