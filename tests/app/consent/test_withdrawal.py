@@ -93,3 +93,44 @@ def test_withdrawal_appears_in_the_consent_log(client, smtp, session, settings):
     assert [e.action for e in log] == ["consent", "withdraw"]
     assert log[1].scope == "delete_data" and log[1].data_deleted is True
     assert log[0].pseudonym == log[1].pseudonym
+
+
+def _answer_who5(client, person):  # type: ignore[no-untyped-def]
+    surveys = {s["instrument"]: s["id"] for s in
+               client.get("/api/v1/me/surveys", headers=person.headers).json()}
+    response = client.post(f"/api/v1/me/surveys/{surveys['who5']}/responses",
+                           json={"answers": {f"who5_{i}": 2 for i in range(1, 6)}},
+                           headers=person.headers | {"Idempotency-Key": "withdraw-test-1"})
+    assert response.status_code == 201
+
+
+def _confirm(client, person, scope):  # type: ignore[no-untyped-def]
+    started = _withdraw(client, person, scope)
+    done = client.post(f"/api/v1/me/withdrawal/{started['withdrawal_id']}/confirm",
+                       json={"confirm_token": started["confirm_token"]}, headers=person.headers)
+    assert done.status_code == 200
+    return done.json()
+
+
+def test_delete_data_erases_answers(client, smtp, session):
+    from app.surveys.models import ResponseScore, SurveyInstance, SurveyResponse
+
+    person = joined_and_consented(client, smtp, "erase@example.org")
+    _answer_who5(client, person)
+    assert _confirm(client, person, "delete_data")["data_deleted"] is True
+    session.rollback()
+    for model in (SurveyResponse, ResponseScore, SurveyInstance):
+        assert session.exec(select(model)).all() == [], model.__name__
+    assert audit.verify(session).ok
+
+
+def test_stop_contact_keeps_answers_and_closes_open_surveys(client, smtp, session):
+    from app.surveys.models import SurveyInstance, SurveyResponse
+
+    person = joined_and_consented(client, smtp, "keepdata@example.org")
+    _answer_who5(client, person)
+    assert _confirm(client, person, "stop_contact")["data_deleted"] is False
+    session.rollback()
+    assert len(session.exec(select(SurveyResponse)).all()) == 1
+    statuses = {i.status for i in session.exec(select(SurveyInstance)).all()}
+    assert statuses == {"completed", "cancelled"}
