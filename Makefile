@@ -75,8 +75,9 @@ demo: $(VENV)/.stamp-base
 # target fails if either failed. pytest's summary line is the last line of output.
 test: $(VENV)/.stamp-dev system-deps
 	@echo "== ruff check"
-	@lint=0; $(BIN)/ruff check --output-format concise . || { lint=$$?; echo "ruff check failed (see above);" \
-		"running the tests anyway"; }; \
+	@lint=0; \
+	$(BIN)/ruff check --output-format concise . \
+		|| { lint=$$?; echo "ruff check failed (see above); running the tests anyway"; }; \
 	echo "== pytest"; \
 	$(BIN)/pytest $(PYTEST_ARGS) && exit $$lint
 
