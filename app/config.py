@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_LANGUAGES = ("en", "de", "pt-BR", "zh-CN")
+_DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused in production below
 
 
 class Settings(BaseSettings):
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     )
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public URL for links")
     secret_key: str = Field(
-        default="dev-insecure-change-me",
+        default=_DEV_SECRET,
         min_length=16,
         description="Signs session cookies and keys IRB pseudonyms; set a long random value",
     )
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.secret_key == "dev-insecure-change-me":
+        if self.environment == "production" and self.secret_key == _DEV_SECRET:
             raise ValueError("WELLPANEL_SECRET_KEY must be set in production")
         return self
 

@@ -50,8 +50,8 @@ def create_app(
     app.state.channel = channel or make_channel(settings)
     install_error_handlers(app, html=(is_web_request, html_error))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (participants_router, consent_router, surveys_router, irb_consent_router, audit_router,
-                   web_router, survey_web_router, staff_web_router):
+    for router in (participants_router, consent_router, surveys_router, irb_consent_router,
+                   audit_router, web_router, survey_web_router, staff_web_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

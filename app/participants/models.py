@@ -3,14 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field as PField, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+from pydantic import Field as PField
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.config import SUPPORTED_LANGUAGES
 from app.db import UTCDateTime
 
-# enrolled: joined, email not yet confirmed; active: consented; declined: declined consent;
+# enrolled: joined, consent not yet given; active: consented; declined: declined consent;
 # paused: no invitations for now; withdrawn: never contacted or scheduled again.
 STATUSES = ("enrolled", "active", "declined", "paused", "withdrawn", "completed")
 
@@ -64,7 +65,8 @@ def check_timezone(value: str) -> str:
 
 def check_language(value: str) -> str:
     if value not in SUPPORTED_LANGUAGES:
-        raise ValueError(f"unsupported language {value!r}; use one of {', '.join(SUPPORTED_LANGUAGES)}")
+        raise ValueError(
+            f"unsupported language {value!r}; use one of {', '.join(SUPPORTED_LANGUAGES)}")
     return value
 
 

@@ -103,7 +103,8 @@ def resolve_instruments(
     from app.surveys.instruments import InstrumentError, acceptable_languages, load_instrument
 
     pinned: dict[str, dict[str, Any]] = {}
-    accept = study.get("accept_translations") or {lang: ["validated"] for lang in study["languages"]}
+    accept = study.get("accept_translations") or {lang: ["validated"]
+                                                  for lang in study["languages"]}
     for key in study["instruments"]:
         file = surveys_dir / "instruments" / f"{key}.yaml"
         if not file.is_file():
@@ -166,7 +167,8 @@ def load_study(
 
     version = 1 if latest is None else latest.version + 1
     session.add(ProtocolVersion(study_id=study.id, version=version, sha256=digest,
-                                consent_current=data["consent"]["current"], content=content, loaded_at=now, loaded_by=actor))
+                                consent_current=data["consent"]["current"], content=content,
+                                loaded_at=now, loaded_by=actor))
     audit.append(session, actor=actor, action="protocol.load", target=f"study:{study.key}",
                  details={"version": version, "sha256": digest, "file": path.name},
                  old_value={"version": latest.version, "sha256": latest.sha256} if latest else None,

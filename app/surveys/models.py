@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field as PField
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PField
 from sqlalchemy import JSON, Column, Float, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 

@@ -156,13 +156,14 @@ def submit(
         result = _store(session, participant, instance, instrument, cleaned, language,
                         idempotency_key, request_sha, now)
         session.commit()
-    except IntegrityError:
+    except IntegrityError as exc:
         # A concurrent duplicate won the race: answer as a retry would be answered.
         session.rollback()
         replay = _replay(session, participant, idempotency_key, request_sha)
         if replay is not None:
             return replay
-        raise Conflict("This survey has already been answered.", code="already_completed")
+        raise Conflict("This survey has already been answered.",
+                       code="already_completed") from exc
     return result
 
 
