@@ -21,6 +21,7 @@ from app.db import make_engine, utcnow
 from app.notify.channels import Channel, make_channel
 from app.participants.routes import router as participants_router
 from app.surveys.routes import router as surveys_router
+from app.surveys.staff_routes import router as safety_router
 from app.web.common import html_error, is_web_request
 from app.web.routes import router as web_router
 from app.web.staff_routes import router as staff_web_router
@@ -51,7 +52,7 @@ def create_app(
     install_error_handlers(app, html=(is_web_request, html_error))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (participants_router, consent_router, surveys_router, irb_consent_router,
-                   audit_router, web_router, survey_web_router, staff_web_router):
+                   audit_router, safety_router, web_router, survey_web_router, staff_web_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -141,3 +141,13 @@ class SubmissionResult(BaseModel):
     scores: ScoresPublic | None
     show_crisis_resources: bool
     crisis_resources: list[CrisisResource]
+
+
+class SafetyEventPublic(BaseModel):
+    id: int
+    pseudonym: str
+    flag: str
+    instrument: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    note: str | None

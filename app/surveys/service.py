@@ -27,6 +27,7 @@ from app.surveys.models import (
     CrisisResource,
     ResponseScore,
     SafetyEvent,
+    SafetyEventPublic,
     ScoresPublic,
     SubmissionResult,
     SurveyInstance,
@@ -310,3 +311,20 @@ def cancel_open_instances(session: Session, participant_id: str) -> None:
             col(SurveyInstance.status).in_(("planned", "open")))).all():
         instance.status = "cancelled"
         session.add(instance)
+
+
+def safety_events(session: Session, secret_key: str, *, open_only: bool = False
+                  ) -> list[SafetyEventPublic]:
+    """Safety events for staff, newest first, under the IRB pseudonym (never an address)."""
+    from app.consent.service import irb_pseudonym
+
+    query = (select(SafetyEvent, SurveyResponse.instrument_key)
+             .join(SurveyResponse, col(SurveyResponse.id) == SafetyEvent.response_id)
+             .order_by(col(SafetyEvent.created_at).desc(), col(SafetyEvent.id).desc()))
+    if open_only:
+        query = query.where(col(SafetyEvent.acknowledged_at).is_(None))
+    return [SafetyEventPublic(
+        id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
+        flag=event.flag, instrument=instrument, created_at=event.created_at,
+        acknowledged_at=event.acknowledged_at, note=event.note)
+        for event, instrument in session.exec(query).all()]

@@ -60,7 +60,8 @@ def test_every_participant_data_route_has_the_consent_gate():
                if p.startswith("/api/v1/me") and (m, p) not in CONSENT_EXEMPT
                and consent_gate not in calls]
     assert missing == []
-    assert any(consent_gate in calls for _, p, calls in _routes() if p.startswith("/api/v1/me/surveys"))
+    assert any(consent_gate in calls for _, p, calls in _routes()
+               if p.startswith("/api/v1/me/surveys"))
 
 
 def test_exempt_participant_routes_still_need_a_participant():

@@ -9,6 +9,7 @@ from app.consent import service as consent
 from app.consent.models import ConsentRecord
 from app.participants.models import Participant
 from app.studies import service as studies
+from app.studies.models import Study
 from tests.support.flows import STATEMENTS, consent_body, join, joined_and_consented
 from tests.support.studyfiles import StudyCopy
 
@@ -165,3 +166,14 @@ def test_amendment_without_reconsent_keeps_people_going(client, smtp, session, t
     participant = session.exec(select(Participant)).one()
     consent.check_gate(session, participant)
     assert audit.verify(session).ok
+
+
+def test_invalid_instrument_is_refused_naming_file_and_place(tmp_path, session):
+    copy = StudyCopy(tmp_path)
+    who5 = copy.surveys / "instruments" / "who5.yaml"
+    who5.write_text(who5.read_text("utf-8").replace("recall_period_days: 14",
+                                                    "recall_period_days: soon"), "utf-8")
+    with pytest.raises(studies.StudyLoadError, match=r"who5\.yaml.*recall_period_days"):
+        studies.load_study(session, copy.file, copy.surveys, actor="test")
+    session.rollback()
+    assert session.exec(select(Study)).all() == []  # nothing half-loaded

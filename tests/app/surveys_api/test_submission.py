@@ -160,3 +160,37 @@ def test_concurrent_duplicates_store_one_response(app, smtp, session):
     session.rollback()
     assert session.exec(select(SurveyInstance).where(SurveyInstance.id == who5)).one().status \
         == "completed"
+
+
+def test_safety_events_are_visible_to_researchers_and_irb(client, smtp, engine):
+    from sqlmodel import Session
+
+    from app.auth import service as auth
+
+    person = joined_and_consented(client, smtp, "seen@example.org")
+    _post(client, person, _open(client, person)["phq9"], PHQ9_NO_RISK | {"phq9_9": 1})
+    with Session(engine) as s:
+        tokens = {r: auth.add_staff(s, f"{r}-safety", r) for r in ("researcher", "irb")}
+    for role, path in (("researcher", "/api/v1/researcher/safety-events"),
+                       ("irb", "/api/v1/irb/safety-events")):
+        events = client.get(path, headers={"Authorization": f"Bearer {tokens[role]}"}).json()
+        assert [(e["flag"], e["instrument"]) for e in events] == [("suicidal_ideation", "phq9")]
+        assert "seen@example.org" not in str(events)
+    assert client.get("/api/v1/researcher/safety-events", headers=person.headers
+                      ).status_code == 401
+
+
+def test_text_over_its_limit_and_hidden_items_are_refused(client, smtp, session):
+    person = joined_and_consented(client, smtp, "limits@example.org")
+    usage = _open(client, person)["ai_usage"]
+    base = {"used_models": ["other"], "purposes": ["work"], "ai_framing": 1, "lost_access": "no",
+            "hours_other": 2}
+    too_long = _post(client, person, usage, base | {"other_model_name": "x" * 101}, "limit-key-1")
+    assert too_long.status_code == 422
+    assert {"item": "other_model_name", "code": "too_long"}.items() <= \
+        too_long.json()["error"]["details"][0].items()
+    hidden = _post(client, person, usage, base | {"hours_claude": 3}, "limit-key-2")
+    assert hidden.status_code == 422
+    assert any(d["item"] == "hours_claude" and d["code"] == "hidden_item"
+               for d in hidden.json()["error"]["details"])
+    assert _count(session, SurveyResponse) == 0
