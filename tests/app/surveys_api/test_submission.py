@@ -143,11 +143,13 @@ def test_concurrent_duplicates_store_one_response(app, smtp, session):
         person = joined_and_consented(setup, smtp, "race@example.org")
         who5 = _open(setup, person)["who5"]
     answers = {f"who5_{i}": 2 for i in range(1, 6)}
-    statuses: list[int] = []
+    outcomes: list[tuple[str, int, int | None]] = []
 
     def submit(key: str) -> None:
         with TestClient(app) as c:
-            statuses.append(_post(c, person, who5, answers, key=key).status_code)
+            response = _post(c, person, who5, answers, key=key)
+            outcomes.append((key, response.status_code,
+                             response.json().get("response_id")))
 
     keys = ["same-key-0001"] * 6 + [f"other-key-{i:04d}" for i in range(4)]
     threads = [threading.Thread(target=submit, args=(k,)) for k in keys]
@@ -155,7 +157,12 @@ def test_concurrent_duplicates_store_one_response(app, smtp, session):
         t.start()
     for t in threads:
         t.join()
-    assert statuses.count(201) >= 6 and set(statuses) <= {201, 409}
+    assert {status for _, status, _ in outcomes} <= {201, 409}
+    winners = [(key, rid) for key, status, rid in outcomes if status == 201]
+    # One key won; every request with that key got the same stored result, the rest a 409.
+    assert len({key for key, _ in winners}) == 1 and len({rid for _, rid in winners}) == 1
+    winning_key = winners[0][0]
+    assert all(status == 201 for key, status, _ in outcomes if key == winning_key)
     assert _count(session, SurveyResponse) == 1
     session.rollback()
     assert session.exec(select(SurveyInstance).where(SurveyInstance.id == who5)).one().status \
