@@ -41,16 +41,16 @@ $(BIN)/python:
 		f"wellpanel needs Python >= 3.11, {sys.executable} is {sys.version.split()[0]}; " \
 		"try make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv --clear $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install -qq --upgrade pip
 
 $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 	@echo "installing wellpanel into $(VENV)"
-	@$(BIN)/pip install --quiet -e .
+	@$(BIN)/pip install -qq -e .
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	@echo "installing wellpanel[dev] into $(VENV)"
-	@$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/pip install -qq -e '.[dev]'
 	@touch $@ $(VENV)/.stamp-base
 
 venv: $(BIN)/python
