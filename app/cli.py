@@ -18,10 +18,13 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 study_app = typer.Typer(help="Study protocols.", no_args_is_help=True)
 staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit ledger.", no_args_is_help=True)
+scheduler_app = typer.Typer(help="The dispatcher: opens surveys, sends invitations.",
+                            no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
 app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
+app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 
 
@@ -119,6 +122,46 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     raise typer.Exit(0 if report.ok else 1)
 
 
+@scheduler_app.command("run")
+def scheduler_run(interval: Annotated[int, typer.Option(help="seconds between ticks")] = 60
+                  ) -> None:
+    """Run the dispatcher every INTERVAL seconds until stopped (the compose `scheduler`)."""
+    from app.db import make_engine
+    from app.logging_setup import configure_logging
+    from app.notify.channels import make_channel
+    from app.scheduling.runner import run_forever
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    run_forever(make_engine(settings.database_url), settings, make_channel(settings), interval)
+
+
+@scheduler_app.command("tick")
+def scheduler_tick(
+    now: Annotated[str | None, typer.Option(help="ISO time with offset, e.g. 2026-12-01T09:00Z")]
+    = None,
+) -> None:
+    """Run one dispatcher tick at NOW (default: the current time) and print what it did."""
+    from datetime import datetime
+
+    from app.db import make_engine, utcnow
+    from app.notify.channels import make_channel
+    from app.scheduling.dispatcher import tick
+
+    settings = _settings()
+    moment = utcnow()
+    if now is not None:
+        try:
+            moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        except ValueError:
+            _fail(f"--now: {now!r} is not an ISO date-time")
+        if moment.tzinfo is None:
+            _fail("--now: give a time zone offset, e.g. 2026-12-01T09:00+00:00")
+    report = tick(make_engine(settings.database_url), settings, make_channel(settings),
+                  now=moment)
+    typer.echo(json.dumps({"now": moment.isoformat()} | report.__dict__))
+
+
 @app.command("serve")
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the API and participant pages with uvicorn."""
@@ -170,7 +213,11 @@ wellpanel demo is starting on {settings.base_url}
 
 Press Ctrl+C to stop.
 """)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    from app.scheduling.runner import start_in_background
+
+    application = create_app(settings)
+    start_in_background(application.state.engine, settings, application.state.channel, 30)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.auth import service as auth
 from app.config import Settings
@@ -19,8 +19,30 @@ from app.participants.models import Contact, Participant
 from app.studies import service as studies
 from app.studies.models import Study
 
-LINK_KINDS = ("magic_link", "already_enrolled")
-BLOCKED_STATUSES = ("withdrawn",)
+BLOCKED_STATUSES = ("withdrawn",)  # and "paused" for invitations and reminders
+OCCASION_KINDS = ("invitation", "reminder")
+MESSAGE_KINDS = ("magic_link", "already_enrolled", *OCCASION_KINDS)  # each has email.<kind>.*
+
+
+def _occasion_still_due(session: Session, participant: Participant, message: OutboxMessage,
+                        now: datetime) -> bool:
+    """Checked again at send time: consent current, and something left to answer."""
+    from app.consent import service as consent
+    from app.core.errors import Forbidden
+    from app.surveys.models import SurveyInstance
+
+    if participant.status == "paused":
+        return False
+    try:
+        consent.check_gate(session, participant)
+    except Forbidden:
+        return False
+    unanswered = session.exec(select(SurveyInstance.id).where(
+        SurveyInstance.participant_id == participant.id,
+        SurveyInstance.schedule_entry == message.payload.get("entry"),
+        SurveyInstance.wave == message.payload.get("wave"),
+        SurveyInstance.status == "open", SurveyInstance.closes_at > now)).first()
+    return unanswered is not None
 
 
 def render_message(
@@ -29,6 +51,9 @@ def render_message(
     participant = session.get(Participant, message.participant_id)
     contact = session.get(Contact, message.participant_id)
     if participant is None or contact is None or participant.status in BLOCKED_STATUSES:
+        return None
+    if message.kind in OCCASION_KINDS and not _occasion_still_due(session, participant, message,
+                                                                  now):
         return None
     study = session.get(Study, participant.study_id)
     assert study is not None

@@ -53,12 +53,12 @@ def _parse_instrument(definition_json: str) -> Instrument:
 
 def instrument_of(session: Session, instance: SurveyInstance) -> tuple[Instrument, list[str]]:
     """The instrument definition the instance was planned with, and its accepted languages."""
-    protocol = _protocol(session, instance)
+    protocol = protocol_of(session, instance)
     pinned = protocol.content["instruments"][instance.instrument_key]
     return _parse_instrument(canonical_json(pinned["definition"])), pinned["languages"]
 
 
-def _protocol(session: Session, instance: SurveyInstance) -> ProtocolVersion:
+def protocol_of(session: Session, instance: SurveyInstance) -> ProtocolVersion:
     participant = session.get(Participant, instance.participant_id)
     assert participant is not None
     protocol = session.exec(select(ProtocolVersion).where(

@@ -20,7 +20,7 @@ from app import i18n
 from app.config import PROJECT_ROOT, SUPPORTED_LANGUAGES
 from app.consent.models import WithdrawalScope
 from app.consent.service import IDENTITY_METHOD
-from app.notify.render import LINK_KINDS
+from app.notify.render import MESSAGE_KINDS
 from app.participants.models import STATUSES
 from app.surveys.answers import MESSAGE_KEYS
 from app.web.staff_routes import NAV
@@ -252,7 +252,7 @@ def test_keys_for_known_dynamic_values_exist_in_english() -> None:
         + [f"withdraw.{step}_{scope}" for scope in get_args(WithdrawalScope)
            for step in ("explain", "confirm")]
         + list(MESSAGE_KEYS.values())
-        + [f"email.{kind}.{part}" for kind in LINK_KINDS for part in ("subject", "body")]
+        + [f"email.{kind}.{part}" for kind in MESSAGE_KINDS for part in ("subject", "body")]
         + [key for _, key, _ in NAV]
         + ["staff.login_failed", "staff.pseudonym_unknown", "withdraw.error_scope",
            "join.error_screening", f"copy.identity_{IDENTITY_METHOD}"]
