@@ -47,8 +47,14 @@ def _constraints(field: FieldInfo) -> list[str]:
     if typing.get_origin(field.annotation) is typing.Literal:
         notes.append("one of " + ", ".join(f"`{v}`" for v in typing.get_args(field.annotation)))
     for item in field.metadata:
-        for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"),
-                           ("min_length", "at least"), ("max_length", "at most")):
+        for attr, word in (
+            ("ge", ">="),
+            ("gt", ">"),
+            ("le", "<="),
+            ("lt", "<"),
+            ("min_length", "at least"),
+            ("max_length", "at most"),
+        ):
             bound = getattr(item, attr, None)
             if bound is not None:
                 notes.append(f"{word} {bound}" + (" characters" if "length" in attr else ""))

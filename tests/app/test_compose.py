@@ -84,8 +84,12 @@ def resolve(argv: list[str]) -> tuple[tuple[str, ...], Any | None]:
 
 
 def option_names(command: Any) -> set[str]:
-    return {opt for p in command.params if getattr(p, "param_type_name", "") == "option"
-            for opt in [*p.opts, *p.secondary_opts]}
+    return {
+        opt
+        for p in command.params
+        if getattr(p, "param_type_name", "") == "option"
+        for opt in [*p.opts, *p.secondary_opts]
+    }
 
 
 def option_value(argv: list[str], name: str) -> str | None:
@@ -103,12 +107,17 @@ def check_cli_command(argv: list[str], where: str) -> list[str]:
     if command is None:
         if path in PENDING:
             return []
-        return [f"{where}: `{' '.join(argv)}` is not a command of the wellpanel CLI "
-                f"(add it to PENDING in this test only if another issue is adding it)"]
+        return [
+            f"{where}: `{' '.join(argv)}` is not a command of the wellpanel CLI "
+            f"(add it to PENDING in this test only if another issue is adding it)"
+        ]
     if path in PENDING:
         return [f"{where}: `wellpanel {' '.join(path)}` exists now: remove it from PENDING"]
-    unknown = [t.split("=")[0] for t in argv[1 + len(path):]
-               if t.startswith("--") and t.split("=")[0] not in option_names(command)]
+    unknown = [
+        t.split("=")[0]
+        for t in argv[1 + len(path) :]
+        if t.startswith("--") and t.split("=")[0] not in option_names(command)
+    ]
     return [f"{where}: `wellpanel {' '.join(path)}` has no option {opt}" for opt in unknown]
 
 
@@ -157,8 +166,10 @@ def test_postgres_has_healthcheck_and_named_volume(
     assert volumes, "postgres keeps its data in a volume"
     named = {str(v).split(":")[0] if isinstance(v, str) else v.get("source") for v in volumes}
     assert named & set(compose.get("volumes") or {}), "postgres uses a named (top-level) volume"
-    assert any((str(v) if isinstance(v, str) else v.get("target", "")).endswith(
-        "/var/lib/postgresql/data") for v in volumes)
+    assert any(
+        (str(v) if isinstance(v, str) else v.get("target", "")).endswith("/var/lib/postgresql/data")
+        for v in volumes
+    )
 
 
 def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
@@ -185,8 +196,11 @@ def test_service_commands_exist_in_the_cli(services: dict[str, dict[str, Any]]) 
 
 
 def test_pending_commands_are_still_used(services: dict[str, dict[str, Any]]) -> None:
-    used = {resolve(_argv(s.get("command")))[0] for s in services.values()
-            if _argv(s.get("command"))[:1] == ["wellpanel"]}
+    used = {
+        resolve(_argv(s.get("command")))[0]
+        for s in services.values()
+        if _argv(s.get("command"))[:1] == ["wellpanel"]
+    }
     assert used >= PENDING, f"PENDING lists commands compose no longer runs: {PENDING - used}"
 
 
@@ -208,33 +222,45 @@ def test_environment_names_match_settings(compose: dict[str, Any]) -> None:
 
 
 def test_wellpanel_services_share_a_complete_environment(
-    services: dict[str, dict[str, Any]]
+    services: dict[str, dict[str, Any]],
 ) -> None:
-    required = {"WELLPANEL_DATABASE_URL", "WELLPANEL_SECRET_KEY", "WELLPANEL_SMTP_HOST",
-                "WELLPANEL_SMTP_PORT", "WELLPANEL_BASE_URL"}
+    required = {
+        "WELLPANEL_DATABASE_URL",
+        "WELLPANEL_SECRET_KEY",
+        "WELLPANEL_SMTP_HOST",
+        "WELLPANEL_SMTP_PORT",
+        "WELLPANEL_BASE_URL",
+    }
     envs = {name: environment(services[name]) for name in WELLPANEL_SERVICES}
     for name, env in envs.items():
         assert required <= set(env), f"{name} lacks {required - set(env)}"
-    assert len({json.dumps(env, sort_keys=True) for env in envs.values()}) == 1, \
+    assert len({json.dumps(env, sort_keys=True) for env in envs.values()}) == 1, (
         "migrate, api and scheduler share one environment (the x- anchor)"
+    )
     env = envs["api"]
-    assert re.fullmatch(r"\$\{WELLPANEL_SECRET_KEY:\?[^}]+\}", env["WELLPANEL_SECRET_KEY"]), \
+    assert re.fullmatch(r"\$\{WELLPANEL_SECRET_KEY:\?[^}]+\}", env["WELLPANEL_SECRET_KEY"]), (
         "the secret key must come from the operator, with no default"
+    )
 
 
 def test_environment_values_are_valid_settings(services: dict[str, dict[str, Any]]) -> None:
     env = {k: interpolate(v) for k, v in environment(services["api"]).items()}
     prefix = Settings.model_config.get("env_prefix", "")
-    settings = Settings(_env_file=None, **{k.removeprefix(prefix).lower(): v
-                                            for k, v in env.items()})  # type: ignore[arg-type]
+    settings = Settings(
+        _env_file=None, **{k.removeprefix(prefix).lower(): v for k, v in env.items()}
+    )  # type: ignore[arg-type]
     assert settings.database_url.startswith("postgresql+psycopg://")
     pg_env = environment(services["postgres"])
     url = settings.database_url
     match = re.fullmatch(r"postgresql\+psycopg://([^:@/]+):([^@/]*)@([^:/]+):(\d+)/(\w+)", url)
     assert match, url
     user, password, host, port, db = match.groups()
-    assert (user, host, port, db) == (pg_env["POSTGRES_USER"], "postgres", "5432",
-                                      pg_env["POSTGRES_DB"])
+    assert (user, host, port, db) == (
+        pg_env["POSTGRES_USER"],
+        "postgres",
+        "5432",
+        pg_env["POSTGRES_DB"],
+    )
     assert password == interpolate(pg_env["POSTGRES_PASSWORD"])
     assert settings.smtp_host == "mailpit" and settings.smtp_port == 1025
     assert settings.environment == "production"
@@ -316,7 +342,8 @@ def test_readme_configuration_table_is_up_to_date() -> None:
     assert current is not None, "README.md lacks the settings-table markers"
     assert current == module.block(), (
         "README.md's configuration table is out of date with app.config.Settings; run "
-        ".venv/bin/python scripts/settings_table.py --update")
+        ".venv/bin/python scripts/settings_table.py --update"
+    )
 
 
 def test_readme_opens_with_the_two_commands() -> None:
