@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select, update
 from app.config import Settings
 from app.notify import service as notify
 from app.notify.channels import Channel
+from app.scheduling import service as scheduling
 from app.surveys.models import SurveyInstance
 
 log = logging.getLogger("wellpanel.scheduler")
@@ -26,6 +27,7 @@ BATCH = 1000
 
 @dataclass
 class TickReport:
+    planned: int = 0
     opened: int = 0
     expired: int = 0
     invitations: int = 0
@@ -39,6 +41,7 @@ class TickReport:
 def tick(engine: Engine, settings: Settings, channel: Channel, *, now: datetime) -> TickReport:
     report = TickReport()
     with Session(engine, expire_on_commit=False) as session:
+        report.planned = scheduling.materialize_all(session, now=now)
         report.expired = expire_overdue(session, now)
         report.opened, report.invitations = open_due(session, now)
         report.reminders = queue_reminders(session, now)

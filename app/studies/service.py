@@ -122,17 +122,19 @@ def resolve_instruments(
         pinned[key] = {"version": instrument.version, "sha256": instrument.content_hash(),
                        "languages": languages,
                        "definition": instrument.model_dump(mode="json", exclude_unset=True)}
-    _check_schedule_names(path, study)
+    _check_schedule(path, study, pinned)
     return pinned
 
 
-def _check_schedule_names(path: Path, study: dict[str, Any]) -> None:
-    listed = set(study["instruments"])
-    for i, entry in enumerate(study.get("schedule", {}).get("entries", [])):
-        for key in entry.get("instruments", []):
-            if key not in listed:
-                raise StudyLoadError(f"{path}: schedule/entries/{i}/instruments: {key!r} is not "
-                                     "one of the study's instruments")
+def _check_schedule(path: Path, study: dict[str, Any], pinned: dict[str, dict[str, Any]]) -> None:
+    """Cadences, windows and recall periods, checked before anything is stored."""
+    from app.scheduling.schedule import ScheduleError, parse_schedule
+
+    recall = {key: p["definition"]["recall_period_days"] for key, p in pinned.items()}
+    try:
+        parse_schedule(study["schedule"], recall)
+    except ScheduleError as exc:
+        raise StudyLoadError(f"{path}: {exc}") from exc
 
 
 def load_study(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlmodel import Session, select
 
 from app.consent.models import ConsentRecord, ConsentVersion
 from app.participants.models import Contact, Participant
 from app.studies.models import Study
-from app.surveys.models import SurveyInstance
 
 
 def consented_participants(session: Session, n: int, *, now: datetime,
@@ -35,18 +34,3 @@ def consented_participants(session: Session, n: int, *, now: datetime,
             decided_at=now, identity_method="email_magic_link", identity_verified_at=now))
     session.commit()
     return people
-
-
-def planned_instances(session: Session, people: list[Participant], *, entry: str,
-                      instruments: list[str], wave: int, at: datetime, open_hours: int,
-                      protocol_version: int) -> None:
-    for participant in people:
-        for position, key in enumerate(instruments):
-            session.add(SurveyInstance(
-                id=str(uuid.uuid4()), participant_id=participant.id,
-                protocol_version=protocol_version, schedule_entry=entry, instrument_key=key,
-                instrument_version="1.0.0", wave=wave, position=position, status="planned",
-                scheduled_at=at, local_time=at.replace(tzinfo=None).isoformat(timespec="minutes"),
-                timezone=participant.timezone, closes_at=at + timedelta(hours=open_hours),
-                created_at=at))
-    session.commit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import timedelta
 
 import pytest
 from sqlmodel import Session, select
@@ -12,18 +11,19 @@ from sqlmodel import Session, select
 from app.scheduling.dispatcher import tick
 from app.studies import service as studies
 from app.surveys.models import SurveyInstance
-from tests.support.factory import consented_participants, planned_instances
+from tests.support.factory import consented_participants
 from tests.support.studyfiles import StudyCopy
 
-CORE = {"name": "core", "instruments": ["who5", "phq9"], "cadence": {"every_days": 14},
-        "open_for_hours": 96, "reminders_hours": [24, 72]}
+# Participants are enrolled at 10:00 Berlin time; their core surveys open the next day at 10:00.
+CORE = {"name": "core", "instruments": ["who5", "phq9"], "cadence": {"offsets_days": [1]},
+        "local_time": "10:00", "open_for_hours": 96, "reminders_hours": [24, 72]}
 
 
 @pytest.fixture
 def core_study(tmp_path, session, loaded_study) -> int:  # type: ignore[no-untyped-def]
     copy = StudyCopy(tmp_path)
     data = copy.read()
-    data["schedule"]["entries"].append(CORE)
+    data["schedule"]["entries"] = [CORE]
     copy.write(data)
     return studies.load_study(session, copy.file, copy.surveys, actor="test").protocol_version
 
@@ -36,11 +36,9 @@ def test_invitation_once_reminders_until_answered_then_expiry(app, client, smtp,
                                                               clock, core_study):
     smtp.clear()
     people = consented_participants(session, 2, now=clock(), prefix="inv")
-    planned_instances(session, people, entry="core", instruments=["who5", "phq9"], wave=1,
-                      at=clock() + timedelta(hours=1), open_hours=96,
-                      protocol_version=core_study)
-    assert _tick(app, clock).opened == 0  # not due yet
-    clock.advance(hours=1)
+    first = _tick(app, clock)
+    assert (first.planned, first.opened) == (4, 0)  # planned from the schedule, not due yet
+    clock.advance(days=1)
     report = _tick(app, clock)
     assert (report.opened, report.invitations, report.sent) == (4, 2, 2)
     assert len(smtp.to("inv0@example.org")) == 1
@@ -70,8 +68,8 @@ def test_paused_and_withdrawn_people_receive_nothing(app, smtp, session, clock, 
     people[1].status = "withdrawn"
     session.add_all(people[:2])
     session.commit()
-    planned_instances(session, people, entry="core", instruments=["who5"], wave=1,
-                      at=clock(), open_hours=96, protocol_version=core_study)
+    _tick(app, clock)
+    clock.advance(days=1)
     _tick(app, clock)
     clock.advance(hours=30)
     _tick(app, clock)
@@ -83,9 +81,8 @@ def test_paused_and_withdrawn_people_receive_nothing(app, smtp, session, clock, 
 def test_two_dispatchers_at_once_send_each_invitation_exactly_once(app, smtp, session, clock,
                                                                    core_study):
     smtp.clear()
-    people = consented_participants(session, 600, now=clock(), prefix="many")
-    planned_instances(session, people, entry="core", instruments=["who5", "phq9"], wave=1,
-                      at=clock(), open_hours=96, protocol_version=core_study)
+    consented_participants(session, 600, now=clock(), prefix="many")
+    clock.advance(days=1)  # both dispatchers plan, open and invite at once
     errors: list[BaseException] = []
 
     def dispatcher() -> None:

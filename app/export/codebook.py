@@ -1,0 +1,239 @@
+"""The codebook inside ``datapackage.json``: everything needed to read the panel without the study.
+
+Per instrument: title, version and content hash, citation, licence, recall period, item wording
+and response options in every language the study used, scoring rules (items, reversal, range,
+transformation, prorating, subscales, bands, interpretation), the translation status of each
+language and how many answers were given in each (language, status), and which export columns
+hold which item. Built from the protocol versions stored in the database (the instrument
+definitions pinned when the study was loaded), never from files on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from analysis import spec
+from app.surveys.instruments import Instrument
+
+FREE_TEXT_WARNING = (
+    "Free-text answers may contain names, places or other details that identify a participant. "
+    "They were exported because the export asked for them explicitly; review them before sharing."
+)
+
+
+@dataclass(frozen=True)
+class ItemColumn:
+    """An exported item column: which instrument item (and option, for multiple choice)."""
+
+    column: str
+    instrument: str
+    item: str
+    option: Any = None
+    type: str = "string"  # Table Schema type
+
+
+def _opt_labels(inst: Instrument, label_key: str, languages: list[str]) -> dict[str, str]:
+    return {
+        lang: inst.languages[lang].options.get(label_key, label_key)
+        for lang in languages
+        if lang in inst.languages
+    }
+
+
+def instrument_entry(
+    inst: Instrument,
+    pinned: Mapping[str, Any],
+    *,
+    qi_items: set[str],
+    include_free_text: bool,
+    item_columns: Mapping[tuple[str, str], list[ItemColumn]],
+    answered: Mapping[tuple[str, str], int],
+    versions_in_data: Mapping[str, int],
+) -> dict[str, Any]:
+    languages = [lang for lang in pinned.get("languages", inst.languages) if lang in inst.languages]
+    items = []
+    for item in inst.items:
+        is_text = item.type == "text"
+        cols = item_columns.get((inst.key, item.id), [])
+        entry: dict[str, Any] = {
+            "id": item.id,
+            "type": item.type,
+            "required": item.required,
+            "wording": {lang: inst.languages[lang].items.get(item.id, "") for lang in languages},
+        }
+        if item.options:
+            entry["options"] = [
+                {
+                    "value": o.value,
+                    **({"exclusive": True} if o.exclusive else {}),
+                    "labels": _opt_labels(inst, o.label, languages),
+                }
+                for o in item.options
+            ]
+        for attr in ("min", "max", "max_length"):
+            if getattr(item, attr) is not None:
+                entry[attr] = getattr(item, attr)
+        if item.reverse_scored:
+            entry["reverse_scored"] = True
+        if item.show_if is not None:
+            entry["shown_if"] = item.show_if.model_dump(exclude_none=True)
+        if is_text:
+            entry["free_text"] = True
+            entry["possibly_identifying"] = item.possibly_identifying
+            if include_free_text and cols:
+                entry["warning"] = FREE_TEXT_WARNING
+        if item.id in qi_items:
+            entry["quasi_identifier"] = True
+            entry["exported_as"] = "participants (generalized; see wellpanel.deidentification)"
+        elif cols:
+            entry["exported_as"] = [f"responses.{c.column}" for c in cols]
+        else:
+            entry["exported_as"] = None
+            if is_text and not include_free_text:
+                entry["not_exported_because"] = "free text is excluded unless asked for"
+        items.append(entry)
+    out: dict[str, Any] = {
+        "title": inst.title,
+        "description": inst.description,
+        "version": inst.version,
+        "sha256": pinned.get("sha256"),
+        "versions_in_data": dict(versions_in_data),
+        "citation": inst.citation,
+        "licence": inst.licence.model_dump(),
+        "redistributable": inst.redistributable,
+        "recall_period_days": inst.recall_period_days,
+        "languages": {
+            lang: {
+                "translation_status": inst.languages[lang].translation_status,
+                "source": inst.languages[lang].source,
+                "note": inst.languages[lang].note,
+                "title": inst.languages[lang].title,
+                "instructions": inst.languages[lang].instructions,
+            }
+            for lang in languages
+        },
+        "answers_by_language": {
+            f"{lang} ({status})": n
+            for (lang, status), n in sorted(answered.items())
+        },
+        "items": items,
+        "n_items": len(inst.items),
+    }
+    sc = inst.scoring
+    if sc is not None:
+        pr = sc.primary_range
+        out["scoring"] = {
+            "method": sc.method,
+            "items": list(sc.items),
+            "reverse_scored_items": [i.id for i in inst.items if i.reverse_scored],
+            "reverse_rule": sc.reverse_rule,
+            "raw_range": [sc.range.min, sc.range.max],
+            "transform": sc.transform.model_dump() if sc.transform else None,
+            "primary": sc.primary,
+            "primary_range": [pr.min, pr.max],
+            "min_answered": sc.min_answered,
+            "prorate": sc.prorate.model_dump() if sc.prorate else None,
+            "subscales": [
+                {
+                    "key": s.key,
+                    "column": f"{spec.SUBSCALE_PREFIX}{s.key}",
+                    "label": s.label,
+                    "method": s.method,
+                    "items": list(s.items),
+                    "range": [s.range.min, s.range.max],
+                    "min_answered": s.required_answers,
+                }
+                for s in sc.subscales
+            ],
+            "bands": [{"up_to": b.up_to, "key": b.key, "label": b.label} for b in sc.bands],
+            "interpretation": sc.interpretation,
+            "exported_as": "responses.score (primary), responses.severity (band key), "
+            "responses.subscale_<key>; panel.<instrument> (valid primary scores)",
+        }
+        # the analysis package's summary fields (spec.default_codebook()), from the definition
+        out["score"] = f"{sc.primary} ({sc.method}), {pr.min:g}-{pr.max:g}"
+        out["range"] = [pr.min, pr.max]
+        out["severity_bands"] = [{"max": b.up_to, "label": b.key} for b in sc.bands]
+    return out
+
+
+def build_codebook(
+    *,
+    protocol: Mapping[str, Any],
+    protocol_meta: Mapping[str, Any],
+    instruments: Mapping[str, Instrument],
+    qi_items: set[str],
+    include_items: bool,
+    include_free_text: bool,
+    item_columns: list[ItemColumn],
+    answered: Mapping[str, Mapping[tuple[str, str], int]],
+    versions_in_data: Mapping[str, Mapping[str, int]],
+    profile: str,
+) -> dict[str, Any]:
+    study = protocol["study"]
+    by_item: dict[tuple[str, str], list[ItemColumn]] = {}
+    for c in item_columns:
+        by_item.setdefault((c.instrument, c.item), []).append(c)
+    book = spec.default_codebook()
+    book["instruments"] = {
+        key: instrument_entry(
+            inst,
+            protocol["instruments"].get(key, {}),
+            qi_items=qi_items,
+            include_free_text=include_free_text,
+            item_columns=by_item,
+            answered=answered.get(key, {}),
+            versions_in_data=versions_in_data.get(key, {}),
+        )
+        for key, inst in instruments.items()
+    }
+    book["study"] = {
+        "key": study["key"],
+        "title": study.get("title"),
+        "languages": study.get("languages"),
+        "default_language": study.get("default_language"),
+        **dict(protocol_meta),
+    }
+    book["time"] = (
+        "day = whole calendar days from the participant's enrollment to the answer, both taken "
+        "in the participant's own time zone (day 0 = the enrollment day); wave 0 is the baseline"
+        + (
+            "; week_since_<event> = whole weeks from the study event's date (negative before it)"
+            if profile == spec.PROFILE_RESEARCH
+            else "; no calendar dates (strict profile)"
+        )
+    )
+    book["item_answers"] = {
+        "included": include_items,
+        "free_text_included": include_free_text,
+        "columns": [
+            {"column": c.column, "instrument": c.instrument, "item": c.item,
+             **({"option": c.option} if c.option is not None else {})}
+            for c in item_columns
+        ],
+        "coding": "single choice: the option value; multiple choice: one true/false column per "
+        "option (<item>_<option>); numbers as answered; empty = not shown or not answered",
+    }
+    if include_free_text:
+        book["item_answers"]["warning"] = FREE_TEXT_WARNING
+    book["missing_values"] = {
+        "csv": "an empty cell",
+        "parquet": "null",
+        "sav": "system-missing (numbers), empty string (text)",
+        "dta": ". (numbers), empty string (text)",
+        "meaning": "not administered, not shown (display condition), not answered, invalid "
+        "score, or suppressed by de-identification (see wellpanel.deidentification)",
+    }
+    book["usage_coding"] = {
+        "used": "the model was ticked in used_models",
+        "hours_per_week": "hours_<model>; 0 when the model was not used; empty when used but "
+        "the hours were not given",
+        "purpose_companionship": "purposes includes companionship_romance",
+        "purpose_other": "purposes includes other",
+        "lost_access_to_model": "lost_access_models includes the model",
+        "access_loss": "lost_access = yes",
+        "access_loss_distress": "lost_access_feeling (0-4), empty unless access_loss",
+    }
+    return book

@@ -1,0 +1,1286 @@
+"""The anonymized panel export: database -> Frictionless Data Package (see issue 5).
+
+``export_panel(engine, ExportOptions(...))`` writes the four resources of the contract in
+:mod:`analysis.spec` (participants, responses, usage, panel) plus ``datapackage.json`` with the
+codebook and the de-identification report, and records the export in the audit ledger.
+
+How it runs:
+
+1. Options are checked before anything is touched (format, profile, ``--dua`` for research, the
+   key file, an empty or missing output directory).
+2. One read-only snapshot (REPEATABLE READ on PostgreSQL, one deferred transaction on SQLite):
+   the eligible participants (consented; no confirmed delete_data withdrawal; stop_contact
+   participants only up to their withdrawal), their baseline quasi-identifiers, which are
+   generalized and suppressed (:mod:`app.export.deidentify`), then every response of those
+   participants in one pass ordered by participant and wave, read in chunks through a
+   server-side cursor and written as it goes to the responses, usage and panel files
+   (:mod:`app.export.writers`). Memory depends on the number of participants (a few small
+   values each), not on the number of responses.
+3. Everything is written to a temporary directory next to the target, then moved into place in
+   one rename; on any error the temporary directory is removed, so no partial package is left.
+4. The audit ledger gets one ``export.panel`` row (who, parameters, row counts, SHA-256 of every
+   file) in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import JSON, Engine, case, exists, func, null, select, text, type_coerce
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from analysis import spec
+from app.core.errors import AppError
+from app.db import make_engine, utcnow
+from app.export import codebook as cb
+from app.export import deidentify, writers
+from app.surveys.instruments import Instrument
+
+PROFILES = (spec.PROFILE_STRICT, spec.PROFILE_RESEARCH)
+FORMATS = writers.FORMATS
+PID_LENGTH = 16  # hex characters of the HMAC-SHA256 (64 bits)
+MIN_KEY_BYTES = 16
+DEFAULT_CHUNK = 20_000
+USAGE_INSTRUMENT = "ai_usage"
+BASELINE_INSTRUMENT = "baseline"
+PURPOSE_VALUES = {  # contract purpose -> ai_usage option value
+    "companionship": "companionship_romance",
+    "emotional_support": "emotional_support",
+    "advice": "advice",
+    "work": "work",
+    "creative": "creative",
+}
+USED_4O_ITEM = "gpt4o_before_retirement"
+USED_4O_YES = {"less_than_weekly", "weekly", "several_times_weekly", "daily"}
+
+
+class ExportError(AppError):
+    """A refused export: bad options, or guarantees that cannot be met. Nothing is written."""
+
+    status_code = 422
+    code = "export_refused"
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    fmt: str = "csv"
+    profile: str = spec.PROFILE_STRICT
+    study: str | None = None  # study key; the only study when None
+    key_file: Path | None = None
+    dua: str | None = None
+    include_items: bool = False
+    include_free_text: bool = False
+    actor: str = "cli"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    export_id: str
+    study: str
+    profile: str
+    format: str
+    rows: dict[str, int]
+    files: dict[str, dict[str, Any]]  # relative path -> {sha256, bytes}
+    deidentification: dict[str, Any]
+    audit_seq: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "export_id": self.export_id,
+            "study": self.study,
+            "profile": self.profile,
+            "format": self.format,
+            "rows": self.rows,
+            "files": self.files,
+            "deidentification": self.deidentification,
+            "audit_seq": self.audit_seq,
+        }
+
+
+# ---- options ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    out: Path
+    key: bytes
+    key_source: str
+    created_parents: list[Path]
+
+
+def check_options(opts: ExportOptions) -> tuple[Path, bytes, str]:
+    """Validate everything the caller gave; returns (output dir, pseudonym key, key source)."""
+    if opts.fmt not in FORMATS:
+        raise ExportError(
+            f"unknown format {opts.fmt!r}: use one of {', '.join(FORMATS)}",
+            code="unknown_format",
+            details={"field": "format"},
+        )
+    if opts.profile not in PROFILES:
+        raise ExportError(
+            f"unknown profile {opts.profile!r}: use strict or research",
+            code="unknown_profile",
+            details={"field": "profile"},
+        )
+    if opts.profile == spec.PROFILE_RESEARCH and not (opts.dua and opts.dua.strip()):
+        raise ExportError(
+            "the research profile needs --dua: the reference of the data-use agreement that "
+            "covers this export (it is recorded in the package and the audit ledger)",
+            code="dua_required",
+            details={"field": "dua"},
+        )
+    if opts.include_free_text and not opts.include_items:
+        raise ExportError(
+            "free text is exported only together with item answers: add --items",
+            code="free_text_needs_items",
+            details={"field": "include_free_text"},
+        )
+    key, source = read_key(opts.key_file)
+    out = Path(opts.out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory", code="output_exists",
+                          details={"field": "out"})
+    if out.is_dir() and any(out.iterdir()):
+        raise ExportError(
+            f"{out} already exists and is not empty; choose a new directory (an export never "
+            "overwrites another)",
+            code="output_exists",
+            details={"field": "out"},
+        )
+    return out, key, source
+
+
+def read_key(key_file: Path | None) -> tuple[bytes, str]:
+    if key_file is None:
+        return secrets.token_bytes(32), "fresh"
+    try:
+        raw = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ExportError(
+            f"cannot read the key file {key_file}: {exc.strerror or exc}",
+            code="key_file_unreadable",
+            details={"field": "key_file"},
+        ) from exc
+    key = raw.strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ExportError(
+            f"the key file {key_file} holds {len(key)} bytes; a pseudonym key needs at least "
+            f"{MIN_KEY_BYTES} (e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"`)",
+            code="key_file_unreadable",
+            details={"field": "key_file"},
+        )
+    return key, "key_file"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Identifies a stable key in the audit ledger without revealing it."""
+    return hmac.new(key, b"wellpanel export key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+# ---- the read snapshot ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read-only, consistent view of the database for the whole export."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        own = None
+        if database and database != ":memory:" and not database.startswith("file::memory"):
+            # deferred transaction: readers never hold the write lock (WAL keeps the snapshot)
+            own = make_engine(engine.url.render_as_string(hide_password=False),
+                              begin_immediate=False, poolclass=NullPool)
+        eng = own or engine
+        try:
+            with eng.connect() as conn, conn.begin():
+                yield conn
+        finally:
+            if own is not None:
+                own.dispose()
+        return
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            conn.execute(text("SET TRANSACTION READ ONLY"))
+            yield conn
+
+
+# ---- what the export reads --------------------------------------------------------------------
+
+
+@dataclass
+class _Person:
+    internal: str
+    pid: str
+    status: str
+    tz: ZoneInfo
+    enrolled: date
+    cutoff: datetime | None
+    last_day: int = 0
+    qi: dict[str, Any] = field(default_factory=dict)
+
+
+def _tables() -> dict[str, Any]:
+    from app.consent.models import ConsentRecord, Withdrawal
+    from app.participants.models import Participant
+    from app.studies.models import ProtocolVersion, Study
+    from app.surveys.models import ResponseScore, SurveyInstance, SurveyResponse
+
+    return {
+        "p": Participant.__table__,
+        "cr": ConsentRecord.__table__,
+        "w": Withdrawal.__table__,
+        "pv": ProtocolVersion.__table__,
+        "st": Study.__table__,
+        "r": SurveyResponse.__table__,
+        "i": SurveyInstance.__table__,
+        "s": ResponseScore.__table__,
+    }
+
+
+def _eligibility(t: dict[str, Any], study_id: int) -> list[Any]:
+    p, cr, w = t["p"], t["cr"], t["w"]
+    consented = exists().where(cr.c.participant_id == p.c.id, cr.c.decision == "consent")
+    deleted = exists().where(
+        w.c.participant_id == p.c.id, w.c.scope == "delete_data", w.c.confirmed_at.is_not(None)
+    )
+    return [p.c.study_id == study_id, consented, ~deleted]
+
+
+def _load_study(conn: Connection, t: dict[str, Any], key: str | None) -> tuple[int, str]:
+    st = t["st"]
+    rows = conn.execute(select(st.c.id, st.c.key).order_by(st.c.key)).all()
+    if key is None:
+        if len(rows) == 1:
+            return rows[0][0], rows[0][1]
+        if not rows:
+            raise ExportError("no study is loaded in this database", code="study_not_found")
+        raise ExportError(
+            f"several studies are loaded ({', '.join(r[1] for r in rows)}): "
+            "choose one with --study",
+            code="study_required",
+            details={"field": "study"},
+        )
+    for sid, skey in rows:
+        if skey == key:
+            return sid, skey
+    raise ExportError(
+        f"there is no study {key!r} (loaded: {', '.join(r[1] for r in rows) or 'none'})",
+        code="study_not_found",
+        details={"field": "study"},
+    )
+
+
+def _counts(conn: Connection, t: dict[str, Any], study_id: int) -> dict[str, int]:
+    p, cr, w = t["p"], t["cr"], t["w"]
+    consented = exists().where(cr.c.participant_id == p.c.id, cr.c.decision == "consent")
+    deleted = exists().where(
+        w.c.participant_id == p.c.id, w.c.scope == "delete_data", w.c.confirmed_at.is_not(None)
+    )
+
+    def count(*where: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(p).where(
+            p.c.study_id == study_id, *where)).scalar_one())
+
+    return {
+        "in_study": count(),
+        "never_consented": count(~consented),
+        "delete_data_withdrawn": count(consented, deleted),
+    }
+
+
+def _people(
+    conn: Connection, t: dict[str, Any], study_id: int, key: bytes, excluded: dict[str, int]
+) -> dict[str, _Person]:
+    p, w = t["p"], t["w"]
+    stop_at = (
+        select(func.min(w.c.confirmed_at))
+        .where(w.c.participant_id == p.c.id, w.c.scope == "stop_contact",
+               w.c.confirmed_at.is_not(None))
+        .scalar_subquery()
+    )
+    q = (
+        select(p.c.id, p.c.status, p.c.timezone, p.c.enrolled_at, p.c.withdrawn_at,
+               stop_at.label("stop_at"))
+        .where(*_eligibility(t, study_id))
+        .order_by(p.c.id)
+    )
+    people: dict[str, _Person] = {}
+    pids: set[str] = set()
+    zones: dict[str, ZoneInfo] = {}
+    for pid_internal, status, tzname, enrolled_at, withdrawn_at, stop in conn.execute(q):
+        if status not in spec.STATUSES or enrolled_at is None:
+            excluded["unexpected_status"] = excluded.get("unexpected_status", 0) + 1
+            continue
+        tz = zones.setdefault(tzname, _zone(tzname))
+        cutoff = stop if stop is not None else (withdrawn_at if status == "withdrawn" else None)
+        pseudonym = pseudonym_of(key, pid_internal)
+        if pseudonym in pids:  # 64 bits: practically impossible, but never merge two people
+            raise ExportError("pseudonym collision; run the export again (a new key is drawn)",
+                              code="pseudonym_collision")
+        pids.add(pseudonym)
+        people[pid_internal] = _Person(
+            internal=pid_internal,
+            pid=pseudonym,
+            status=status,
+            tz=tz,
+            enrolled=enrolled_at.astimezone(tz).date(),
+            cutoff=cutoff,
+        )
+    return people
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def pseudonym_of(key: bytes, internal_id: str) -> str:
+    from app.core.security import keyed_pseudonym
+
+    return keyed_pseudonym(key, internal_id, PID_LENGTH)
+
+
+def _first_answers(
+    conn: Connection,
+    t: dict[str, Any],
+    study_id: int,
+    instruments: set[str],
+    people: Mapping[str, _Person],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(participant, instrument) -> answers of the earliest wave answered before any cutoff."""
+    if not instruments:
+        return {}
+    r, i, p = t["r"], t["i"], t["p"]
+    q = (
+        select(r.c.participant_id, r.c.instrument_key, r.c.answers, r.c.submitted_at)
+        .join(i, i.c.id == r.c.instance_id)
+        .join(p, p.c.id == r.c.participant_id)
+        .where(r.c.instrument_key.in_(sorted(instruments)), *_eligibility(t, study_id))
+        .order_by(r.c.participant_id, r.c.instrument_key, i.c.wave, r.c.submitted_at, r.c.id)
+    )
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for pid_internal, ikey, answers, submitted in conn.execute(q):
+        person = people.get(pid_internal)
+        if person is None or (pid_internal, ikey) in out:
+            continue
+        if person.cutoff is not None and submitted > person.cutoff:
+            continue
+        out[(pid_internal, ikey)] = dict(answers or {})
+    return out
+
+
+def _baseline_bands(
+    conn: Connection, t: dict[str, Any], study_id: int, instrument: str,
+    people: Mapping[str, _Person],
+) -> dict[str, Any]:
+    r, i, s, p = t["r"], t["i"], t["s"], t["p"]
+    q = (
+        select(r.c.participant_id, s.c.band, r.c.submitted_at)
+        .join(i, i.c.id == r.c.instance_id)
+        .join(s, s.c.response_id == r.c.id)
+        .join(p, p.c.id == r.c.participant_id)
+        .where(r.c.instrument_key == instrument, i.c.wave == 0, *_eligibility(t, study_id))
+        .order_by(r.c.participant_id, r.c.submitted_at)
+    )
+    out: dict[str, Any] = {}
+    for pid_internal, band, submitted in conn.execute(q):
+        person = people.get(pid_internal)
+        if person is None or pid_internal in out:
+            continue
+        if person.cutoff is None or submitted <= person.cutoff:
+            out[pid_internal] = band
+    return out
+
+
+# ---- columns ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    responses: list[tuple[str, str]]
+    usage: list[tuple[str, str]]
+    panel: list[tuple[str, str]]
+    participants: list[tuple[str, str]]
+    item_columns: list[cb.ItemColumn]
+    subscales: list[str]
+    extra_outcomes: list[str]
+    events: list[tuple[str, date]]
+    descriptions: dict[str, dict[str, str]]
+    value_labels: dict[str, dict[str, dict[int, str]]]
+    categorical: dict[str, dict[str, list[str]]]
+
+
+def _layout(
+    instruments: Mapping[str, Instrument],
+    events: list[dict[str, Any]],
+    profile: str,
+    include_items: bool,
+    include_free_text: bool,
+    qi_pairs: set[tuple[str, str]],
+    qi_extra_columns: list[str],
+) -> _Layout:
+    subscales: list[str] = []
+    for inst in instruments.values():
+        for sub in inst.scoring.subscales if inst.scoring else []:
+            if sub.key not in subscales:
+                subscales.append(sub.key)
+    extra_outcomes = [
+        k for k, inst in instruments.items() if inst.scoring is not None and k not in spec.OUTCOMES
+    ]
+    ev = []
+    if profile == spec.PROFILE_RESEARCH:
+        for e in events:
+            ev.append((e["key"], date.fromisoformat(str(e["date"]))))
+    event_cols = [(spec.event_column(k), "integer") for k, _ in ev]
+    descriptions: dict[str, dict[str, str]] = defaultdict(dict)
+    value_labels: dict[str, dict[str, dict[int, str]]] = defaultdict(dict)
+    categorical: dict[str, dict[str, list[str]]] = defaultdict(dict)
+
+    responses = [(c, spec.RESPONSES.types[c]) for c in spec.RESPONSES.columns]
+    responses += [(f"{spec.SUBSCALE_PREFIX}{s}", "number") for s in subscales]
+    responses += [("translation_status", "string")]
+    descriptions["responses"]["translation_status"] = (
+        "Translation status of the wording the participant saw: validated (published validated "
+        "translation or original) or study (the study's own translation)"
+    )
+    responses += event_cols
+    categorical["responses"]["instrument"] = list(instruments)
+    categorical["responses"]["translation_status"] = ["validated", "study"]
+    categorical["responses"]["severity"] = []
+    item_columns: list[cb.ItemColumn] = []
+    if include_items:
+        taken = {c for c, _ in responses} | {"pid"}
+        for inst in instruments.values():
+            for item in inst.items:
+                if (inst.key, item.id) in qi_pairs:
+                    continue
+                if item.type == "text" and not include_free_text:
+                    continue
+                base = item.id if item.id not in taken else f"{inst.key}_{item.id}"
+                wording = inst.languages.get("en") or next(iter(inst.languages.values()))
+                text_en = wording.items.get(item.id, item.id)
+                if item.type == "multiple_choice":
+                    for opt in item.options:
+                        col = f"{base}_{opt.value}"
+                        item_columns.append(cb.ItemColumn(col, inst.key, item.id, opt.value,
+                                                          "boolean"))
+                        taken.add(col)
+                        label = wording.options.get(opt.label, str(opt.value))
+                        descriptions["responses"][col] = (
+                            f"{inst.key}.{item.id}: {text_en} -- {label}")
+                    continue
+                if item.type == "single_choice":
+                    typ = "integer" if item.has_integer_options else "string"
+                    labels = {o.value: wording.options.get(o.label, str(o.value))
+                              for o in item.options}
+                    if typ == "integer":
+                        value_labels["responses"][base] = {int(v): lab for v, lab in labels.items()}
+                    else:
+                        categorical["responses"][base] = [str(v) for v in labels]
+                else:
+                    typ = {"integer": "integer", "number": "number", "text": "string"}[item.type]
+                item_columns.append(cb.ItemColumn(base, inst.key, item.id, None, typ))
+                taken.add(base)
+                flag = " [FREE TEXT: may identify the participant]" if item.type == "text" else ""
+                descriptions["responses"][base] = f"{inst.key}.{item.id}: {text_en}{flag}"
+        responses += [(c.column, c.type) for c in item_columns]
+
+    usage = [(c, spec.USAGE.types[c]) for c in spec.USAGE.columns]
+    usage += [("purpose_other", "boolean"), ("lost_access_to_model", "boolean")]
+    descriptions["usage"]["purpose_other"] = "Used AI for something else (purposes: other)"
+    descriptions["usage"]["lost_access_to_model"] = (
+        "Lost access to this model in the recall period (lost_access_models)"
+    )
+    categorical["usage"]["model"] = list(spec.MODELS)
+    value_labels["usage"]["framing"] = dict(spec.FRAMING_LABELS)
+    value_labels["usage"]["access_loss_distress"] = dict(spec.ACCESS_LOSS_DISTRESS_LABELS)
+
+    panel = [(c, spec.PANEL.types[c]) for c in spec.PANEL.columns]
+    for k in extra_outcomes:
+        panel.append((k, "number"))
+        descriptions["panel"][k] = f"{instruments[k].title}: primary score; empty if missing"
+    panel += event_cols
+    value_labels["panel"]["framing"] = dict(spec.FRAMING_LABELS)
+
+    participants = [(c, spec.PARTICIPANTS.types[c]) for c in spec.PARTICIPANTS.columns]
+    for c in qi_extra_columns:
+        participants.append((c, "string"))
+        descriptions["participants"][c] = f"{c} at baseline, generalized (empty if suppressed)"
+    participants.append(("qi_suppressed", "boolean"))
+    descriptions["participants"]["qi_suppressed"] = (
+        "True when de-identification suppressed this participant's quasi-identifiers (their "
+        "cells are empty): their combination was too rare"
+    )
+    categorical["participants"]["status"] = list(spec.STATUSES)
+    for c in ("age_band", "gender", "region", "living_situation", *qi_extra_columns):
+        categorical["participants"][c] = []
+    return _Layout(responses, usage, panel, participants, item_columns, subscales,
+                   extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical))
+
+
+# ---- the stream -------------------------------------------------------------------------------
+
+
+def _response_query(t: dict[str, Any], study_id: int, answer_instruments: set[str] | None) -> Any:
+    r, i, s, p = t["r"], t["i"], t["s"], t["p"]
+    if answer_instruments is None:
+        answers = r.c.answers
+    else:
+        answers = type_coerce(
+            case((r.c.instrument_key.in_(sorted(answer_instruments)), r.c.answers), else_=null()),
+            JSON,
+        )
+    return (
+        select(
+            r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.instrument_version,
+            r.c.submitted_at, r.c.language, r.c.translation_status, answers,
+            s.c.primary, s.c.band, s.c.valid, s.c.n_answered, s.c.subscales,
+        )
+        .join(i, i.c.id == r.c.instance_id)
+        .join(p, p.c.id == r.c.participant_id)
+        .outerjoin(s, s.c.response_id == r.c.id)
+        .where(*_eligibility(t, study_id))
+        .order_by(r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
+    )
+
+
+def _hours(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _usage_rows(
+    pid: str, wave: int, day: int, answers: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The seven model rows of one ai_usage answer, and the wave summary for the panel."""
+    used_models = answers.get("used_models")
+    used_set = set(used_models) if isinstance(used_models, list) else set()
+    answered_models = isinstance(used_models, list)
+    any_used = bool(used_set - {"none"})
+    purposes = answers.get("purposes")
+    if isinstance(purposes, list):
+        purpose = {p: (v in purposes) for p, v in PURPOSE_VALUES.items()}
+        purpose["other"] = "other" in purposes
+    else:
+        fill = False if (answered_models and not any_used) else None
+        purpose = {p: fill for p in [*PURPOSE_VALUES, "other"]}
+    framing = answers.get("ai_framing")
+    framing = framing if isinstance(framing, int) and not isinstance(framing, bool) else None
+    lost = answers.get("lost_access")
+    access_loss = None if lost is None else lost == "yes"
+    feeling = answers.get("lost_access_feeling")
+    distress = feeling if access_loss and isinstance(feeling, int) else None
+    lost_models = answers.get("lost_access_models")
+    lost_set = set(lost_models) if isinstance(lost_models, list) else set()
+    rows = []
+    hours: dict[str, float | None] = {}
+    for model in spec.MODELS:
+        if not answered_models:
+            used, h = None, None
+        else:
+            used = model in used_set
+            h = _hours(answers.get(f"hours_{model}")) if used else 0.0
+        hours[model] = h
+        rows.append({
+            "pid": pid, "wave": wave, "day": day, "model": model,
+            "used": bool(used) if used is not None else False,
+            "hours_per_week": h, "framing": framing,
+            **{f"purpose_{p}": purpose[p] for p in spec.PURPOSES},
+            "purpose_other": purpose["other"],
+            "access_loss": access_loss, "access_loss_distress": distress,
+            "lost_access_to_model": (model in lost_set) if access_loss is not None else None,
+        })
+
+    def total(models: tuple[str, ...] | list[str]) -> float | None:
+        vals = [hours[m] for m in models]
+        return None if any(v is None for v in vals) else float(sum(vals))  # type: ignore[arg-type]
+
+    h4o = total(spec.MODELS_4O)
+    hother = total([m for m in spec.MODELS if m not in spec.MODELS_4O])
+    comp = None
+    if purpose["companionship"] is not None:
+        comp = bool(purpose["companionship"] or purpose["emotional_support"])
+    summary = {
+        "hours_4o": h4o,
+        "hours_other_ai": hother,
+        "hours_total": None if h4o is None or hother is None else h4o + hother,
+        "framing": framing,
+        "companion_use": comp,
+        "access_loss": access_loss,
+    }
+    return rows, summary
+
+
+def _item_values(
+    item_columns: list[cb.ItemColumn], instrument: str, answers: Mapping[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in item_columns:
+        if c.instrument != instrument:
+            continue
+        v = answers.get(c.item)
+        if c.option is not None:
+            out[c.column] = None if not isinstance(v, list) else (c.option in v)
+        elif c.type == "integer":
+            out[c.column] = v if isinstance(v, int) and not isinstance(v, bool) else None
+        elif c.type == "number":
+            out[c.column] = _hours(v)
+        else:
+            out[c.column] = None if v is None else str(v)
+    return out
+
+
+@dataclass
+class _Stats:
+    responses_read: int = 0
+    after_withdrawal: int = 0
+    duplicates: int = 0
+    answered: dict[str, dict[tuple[str, str], int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    versions: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    truncated_people: set[str] = field(default_factory=set)
+
+
+def _stream(
+    conn: Connection,
+    query: Any,
+    people: Mapping[str, _Person],
+    layout: _Layout,
+    instruments: Mapping[str, Instrument],
+    include_items: bool,
+    bufs: Mapping[str, writers.ChunkBuffer],
+    chunk: int,
+    progress: Any,
+) -> _Stats:
+    stats = _Stats()
+    outcome_cols = [*spec.OUTCOMES, *layout.extra_outcomes]
+    events = layout.events
+    person: _Person | None = None
+    current: str | None = None
+    group: tuple[str, int] | None = None
+    g: dict[str, Any] = {}
+    seen: set[str] = set()
+
+    def emit_panel() -> None:
+        if group is None or not g:
+            return
+        row = {"pid": g["pid"], "wave": group[1], "day": g["day"]}
+        for k in outcome_cols:
+            row[k] = g["scores"].get(k)
+        row.update(g.get("usage") or {})
+        for key, when in events:
+            row[spec.event_column(key)] = (g["date"] - when).days // 7
+        bufs["panel"].append(row)
+
+    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
+    for part in result.partitions(chunk):
+        progress.update(len(part))
+        for (internal, wave, ikey, iver, submitted, lang, tstatus, answers, primary, band, valid,
+             n_answered, subscales) in part:
+            stats.responses_read += 1
+            if internal != current:
+                current = internal
+                person = people.get(internal)
+            if person is None:
+                continue
+            if person.cutoff is not None and submitted > person.cutoff:
+                stats.after_withdrawal += 1
+                stats.truncated_people.add(internal)
+                continue
+            if group != (internal, wave):
+                emit_panel()
+                group = (internal, wave)
+                g = {}
+                seen = set()
+            if ikey in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(ikey)
+            local = submitted.astimezone(person.tz).date()
+            day = max((local - person.enrolled).days, 0)
+            if day > person.last_day:
+                person.last_day = day
+            stats.answered[ikey][(lang, tstatus)] += 1
+            stats.versions[ikey][iver] += 1
+            if not g or day < g["day"]:
+                g.update(pid=person.pid, day=day, date=local)
+            g.setdefault("scores", {})
+            is_scored = valid is not None
+            if is_scored and valid:
+                g["scores"][ikey] = primary
+            if is_scored or (include_items and ikey in instruments):
+                row = {
+                    "pid": person.pid, "instrument": ikey, "wave": wave, "day": day,
+                    "score": primary if is_scored else None,
+                    "severity": band if is_scored else None,
+                    "n_items_answered": (
+                        n_answered if is_scored else len([v for v in (answers or {}).values()
+                                                           if v is not None])
+                    ),
+                    "valid": bool(valid) if is_scored else False,
+                    "translation_status": tstatus,
+                }
+                for sk, sv in (subscales or {}).items() if is_scored else ():
+                    row[f"{spec.SUBSCALE_PREFIX}{sk}"] = sv
+                for key, when in events:
+                    row[spec.event_column(key)] = (local - when).days // 7
+                if include_items:
+                    row.update(_item_values(layout.item_columns, ikey, answers or {}))
+                bufs["responses"].append(row)
+            if ikey == USAGE_INSTRUMENT and answers is not None:
+                rows, summary = _usage_rows(person.pid, wave, day, answers)
+                for urow in rows:
+                    bufs["usage"].append(urow)
+                g["usage"] = summary
+    emit_panel()
+    return stats
+
+
+# ---- the export -------------------------------------------------------------------------------
+
+
+def _software(conn: Connection) -> dict[str, Any]:
+    out: dict[str, Any] = {"python": platform.python_version()}
+    for dist in ("wellpanel", "pandas", "pyarrow", "pyreadstat", "sqlalchemy", "sqlmodel",
+                 "frictionless", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    info = conn.dialect.server_version_info
+    out["database"] = conn.dialect.name + (
+        " " + ".".join(str(x) for x in info) if info else ""
+    )
+    return out
+
+
+def _instrument_defs(content: Mapping[str, Any]) -> dict[str, Instrument]:
+    out = {}
+    order = content["study"].get("instruments") or list(content["instruments"])
+    for key in order:
+        pinned = content["instruments"].get(key)
+        if pinned is not None:
+            out[key] = Instrument.model_validate(pinned["definition"])
+    return out
+
+
+def _qi_sources(
+    cfg: deidentify.QIConfig, instruments: Mapping[str, Instrument]
+) -> dict[str, str | None]:
+    """QI field -> instrument holding it (baseline first); None for the participant's language."""
+    order = sorted(instruments, key=lambda k: (k != BASELINE_INSTRUMENT,))
+    out: dict[str, str | None] = {}
+    for f in cfg.fields:
+        if f == "language":
+            out[f] = None
+            continue
+        holder = next((k for k in order if f in instruments[k].item_ids), None)
+        if holder is None:
+            raise ExportError(
+                f"study file: quasi_identifiers.fields: {f!r} is not an item of any of the "
+                "study's instruments (nor 'language')",
+                code="invalid_quasi_identifiers",
+            )
+        out[f] = holder
+    return out
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" answers", disable=not enabled, file=sys.stderr,
+                desc="export", leave=False, mininterval=0.5)
+
+
+def export_panel(
+    engine: Engine,
+    options: ExportOptions,
+    *,
+    progress: bool = False,
+    now: datetime | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> ExportResult:
+    """Write the panel Data Package to ``options.out``; see the module docstring."""
+    out, key, key_source = check_options(options)
+    now = now or utcnow()
+    export_id = str(uuid.uuid4())
+    created_parents: list[Path] = []
+    parent = out.parent
+    while not parent.exists():
+        created_parents.append(parent)
+        parent = parent.parent
+    tmp: Path | None = None
+    try:
+        for d in reversed(created_parents):
+            d.mkdir()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        built = _build(engine, options, tmp, key, key_source, export_id, now, progress,
+                       chunk_size)
+        os.rename(tmp, out)
+        tmp = None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in created_parents:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    try:
+        seq = _audit(engine, options, built, key, key_source, now)
+    except Exception as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        raise ExportError(
+            f"the export could not be recorded in the audit ledger ({exc}); it was removed",
+            code="audit_failed",
+        ) from exc
+    built.out_dir = out
+    built.audit_seq = seq
+    return built
+
+
+def _audit(
+    engine: Engine, options: ExportOptions, built: ExportResult, key: bytes, key_source: str,
+    now: datetime,
+) -> int:
+    from app.audit import service as audit
+
+    details = {
+        "export_id": built.export_id,
+        "study": built.study,
+        "profile": built.profile,
+        "format": built.format,
+        "dua": options.dua,
+        "include_items": options.include_items,
+        "include_free_text": options.include_free_text,
+        "key": "fresh random key, discarded" if key_source == "fresh"
+        else f"key file, fingerprint {key_fingerprint(key)}",
+        "out": str(Path(options.out).expanduser().absolute()),
+        "rows": built.rows,
+        "files": {name: f["sha256"] for name, f in built.files.items()},
+        "deidentification": {
+            k: built.deidentification.get("quasi_identifiers", {}).get(k)
+            for k in ("k", "l", "suppressed", "suppressed_share", "smallest_class")
+        },
+    }
+    with Session(engine, expire_on_commit=False) as session:
+        event = audit.append(session, actor=options.actor, action="export.panel",
+                             target=f"study:{built.study}", details=details, now=now)
+        session.commit()
+        return int(event.id)
+
+
+def _build(
+    engine: Engine,
+    options: ExportOptions,
+    tmp: Path,
+    key: bytes,
+    key_source: str,
+    export_id: str,
+    now: datetime,
+    progress: bool,
+    chunk_size: int,
+) -> ExportResult:
+    t = _tables()
+    fmt, profile = options.fmt, options.profile
+    with _snapshot(engine) as conn:
+        study_id, study_key = _load_study(conn, t, options.study)
+        pv = t["pv"]
+        protocols = conn.execute(
+            select(pv.c.version, pv.c.sha256, pv.c.consent_current, pv.c.content)
+            .where(pv.c.study_id == study_id).order_by(pv.c.version)
+        ).all()
+        if not protocols:
+            raise ExportError(f"study {study_key!r} has no protocol loaded", code="study_not_found")
+        latest = protocols[-1]
+        content = latest.content
+        study = content["study"]
+        instruments = _instrument_defs(content)
+        try:
+            cfg = deidentify.parse_config(study)
+        except deidentify.DeidentificationError as exc:
+            raise ExportError(exc.message, code="invalid_quasi_identifiers") from exc
+        sources = _qi_sources(cfg, instruments)
+        qi_pairs = {(inst, f) for f, inst in sources.items() if inst is not None}
+        # country is generalized into region; any QI outside the contract gets its own column
+        contract_cols = set(spec.PARTICIPANTS.columns)
+        qi_extra = [deidentify.OUTPUT_COLUMN.get(f, f) for f in cfg.fields
+                    if deidentify.OUTPUT_COLUMN.get(f, f) not in contract_cols]
+        layout = _layout(instruments, list(study.get("events") or []), profile,
+                         options.include_items, options.include_free_text, qi_pairs, qi_extra)
+
+        counts = _counts(conn, t, study_id)
+        excluded: dict[str, int] = {}
+        people = _people(conn, t, study_id, key, excluded)
+
+        # -- quasi-identifiers and the sensitive attribute, from the earliest answers --
+        need = {inst for inst in sources.values() if inst is not None}
+        if BASELINE_INSTRUMENT in instruments:
+            need.add(BASELINE_INSTRUMENT)
+        sens = cfg.sensitive
+        sens_band: str | None = None
+        sens_item: str | None = None
+        if sens is not None:
+            if sens.endswith("_band") and sens[: -len("_band")] in instruments:
+                sens_band = sens[: -len("_band")]
+            elif sens in ("used_4o_before_retirement", "status"):
+                pass
+            else:
+                sens_item = next((k for k, i in instruments.items() if sens in i.item_ids), None)
+                if sens_item is None:
+                    raise ExportError(
+                        f"study file: quasi_identifiers.sensitive: {sens!r} is not an item, "
+                        "a <instrument>_band, used_4o_before_retirement or status",
+                        code="invalid_quasi_identifiers",
+                    )
+                need.add(sens_item)
+        first = _first_answers(conn, t, study_id, need, people)
+        bands = _baseline_bands(conn, t, study_id, sens_band, people) if sens_band else {}
+        order = list(people.values())
+        raw = {
+            f: [
+                (first.get((p.internal, src), {}).get(f) if src is not None else None)
+                for p in order
+            ]
+            for f, src in sources.items()
+        }
+        if "language" in sources:
+            langs = dict(conn.execute(select(t["p"].c.id, t["p"].c.language).where(
+                t["p"].c.study_id == study_id)).all())
+            raw["language"] = [langs.get(p.internal) for p in order]
+        used4o = []
+        for p in order:
+            v = first.get((p.internal, BASELINE_INSTRUMENT), {}).get(USED_4O_ITEM)
+            used4o.append(None if v is None else v in USED_4O_YES)
+        sens_values = None
+        if sens is not None:
+            if sens_band:
+                sens_values = [bands.get(p.internal) for p in order]
+            elif sens == "used_4o_before_retirement":
+                sens_values = used4o
+            elif sens == "status":
+                sens_values = [p.status for p in order]
+            else:
+                sens_values = [
+                    _hashable(first.get((p.internal, sens_item or ""), {}).get(sens))
+                    for p in order
+                ]
+        option_values = {
+            f: instruments[src].item(f).option_values for f, src in sources.items()
+            if src is not None
+        }
+        try:
+            anon = deidentify.anonymize(raw, cfg, sensitive_values=sens_values,
+                                        option_values=option_values)
+        except deidentify.DeidentificationError as exc:
+            raise ExportError(exc.message, code="k_anonymity_unreachable",
+                              details=exc.details) from exc
+
+        # -- writers --
+        def open_buf(name: str, cols: list[tuple[str, str]]) -> writers.ChunkBuffer:
+            outs = []
+            if fmt in writers.TABULAR_FORMATS:
+                outs.append(writers.TableWriter(tmp / f"{name}.{fmt}", cols, fmt))
+            else:
+                outs.append(writers.TableWriter(tmp / f"{name}.csv", cols, "csv"))
+                scratch = tmp / ".scratch"
+                scratch.mkdir(exist_ok=True)
+                outs.append(writers.TableWriter(scratch / f"{name}.parquet", cols, "parquet"))
+            return writers.ChunkBuffer([c for c, _ in cols], outs, chunk_size)
+
+        bufs = {
+            "responses": open_buf("responses", layout.responses),
+            "usage": open_buf("usage", layout.usage),
+            "panel": open_buf("panel", layout.panel),
+        }
+        r = t["r"]
+        answer_instruments = None if options.include_items else {USAGE_INSTRUMENT}
+        query = _response_query(t, study_id, answer_instruments)
+        total = int(conn.execute(
+            select(func.count()).select_from(r).join(t["p"], t["p"].c.id == r.c.participant_id)
+            .where(*_eligibility(t, study_id))).scalar_one()) if progress else 0
+        bar = _progress(progress, total)
+        try:
+            stats = _stream(conn, query, people, layout, instruments, options.include_items,
+                            bufs, chunk_size, bar)
+        finally:
+            bar.close()
+        for b in bufs.values():
+            b.close()
+
+        pbuf = open_buf("participants", layout.participants)
+        rows_p = sorted(range(len(order)), key=lambda ix: order[ix].pid)
+        for ix in rows_p:
+            p = order[ix]
+            row = {
+                "pid": p.pid,
+                "status": p.status,
+                "days_in_study": p.last_day,
+                "used_4o_before_retirement": used4o[ix],
+                "qi_suppressed": anon.suppressed[ix],
+            }
+            for col, values in anon.columns.items():
+                row[col] = values[ix]
+            pbuf.append(row)
+        pbuf.close()
+        software = _software(conn)
+        protocol_meta = {
+            "protocol_version": latest.version,
+            "protocol_sha256": latest.sha256,
+            "consent_version_current": latest.consent_current,
+            "protocol_versions": [
+                {"version": pr.version, "sha256": pr.sha256} for pr in protocols
+            ],
+        }
+        codebook = cb.build_codebook(
+            protocol=content,
+            protocol_meta=protocol_meta,
+            instruments=instruments,
+            qi_items={f for f, src in sources.items() if src is not None},
+            include_items=options.include_items,
+            include_free_text=options.include_free_text,
+            item_columns=layout.item_columns,
+            answered={k: dict(v) for k, v in stats.answered.items()},
+            versions_in_data={k: dict(v) for k, v in stats.versions.items()},
+            profile=profile,
+        )
+    # the snapshot is closed: from here on only files are touched
+    rows = {
+        "participants": pbuf.total,
+        "responses": bufs["responses"].total,
+        "usage": bufs["usage"].total,
+        "panel": bufs["panel"].total,
+    }
+    deid = _deid_report(options, key_source, anon.report, counts, excluded, stats, people,
+                        layout)
+    title = study.get("title")
+    title_text = title.get(study.get("default_language", "en")) if isinstance(title, dict) else (
+        title or study_key)
+    stat_info: dict[str, dict[str, Any]] = {}
+    if fmt in writers.STAT_FORMATS:
+        for name, cols in (("participants", layout.participants),
+                           ("responses", layout.responses), ("usage", layout.usage),
+                           ("panel", layout.panel)):
+            schema = _schema(name, cols, layout)
+            stat_info[name] = writers.write_stat_file(
+                tmp / ".scratch" / f"{name}.parquet", tmp / f"{name}.{fmt}", fmt,
+                schema["fields"],
+                categorical=layout.categorical.get(name, {}),
+                value_labels=layout.value_labels.get(name, {}),
+            )
+        shutil.rmtree(tmp / ".scratch")
+    wellpanel = spec.wellpanel_property(
+        generated_by=spec.GENERATED_BY_EXPORT,
+        export_profile=profile,
+        study={"key": study_key, "title": title_text, **protocol_meta},
+        events=[{"key": e["key"], "date": str(e["date"]), "description": e.get("description", "")}
+                for e in study.get("events") or []],
+        codebook=codebook,
+        deidentification=deid,
+        software=software,
+    )
+    wellpanel["export"] = {
+        "id": export_id,
+        "format": fmt,
+        "profile": profile,
+        "dua": options.dua,
+        "include_items": options.include_items,
+        "include_free_text": options.include_free_text,
+        "rows": rows,
+        "duplicates_dropped": stats.duplicates,
+        **({"created": now.isoformat()} if profile == spec.PROFILE_RESEARCH else {}),
+    }
+    files = _write_descriptor(tmp, fmt, layout, wellpanel, title_text, study_key, stat_info,
+                              export_id, now, profile)
+    return ExportResult(
+        out_dir=tmp, export_id=export_id, study=study_key, profile=profile, format=fmt,
+        rows=rows, files=files, deidentification=deid,
+    )
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _schema(name: str, cols: list[tuple[str, str]], layout: _Layout) -> dict[str, Any]:
+    rs = spec.RESOURCES[name]
+    extras = {c: typ for c, typ in cols if rs.field(c) is None and rs.pattern_for(c) is None}
+    schema = spec.table_schema(name, [c for c, _ in cols], extras,
+                               layout.descriptions.get(name, {}))
+    labels = layout.value_labels.get(name, {})
+    for f in schema["fields"]:
+        if f["name"] in labels and "categories" not in f:
+            f["categories"] = [{"value": v, "label": lab} for v, lab in labels[f["name"]].items()]
+    return schema
+
+
+def _deid_report(
+    options: ExportOptions,
+    key_source: str,
+    qi_report: dict[str, Any],
+    counts: dict[str, int],
+    excluded: dict[str, int],
+    stats: _Stats,
+    people: Mapping[str, _Person],
+    layout: _Layout,
+) -> dict[str, Any]:
+    text_items = [f"{c.instrument}.{c.item}" for c in layout.item_columns if c.type == "string"
+                  and c.option is None and c.column in {x.column for x in layout.item_columns}]
+    return {
+        "profile": options.profile,
+        "direct_identifiers": "none exported: email addresses and other contact details, "
+        "names (consent signatures), tokens, IP addresses and internal participant ids are "
+        "never read by the export",
+        "pseudonym": {
+            "column": "pid",
+            "method": f"HMAC-SHA256 of the internal participant id, first {PID_LENGTH} hex "
+            "characters",
+            "key": "a fresh random 256-bit key, discarded after the export: pids do not link "
+            "to any other export" if key_source == "fresh" else "a stable key from a key file "
+            "(approved linkage): pids link to other exports made with the same key",
+        },
+        "time": "days since each participant's enrollment; "
+        + ("no calendar information (strict profile)" if options.profile == spec.PROFILE_STRICT
+           else "week-level alignment to the study events (research profile, under the DUA)"),
+        "dua": options.dua,
+        "free_text": {
+            "included": options.include_free_text,
+            "items": sorted(set(text_items)) if options.include_free_text else [],
+        },
+        "item_answers": options.include_items,
+        "consent_and_withdrawal": {
+            "participants_in_study": counts["in_study"],
+            "never_consented_excluded": counts["never_consented"],
+            "delete_data_withdrawals_excluded": counts["delete_data_withdrawn"],
+            "stop_contact_withdrawn_exported_until_withdrawal": sum(
+                1 for p in people.values() if p.cutoff is not None),
+            "answers_after_withdrawal_dropped": stats.after_withdrawal,
+            "other_excluded": excluded,
+            "exported_participants": len(people),
+        },
+        "quasi_identifiers": qi_report,
+        "residual_risks": [
+            "translation_status tells whether the validated (usually English) or a study "
+            "translation was shown, i.e. a coarse hint of the participant's language",
+            "answers themselves (scores, usage patterns) are not generalized",
+        ],
+    }
+
+
+def _write_descriptor(
+    tmp: Path,
+    fmt: str,
+    layout: _Layout,
+    wellpanel: dict[str, Any],
+    title: str,
+    study_key: str,
+    stat_info: Mapping[str, dict[str, Any]],
+    export_id: str,
+    now: datetime,
+    profile: str,
+) -> dict[str, dict[str, Any]]:
+    tab = fmt if fmt in writers.TABULAR_FORMATS else "csv"
+    resources = []
+    files: dict[str, dict[str, Any]] = {}
+    layouts = {"participants": layout.participants, "responses": layout.responses,
+               "usage": layout.usage, "panel": layout.panel}
+    for name in spec.REQUIRED_RESOURCES:
+        rs = spec.RESOURCES[name]
+        path = tmp / f"{name}.{tab}"
+        digest, size = writers.file_digest(path)
+        files[path.name] = {"sha256": digest, "bytes": size}
+        res: dict[str, Any] = {
+            "name": name,
+            "title": rs.title,
+            "description": rs.description,
+            "path": path.name,
+            "type": "table",
+            "scheme": "file",
+            "format": tab,
+            "mediatype": writers.MEDIATYPES[tab],
+        }
+        if tab == "csv":
+            res["encoding"] = "utf-8"
+            res["dialect"] = {"csv": {"delimiter": ",", "header": True}}
+        res["hash"] = f"sha256:{digest}"
+        res["bytes"] = size
+        res["schema"] = _schema(name, layouts[name], layout)
+        resources.append(res)
+    for name, info in stat_info.items():
+        path = tmp / f"{name}.{fmt}"
+        digest, size = writers.file_digest(path)
+        files[path.name] = {"sha256": digest, "bytes": size}
+        resources.append({
+            "name": f"{name}-{fmt}",
+            "title": f"{spec.RESOURCES[name].title} ({'SPSS' if fmt == 'sav' else 'Stata'})",
+            "description": f"The {name} resource as "
+            f"{'an SPSS .sav' if fmt == 'sav' else 'a Stata .dta'} file with variable labels "
+            "and value labels. Text categories are integer codes (see wellpanel.value_codes); "
+            "booleans are 0 = no, 1 = yes.",
+            "path": path.name,
+            "type": "file",
+            "scheme": "file",
+            "format": fmt,
+            "mediatype": writers.MEDIATYPES[fmt],
+            "hash": f"sha256:{digest}",
+            "bytes": size,
+            "wellpanel": {"source_resource": name, **info},
+        })
+    descriptor: dict[str, Any] = {
+        "name": f"wellpanel-{study_key}-panel".replace("_", "-").lower(),
+        "id": export_id,
+        "title": f"{title}: anonymized panel ({profile})",
+        "profile": "data-package",
+        "resources": resources,
+        spec.PROPERTY: wellpanel,
+    }
+    if profile == spec.PROFILE_RESEARCH:
+        descriptor["created"] = now.isoformat()
+    path = tmp / spec.DESCRIPTOR_FILE
+    path.write_text(json.dumps(descriptor, indent=2, ensure_ascii=False, default=_json_default)
+                    + "\n", "utf-8")
+    digest, size = writers.file_digest(path)
+    files[path.name] = {"sha256": digest, "bytes": size}
+    return files
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, set | tuple):
+        return list(o)
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -1,0 +1,242 @@
+"""Incremental resource writers (CSV, Parquet) and the SPSS / Stata conversions.
+
+CSV and Parquet are written chunk by chunk through Arrow, so memory depends on the chunk size,
+not on the size of the study. CSV follows the contract of :mod:`analysis.spec`: UTF-8, a header
+row, an empty cell for missing, booleans as ``true``/``false``, integers without a decimal point.
+
+SPSS (.sav) and Stata (.dta) files are written by pyreadstat, which takes a whole table at once;
+they are converted from a scratch Parquet copy of each resource at the end, one resource at a
+time. Booleans become 0/1 with value labels no/yes; categorical text columns become integer codes
+1..n whose value labels are the text values (the mapping is also stored in datapackage.json);
+every variable gets its description as variable label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ARROW_TYPES = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+TABULAR_FORMATS = ("csv", "parquet")
+STAT_FORMATS = ("sav", "dta")
+FORMATS = TABULAR_FORMATS + STAT_FORMATS
+MEDIATYPES = {
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+    "sav": "application/x-spss-sav",
+    "dta": "application/x-stata-dta",
+}
+BOOL_LABELS = {0: "no", 1: "yes"}
+
+
+def arrow_schema(fields: Sequence[tuple[str, str]]) -> pa.Schema:
+    return pa.schema([pa.field(name, ARROW_TYPES[typ]) for name, typ in fields])
+
+
+_PANDAS_DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+
+
+def _pandas_metadata(fields: Sequence[tuple[str, str]]) -> dict[bytes, bytes]:
+    import pandas as pd
+
+    empty = pd.DataFrame({n: pd.Series([], dtype=_PANDAS_DTYPES[t]) for n, t in fields})
+    return dict(pa.Schema.from_pandas(empty, preserve_index=False).metadata or {})
+
+
+class TableWriter:
+    """Appends chunks (column name -> Python list) to one CSV or Parquet file."""
+
+    def __init__(self, path: Path, fields: Sequence[tuple[str, str]], fmt: str) -> None:
+        if fmt not in TABULAR_FORMATS:
+            raise ValueError(f"TableWriter writes {TABULAR_FORMATS}, not {fmt!r}")
+        self.path = path
+        self.fmt = fmt
+        self.fields = list(fields)
+        self.schema = arrow_schema(self.fields)
+        if fmt == "parquet":
+            # pandas metadata: readers get nullable dtypes (boolean, Int64) back, not objects
+            self.schema = self.schema.with_metadata(_pandas_metadata(self.fields))
+        self.rows = 0
+        self._writer: Any
+        if fmt == "csv":
+            self._writer = pacsv.CSVWriter(
+                str(path), self.schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+            )
+        else:
+            self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+
+    def write(self, columns: Mapping[str, list[Any]]) -> None:
+        n = len(next(iter(columns.values()))) if columns else 0
+        if not n:
+            return
+        arrays = [pa.array(columns[name], type=ARROW_TYPES[typ]) for name, typ in self.fields]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.rows += n
+
+    def close(self) -> None:
+        if self.fmt == "parquet" and self.rows == 0:
+            # an empty file still needs its schema
+            self._writer.write_table(self.schema.empty_table())
+        self._writer.close()
+
+
+class ChunkBuffer:
+    """Column lists that flush to one or more writers every ``size`` rows."""
+
+    def __init__(self, names: Sequence[str], writers: Sequence[TableWriter], size: int) -> None:
+        self.names = list(names)
+        self.writers = list(writers)
+        self.size = size
+        self.cols: dict[str, list[Any]] = {n: [] for n in self.names}
+        self.count = 0
+        self.total = 0
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        for n in self.names:
+            self.cols[n].append(row.get(n))
+        self.count += 1
+        if self.count >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.count:
+            return
+        for w in self.writers:
+            w.write(self.cols)
+        self.total += self.count
+        self.cols = {n: [] for n in self.names}
+        self.count = 0
+
+    def close(self) -> None:
+        self.flush()
+        for w in self.writers:
+            w.close()
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+# ---- SPSS / Stata -----------------------------------------------------------------------------
+
+_SPSS_RESERVED = {"ALL", "AND", "BY", "EQ", "GE", "GT", "LE", "LT", "NE", "NOT", "OR", "TO", "WITH"}
+
+
+def stat_names(columns: Sequence[str], fmt: str) -> dict[str, str]:
+    """Column -> variable name valid in SPSS (64 bytes) or Stata, unique. Stata allows 32
+    characters, but a value label set is named after its variable and allows 31."""
+    limit = 31 if fmt == "dta" else 64
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for c in columns:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", c)
+        if not re.match(r"[A-Za-z]", name):
+            name = f"v_{name}"
+        if name.upper() in _SPSS_RESERVED:
+            name = f"{name}_"
+        name = name[:limit]
+        base, i = name, 2
+        while name.lower() in used:
+            suffix = f"_{i}"
+            name = base[: limit - len(suffix)] + suffix
+            i += 1
+        used.add(name.lower())
+        out[c] = name
+    return out
+
+
+def write_stat_file(
+    scratch: Path,
+    out_path: Path,
+    fmt: str,
+    fields: Sequence[Mapping[str, Any]],
+    *,
+    categorical: Mapping[str, Sequence[str]],
+    value_labels: Mapping[str, Mapping[int, str]],
+) -> dict[str, Any]:
+    """Convert one resource's scratch Parquet file to .sav or .dta; returns what a reader needs
+    to decode it (variable names, value codes), for datapackage.json."""
+    import pyreadstat
+
+    table = pq.read_table(scratch)
+    names = stat_names([f["name"] for f in fields], fmt)
+    label_limit = 80 if fmt == "dta" else 256
+    data: dict[str, Any] = {}
+    col_labels: dict[str, str] = {}
+    val_labels: dict[str, dict[Any, str]] = {}
+    measure: dict[str, str] = {}
+    codes_out: dict[str, dict[str, str]] = {}
+    for f in fields:
+        col, typ, var = f["name"], f["type"], names[f["name"]]
+        arr = table.column(col)
+        desc = f.get("description") or f.get("title") or col
+        col_labels[var] = desc if len(desc) <= label_limit else desc[: label_limit - 3] + "..."
+        if typ == "boolean":
+            values = arr.to_pylist()
+            data[var] = np.array([np.nan if v is None else float(v) for v in values], "float64")
+            val_labels[var] = {float(k): v for k, v in BOOL_LABELS.items()}
+            measure[var] = "nominal"
+        elif typ in ("integer", "number"):
+            data[var] = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            if col in value_labels:
+                val_labels[var] = {float(k): v for k, v in value_labels[col].items()}
+                measure[var] = "ordinal"
+            else:
+                measure[var] = "scale"
+        elif col in categorical:
+            values = arr.to_pylist()
+            order = list(dict.fromkeys([*categorical[col], *sorted({v for v in values if v})]))
+            index = {v: i + 1 for i, v in enumerate(order)}
+            data[var] = np.array([np.nan if not v else float(index[v]) for v in values], "float64")
+            val_labels[var] = {float(i): v for v, i in index.items()}
+            codes_out[col] = {str(i): v for v, i in index.items()}
+            measure[var] = "nominal"
+        else:
+            data[var] = ["" if v is None else v for v in arr.to_pylist()]
+            measure[var] = "nominal"
+    import pandas as pd
+
+    df = pd.DataFrame(data, columns=[names[f["name"]] for f in fields])
+    if fmt == "sav":
+        pyreadstat.write_sav(
+            df,
+            str(out_path),
+            column_labels=col_labels,
+            variable_value_labels=val_labels,
+            variable_measure=measure,
+        )
+    else:
+        pyreadstat.write_dta(
+            df,
+            str(out_path),
+            column_labels=col_labels,
+            variable_value_labels=val_labels,
+            version=15,
+        )
+    info: dict[str, Any] = {"rows": len(df)}
+    renamed = {c: v for c, v in names.items() if c != v}
+    if renamed:
+        info["variable_names"] = renamed
+    if codes_out:
+        info["value_codes"] = codes_out
+    info["booleans"] = [f["name"] for f in fields if f["type"] == "boolean"]
+    return info
