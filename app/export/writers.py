@@ -143,8 +143,9 @@ _SPSS_RESERVED = {"ALL", "AND", "BY", "EQ", "GE", "GT", "LE", "LT", "NE", "NOT",
 
 def stat_names(columns: Sequence[str], fmt: str) -> dict[str, str]:
     """Column -> variable name valid in SPSS (64 bytes) or Stata, unique. Stata allows 32
-    characters, but a value label set is named after its variable and allows 31."""
-    limit = 31 if fmt == "dta" else 64
+    characters, but pyreadstat names a value label set ``<variable><counter>`` and that name
+    must fit in 32 bytes with its terminator."""
+    limit = 31 - len(str(len(columns))) if fmt == "dta" else 64
     out: dict[str, str] = {}
     used: set[str] = set()
     for c in columns:
