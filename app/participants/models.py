@@ -102,3 +102,31 @@ class ParticipantMe(BaseModel):
     consent_current_version: str
     needs_consent: bool
     needs_reconsent: bool
+
+
+class SettingsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = None
+    language: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    @field_validator("language")
+    @classmethod
+    def _lang(cls, value: str | None) -> str | None:
+        return None if value is None else check_language(value)
+
+
+class UpcomingSurvey(BaseModel):
+    instrument: str
+    schedule_entry: str
+    wave: int
+    status: str
+    opens_at: datetime
+    closes_at: datetime
+    local_time: str
+    timezone: str

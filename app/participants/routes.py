@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Request
 
-from app.auth.deps import NowDep, ParticipantDep, SessionDep
+from app.auth.deps import ConsentedParticipantDep, NowDep, ParticipantDep, SessionDep
 from app.consent import service as consent
 from app.i18n import translator
 from app.notify.dispatch import deliver_in_background
 from app.participants import service as participants
-from app.participants.models import EnrollmentAnswer, EnrollmentCreate, ParticipantMe
+from app.participants.models import (
+    EnrollmentAnswer,
+    EnrollmentCreate,
+    ParticipantMe,
+    SettingsUpdate,
+    UpcomingSurvey,
+)
 from app.studies import service as studies
 from app.studies.models import Study, StudyPublic
 
@@ -42,6 +48,38 @@ def enroll(
         return EnrollmentAnswer(eligible=False, message=t("join.ineligible"))
     deliver_in_background(request.app, background)
     return EnrollmentAnswer(eligible=True, message=t("join.check_email"))
+
+
+@router.get("/me/upcoming", response_model=list[UpcomingSurvey])
+def upcoming(ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep
+             ) -> list[UpcomingSurvey]:
+    """What is open now and what comes next, with local wall times."""
+    from app.scheduling import service as scheduling
+
+    return [UpcomingSurvey(instrument=i.instrument_key, schedule_entry=i.schedule_entry,
+                           wave=i.wave, status=i.status, opens_at=i.scheduled_at,
+                           closes_at=i.closes_at, local_time=i.local_time, timezone=i.timezone)
+            for i in scheduling.upcoming(session, ctx.participant, now=now)]
+
+
+@router.patch("/me/settings", response_model=ParticipantMe)
+def change_settings(body: SettingsUpdate, ctx: ConsentedParticipantDep, session: SessionDep,
+                    now: NowDep) -> ParticipantMe:
+    participants.change_settings(session, ctx.participant, timezone=body.timezone,
+                                 language=body.language, now=now)
+    return me(ctx, session)
+
+
+@router.post("/me/pause", response_model=ParticipantMe)
+def pause(ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep) -> ParticipantMe:
+    participants.set_paused(session, ctx.participant, True, now=now)
+    return me(ctx, session)
+
+
+@router.post("/me/resume", response_model=ParticipantMe)
+def resume(ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep) -> ParticipantMe:
+    participants.set_paused(session, ctx.participant, False, now=now)
+    return me(ctx, session)
 
 
 @router.get("/me", response_model=ParticipantMe)

@@ -129,3 +129,45 @@ def erase_research_data(session: Session, participant_id: str) -> int:
     from app.surveys import service as surveys
 
     return surveys.erase_participant_responses(session, participant_id)
+
+
+def change_settings(session: Session, participant: Participant, *, timezone: str | None,
+                    language: str | None, now: datetime) -> Participant:
+    """Change time zone and/or language (audit-logged); a new zone re-plans future surveys."""
+    from app.audit import service as audit
+    from app.scheduling import service as scheduling
+
+    old = {"timezone": participant.timezone, "language": participant.language}
+    if timezone is not None:
+        participant.timezone = timezone
+    if language is not None:
+        participant.language = language
+    new = {"timezone": participant.timezone, "language": participant.language}
+    if new == old:
+        return participant
+    session.add(participant)
+    if new["timezone"] != old["timezone"] and participant.enrolled_at is not None:
+        scheduling.replan_future(session, participant, now=now)
+    audit.append(session, actor=f"participant:{participant.id}", action="participant.settings",
+                 target=f"participant:{participant.id}", old_value=old, new_value=new, now=now)
+    session.commit()
+    return participant
+
+
+def set_paused(session: Session, participant: Participant, paused: bool, *, now: datetime
+               ) -> Participant:
+    from app.audit import service as audit
+
+    if participant.status not in ("active", "paused"):
+        raise ValidationFailed(f"A participant who is {participant.status} cannot pause or "
+                               "resume.", code="invalid_state")
+    old = participant.status
+    participant.status = "paused" if paused else "active"
+    if participant.status != old:
+        session.add(participant)
+        audit.append(session, actor=f"participant:{participant.id}",
+                     action="participant.pause" if paused else "participant.resume",
+                     target=f"participant:{participant.id}", old_value={"status": old},
+                     new_value={"status": participant.status}, now=now)
+        session.commit()
+    return participant
