@@ -19,9 +19,7 @@
 # `$WELLPANEL_FIGURES` (default `figures/`).
 
 # %%
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 try:
@@ -30,15 +28,11 @@ except ModuleNotFoundError:  # a source checkout that is not installed: find the
     root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "analysis").is_dir())
     sys.path.insert(0, str(root))
 
-from analysis import plots, quality, simulate
+from analysis import notebook_env, plots, quality
 from analysis.panel import load_panel
 
-PANEL_DIR = os.environ.get("WELLPANEL_PANEL")
-if not PANEL_DIR:
-    PANEL_DIR = tempfile.mkdtemp(prefix="wellpanel-sim-")
-    simulate.simulate_datapackage(PANEL_DIR, n_participants=200, n_waves=12, seed=1)
-FIG_DIR = Path(os.environ.get("WELLPANEL_FIGURES", "figures"))
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+PANEL_DIR = notebook_env.panel_dir()
+FIG_DIR = notebook_env.figure_dir()
 panel = load_panel(PANEL_DIR)
 print(panel.meta["study"], panel.profile, f"{panel.n_participants} participants")
 

@@ -19,9 +19,7 @@
 # Panel from `$WELLPANEL_PANEL` (simulated if unset), figures to `$WELLPANEL_FIGURES`.
 
 # %%
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 try:
@@ -32,16 +30,12 @@ except ModuleNotFoundError:  # a source checkout that is not installed: find the
 
 import pandas as pd
 
-from analysis import models, plots, simulate, spec
+from analysis import models, notebook_env, plots, spec
 from analysis.multiplicity import benjamini_hochberg
 from analysis.panel import analysis_frame, load_panel
 
-PANEL_DIR = os.environ.get("WELLPANEL_PANEL")
-if not PANEL_DIR:
-    PANEL_DIR = tempfile.mkdtemp(prefix="wellpanel-sim-")
-    simulate.simulate_datapackage(PANEL_DIR, n_participants=200, n_waves=12, seed=1)
-FIG_DIR = Path(os.environ.get("WELLPANEL_FIGURES", "figures"))
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+PANEL_DIR = notebook_env.panel_dir()
+FIG_DIR = notebook_env.figure_dir()
 panel = load_panel(PANEL_DIR)
 frame = analysis_frame(panel)
 outcomes = [o for o in spec.CONFIRMATORY_OUTCOMES if o in panel.outcomes]

@@ -20,9 +20,7 @@
 # the GPT-4o retirement from ChatGPT via `week_since_gpt4o_retirement`.
 
 # %%
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 try:
@@ -31,15 +29,11 @@ except ModuleNotFoundError:  # a source checkout that is not installed: find the
     root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "analysis").is_dir())
     sys.path.insert(0, str(root))
 
-from analysis import models, plots, simulate
+from analysis import models, notebook_env, plots
 from analysis.panel import analysis_frame, load_panel
 
-PANEL_DIR = os.environ.get("WELLPANEL_PANEL")
-if not PANEL_DIR:
-    PANEL_DIR = tempfile.mkdtemp(prefix="wellpanel-sim-")
-    simulate.simulate_datapackage(PANEL_DIR, n_participants=200, n_waves=12, seed=1)
-FIG_DIR = Path(os.environ.get("WELLPANEL_FIGURES", "figures"))
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+PANEL_DIR = notebook_env.panel_dir()
+FIG_DIR = notebook_env.figure_dir()
 panel = load_panel(PANEL_DIR)
 frame = analysis_frame(panel)
 OUTCOME = "who5" if "who5" in panel.outcomes else panel.outcomes[0]

@@ -29,11 +29,10 @@ except ModuleNotFoundError:  # a source checkout that is not installed: find the
     root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "analysis").is_dir())
     sys.path.insert(0, str(root))
 
-from analysis import plots
+from analysis import notebook_env, plots
 from analysis.power import power_curve
 
-FIG_DIR = Path(os.environ.get("WELLPANEL_FIGURES", "figures"))
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+FIG_DIR = notebook_env.figure_dir()
 N_SIMS = int(os.environ.get("WELLPANEL_POWER_SIMS", "200"))
 PARTICIPANTS = [40, 80, 160]
 WAVES = 12
