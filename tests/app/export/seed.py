@@ -200,8 +200,13 @@ class Seeder:
             timezone=tz, closes_at=submitted + timedelta(days=14),
             opened_at=submitted - timedelta(hours=1), first_viewed_at=submitted,
             completed_at=submitted, created_at=submitted - timedelta(hours=1)))
-        answers = self.answers(key, rng, demographics=demo if key == "baseline" else {},
-                               free_text=free_text, partial=rng.random() < 0.05)
+        overrides: Mapping[str, Any] = {}
+        if key == "baseline":
+            overrides = demo
+        elif key == "ai_usage" and free_text:
+            overrides = {"used_models": ["claude", "other"]}
+        answers = self.answers(key, rng, demographics=overrides, free_text=free_text,
+                               partial=rng.random() < 0.05)
         if free_text and key == "ai_usage" and "other_model_name" in answers:
             person.free_text.append(answers["other_model_name"])
         rid = len(self.rows.get("survey_responses", [])) + self._rid_base
