@@ -202,8 +202,9 @@ def test_every_format_reads_back_identical(engine, population, tmp_path):
     for fmt in ("csv", "parquet", "sav", "dta"):
         outs[fmt] = tmp_path / fmt
         run(engine, outs[fmt], fmt=fmt, key_file=population.key_file, include_items=True)
-        report = validate(str(outs[fmt] / "datapackage.json"))
-        assert report.valid, (fmt, report.flatten(["type", "note"]))
+        if fmt != "parquet":  # frictionless reads Parquet row by row through pandas: slow
+            report = validate(str(outs[fmt] / "datapackage.json"))
+            assert report.valid, (fmt, report.flatten(["type", "note"]))
     csv = load_panel(outs["csv"]).frames()
     parquet = load_panel(outs["parquet"]).frames()
     keys = {name: list(spec.RESOURCES[name].primary_key) for name in spec.RESOURCES}
@@ -336,6 +337,8 @@ def test_pseudonyms_are_fresh_per_export_unless_a_key_file_is_given(
     run(engine, c, key_file=population.key_file)
     run(engine, d, key_file=population.key_file, fmt="parquet")
     assert pids(c) == pids(d) == set(pid_map(population)) & pids(c)
+    report = validate(str(d / "datapackage.json"))  # the Parquet package validates too
+    assert report.valid, report.flatten(["type", "note"])
 
 
 def test_codebook_documents_instruments_study_and_protocol(engine, population, tmp_path):
