@@ -41,16 +41,17 @@ class Settings(BaseSettings):
     session_ttl_hours: int = Field(default=24 * 14, ge=1, description="Browser session lifetime")
 
     smtp_host: str = Field(default="localhost", description="SMTP server")
-    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port")
     smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS")
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    mail_from: str = Field(default="wellpanel <study@wellpanel.invalid>")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if required")
+    smtp_password: str | None = Field(default=None, description="SMTP password, if required")
+    mail_from: str = Field(default="wellpanel <study@wellpanel.invalid>",
+                           description="Sender of messages to participants")
     notify_channel: Literal["smtp", "console"] = Field(
         default="smtp", description="console prints messages to the log instead of sending"
     )
 
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(default=True, description="Structured JSON logs")
 
     @field_validator("database_url")
