@@ -6,6 +6,7 @@
 #   venv      python3's venv module with ensurepip           -> python3-venv
 #   postgres  PostgreSQL server binaries (initdb, pg_ctl)     -> postgresql
 #   browser   Debian's Chromium for the Playwright tests      -> chromium chromium-driver
+#             and a CJK font for the Chinese pages            -> fonts-noto-cjk
 #
 # Nothing is installed when everything is present (no network, no root needed). Otherwise the
 # script runs `apt-get update` once and installs the missing packages: directly as root, through
@@ -40,6 +41,10 @@ for component in "${want[@]}"; do
             fi
             if [ ! -x /usr/bin/chromedriver ]; then
                 missing+=(chromium-driver)
+            fi
+            # Chinese pages need a CJK font to render (and to be readable in screenshots).
+            if ! compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK*' >/dev/null; then
+                missing+=(fonts-noto-cjk)
             fi
             ;;
         *)
