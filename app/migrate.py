@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -47,5 +45,3 @@ def current_revision(engine: Engine) -> str | None:
 def is_at_head(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
 
-
-__all__ = ["upgrade", "downgrade", "head_revision", "current_revision", "is_at_head", "Path"]

@@ -36,20 +36,6 @@ def participant_for_token(
     return participant, credential
 
 
-def revoke_participant_tokens(session: Session, participant_id: str, *, now: datetime,
-                              kind: str | None = None) -> None:
-    query = update(ParticipantCredential).where(
-        col(ParticipantCredential.participant_id) == participant_id,
-        col(ParticipantCredential.revoked_at).is_(None))
-    if kind:
-        query = query.where(col(ParticipantCredential.kind) == kind)
-    session.exec(query.values(revoked_at=now))  # type: ignore[call-overload]
-
-
-def revoke_token(session: Session, token: str, *, now: datetime) -> None:
-    session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
-                 .where(col(ParticipantCredential.token_hash) == hash_token(token))
-                 .values(revoked_at=now))
 
 
 # ---- staff ---------------------------------------------------------------------------------

@@ -134,8 +134,3 @@ def _record_failure(session: Session, message_id: int, exc: Exception, now: date
 
 def _redact(text_: str) -> str:
     return re.sub(r"[^\s<>@]+@[^\s<>@]+", "<address>", text_)
-
-
-def stuck_sending(session: Session, *, now: datetime, older_than: timedelta) -> list[OutboxMessage]:
-    return list(session.exec(select(OutboxMessage).where(
-        OutboxMessage.status == "sending", OutboxMessage.next_attempt_at < now - older_than)).all())

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, delete, select
 
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.db import utcnow
 from app.participants.models import Contact, EnrollmentCreate, Participant, ScreeningTally
 from app.studies.models import Study
@@ -48,10 +48,6 @@ def count_screening(session: Session, study_id: int, outcome: str) -> None:
                 .values(count=ScreeningTally.count + 1)
             )
 
-
-def screening_counts(session: Session, study_id: int) -> dict[str, int]:
-    rows = session.exec(select(ScreeningTally).where(ScreeningTally.study_id == study_id)).all()
-    return {r.outcome: r.count for r in rows}
 
 
 def enroll(
@@ -98,15 +94,6 @@ def enroll(
     return True, participant, True
 
 
-def get_participant(session: Session, participant_id: str) -> Participant:
-    participant = session.get(Participant, participant_id)
-    if participant is None:
-        raise NotFound("There is no such participant.")
-    return participant
-
-
-def contact_of(session: Session, participant_id: str) -> Contact | None:
-    return session.get(Contact, participant_id)
 
 
 def mark_contact_verified(session: Session, participant_id: str, now: datetime) -> datetime | None:
