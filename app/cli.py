@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from analysis import cli as analysis_cli
 from app.config import Settings, get_settings
+from app.export import cli as export_cli
 
 app = typer.Typer(help="wellpanel: consent-gated longitudinal wellbeing studies.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -26,6 +27,7 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
 app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
+export_cli.register(app)  # export panel
 
 
 def _settings() -> Settings:
