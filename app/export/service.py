@@ -547,20 +547,32 @@ def _layout(
 # ---- the stream -------------------------------------------------------------------------------
 
 
-def _response_query(t: dict[str, Any], study_id: int, answer_instruments: set[str] | None) -> Any:
+def _response_query(
+    t: dict[str, Any],
+    study_id: int,
+    answer_instruments: set[str] | None,
+    subscale_instruments: set[str],
+) -> Any:
+    """Every response of the eligible participants, ordered by participant, wave, instrument.
+
+    JSON is only selected where it is used (answers for ai_usage unless items are exported,
+    subscales for instruments that have some): parsing it is most of the cost otherwise."""
     r, i, s, p = t["r"], t["i"], t["s"], t["p"]
-    if answer_instruments is None:
-        answers = r.c.answers
-    else:
-        answers = type_coerce(
-            case((r.c.instrument_key.in_(sorted(answer_instruments)), r.c.answers), else_=null()),
-            JSON,
-        )
+
+    def only(col: Any, keys: set[str] | None) -> Any:
+        if keys is None:
+            return col
+        if not keys:
+            return type_coerce(null(), JSON)
+        return type_coerce(case((r.c.instrument_key.in_(sorted(keys)), col), else_=null()), JSON)
+
     return (
         select(
             r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.instrument_version,
-            r.c.submitted_at, r.c.language, r.c.translation_status, answers,
-            s.c.primary, s.c.band, s.c.valid, s.c.n_answered, s.c.subscales,
+            r.c.submitted_at, r.c.language, r.c.translation_status,
+            only(r.c.answers, answer_instruments),
+            s.c.primary, s.c.band, s.c.valid, s.c.n_answered,
+            only(s.c.subscales, subscale_instruments),
         )
         .join(i, i.c.id == r.c.instance_id)
         .join(p, p.c.id == r.c.participant_id)
@@ -568,6 +580,44 @@ def _response_query(t: dict[str, Any], study_id: int, answer_instruments: set[st
         .where(*_eligibility(t, study_id))
         .order_by(r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
     )
+
+
+def response_query_for(conn: Connection, study: str | None = None,
+                       include_items: bool = False) -> Any:
+    """The query an export streams (for benchmarks comparing it with a raw COPY)."""
+    t = _tables()
+    study_id, _ = _load_study(conn, t, study)
+    pv = t["pv"]
+    content = conn.execute(select(pv.c.content).where(pv.c.study_id == study_id)
+                           .order_by(pv.c.version.desc()).limit(1)).scalar_one()
+    instruments = _instrument_defs(content)
+    with_subscales = {k for k, inst in instruments.items()
+                      if inst.scoring is not None and inst.scoring.subscales}
+    return _response_query(t, study_id, None if include_items else {USAGE_INSTRUMENT},
+                           with_subscales)
+
+
+def _fetch(conn: Connection, query: Any, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The query's rows in lists of up to ``chunk``, through a server-side cursor.
+
+    On PostgreSQL the psycopg cursor is used directly (a named cursor in the snapshot's
+    transaction): SQLAlchemy's per-row result processing would cost more than the query."""
+    if conn.dialect.name == "postgresql":
+        compiled = query.compile(dialect=conn.dialect,
+                                 compile_kwargs={"render_postcompile": True})
+        raw = conn.connection.driver_connection
+        with raw.cursor(name=f"wellpanel_export_{uuid.uuid4().hex[:8]}") as cur:
+            cur.itersize = chunk
+            cur.execute(str(compiled), compiled.params)
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    return
+                yield rows
+        return
+    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
+    for part in result.partitions(chunk):
+        yield [tuple(row) for row in part]
 
 
 def _hours(value: Any) -> float | None:
@@ -638,13 +688,10 @@ def _usage_rows(
     return rows, summary
 
 
-def _item_values(
-    item_columns: list[cb.ItemColumn], instrument: str, answers: Mapping[str, Any]
-) -> dict[str, Any]:
+def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any]) -> dict[str, Any]:
+    """The item columns of one instrument's answer (``item_columns`` of that instrument)."""
     out: dict[str, Any] = {}
     for c in item_columns:
-        if c.instrument != instrument:
-            continue
         v = answers.get(c.item)
         if c.option is not None:
             out[c.column] = None if not isinstance(v, list) else (c.option in v)
@@ -681,6 +728,9 @@ def _stream(
     progress: Any,
 ) -> _Stats:
     stats = _Stats()
+    items_of: dict[str, list[cb.ItemColumn]] = defaultdict(list)
+    for c in layout.item_columns:
+        items_of[c.instrument].append(c)
     outcome_cols = [*spec.OUTCOMES, *layout.extra_outcomes]
     events = layout.events
     person: _Person | None = None
@@ -700,8 +750,7 @@ def _stream(
             row[spec.event_column(key)] = (g["date"] - when).days // 7
         bufs["panel"].append(row)
 
-    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
-    for part in result.partitions(chunk):
+    for part in _fetch(conn, query, chunk):
         progress.update(len(part))
         for (internal, wave, ikey, iver, submitted, lang, tstatus, answers, primary, band, valid,
              n_answered, subscales) in part:
@@ -753,7 +802,7 @@ def _stream(
                 for key, when in events:
                     row[spec.event_column(key)] = (local - when).days // 7
                 if include_items:
-                    row.update(_item_values(layout.item_columns, ikey, answers or {}))
+                    row.update(_item_values(items_of.get(ikey, []), answers or {}))
                 bufs["responses"].append(row)
             if ikey == USAGE_INSTRUMENT and answers is not None:
                 rows, summary = _usage_rows(person.pid, wave, day, answers)
@@ -1022,7 +1071,9 @@ def _build(
         }
         r = t["r"]
         answer_instruments = None if options.include_items else {USAGE_INSTRUMENT}
-        query = _response_query(t, study_id, answer_instruments)
+        with_subscales = {k for k, inst in instruments.items()
+                          if inst.scoring is not None and inst.scoring.subscales}
+        query = _response_query(t, study_id, answer_instruments, with_subscales)
         total = int(conn.execute(
             select(func.count()).select_from(r).join(t["p"], t["p"].c.id == r.c.participant_id)
             .where(*_eligibility(t, study_id))).scalar_one()) if progress else 0

@@ -94,31 +94,30 @@ class TableWriter:
 
 
 class ChunkBuffer:
-    """Column lists that flush to one or more writers every ``size`` rows."""
+    """Rows (mappings; absent keys are missing values) that flush to one or more writers every
+    ``size`` rows, column by column."""
 
     def __init__(self, names: Sequence[str], writers: Sequence[TableWriter], size: int) -> None:
         self.names = list(names)
         self.writers = list(writers)
         self.size = size
-        self.cols: dict[str, list[Any]] = {n: [] for n in self.names}
-        self.count = 0
+        self.rows: list[Mapping[str, Any]] = []
         self.total = 0
 
     def append(self, row: Mapping[str, Any]) -> None:
-        for n in self.names:
-            self.cols[n].append(row.get(n))
-        self.count += 1
-        if self.count >= self.size:
+        self.rows.append(row)
+        if len(self.rows) >= self.size:
             self.flush()
 
     def flush(self) -> None:
-        if not self.count:
+        if not self.rows:
             return
+        rows = self.rows
+        cols = {n: [r.get(n) for r in rows] for n in self.names}
         for w in self.writers:
-            w.write(self.cols)
-        self.total += self.count
-        self.cols = {n: [] for n in self.names}
-        self.count = 0
+            w.write(cols)
+        self.total += len(rows)
+        self.rows = []
 
     def close(self) -> None:
         self.flush()

@@ -51,8 +51,13 @@ def _weighted(rng: random.Random, values: list[Any], weights: list[float]) -> An
 
 
 class Seeder:
-    def __init__(self, engine: Engine, study_key: str = "keep4o-panel") -> None:
+    def __init__(self, engine: Engine, study_key: str = "keep4o-panel",
+                 answer_pool: int = 0) -> None:
+        """``answer_pool`` > 0 reuses that many generated answer sets (and scores) per
+        instrument instead of generating each one: much faster for large benchmarks."""
         self.engine = engine
+        self.answer_pool = answer_pool
+        self._pool: dict[str, list[tuple[dict[str, Any], Any]]] = {}
         with engine.connect() as conn:
             self.study_id = conn.execute(
                 select(Study.__table__.c.id).where(Study.__table__.c.key == study_key)
@@ -205,8 +210,15 @@ class Seeder:
             overrides = demo
         elif key == "ai_usage" and free_text:
             overrides = {"used_models": ["claude", "other"]}
-        answers = self.answers(key, rng, demographics=overrides, free_text=free_text,
-                               partial=rng.random() < 0.05)
+        pool = self._pool.setdefault(key, [])
+        if self.answer_pool and not overrides and len(pool) >= self.answer_pool:
+            answers, scored = rng.choice(pool)
+        else:
+            answers = self.answers(key, rng, demographics=overrides, free_text=free_text,
+                                   partial=rng.random() < 0.05)
+            scored = score(inst, answers)
+            if self.answer_pool and not overrides:
+                pool.append((answers, scored))
         if free_text and key == "ai_usage" and "other_model_name" in answers:
             person.free_text.append(answers["other_model_name"])
         rid = len(self.rows.get("survey_responses", [])) + self._rid_base
@@ -215,7 +227,6 @@ class Seeder:
             instrument_version=inst.version, language=lang,
             translation_status=inst.languages[lang].translation_status, answers=answers,
             submitted_at=submitted, idempotency_key=uuid.uuid4().hex, request_sha256="0" * 64))
-        scored = score(inst, answers)
         if scored is not None:
             def f(v: Any) -> float | None:
                 return None if v is None else float(v)
