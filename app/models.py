@@ -3,13 +3,15 @@
 from app.audit.models import AuditEvent
 from app.auth.models import ParticipantCredential, StaffMember, StaffSession
 from app.consent.models import ConsentDocument, ConsentRecord, ConsentVersion, Withdrawal
+from app.export.models import ExportJob
 from app.notify.models import OutboxMessage
-from app.participants.models import Contact, Participant, ScreeningTally
+from app.participants.models import Contact, EmailChange, Participant, ScreeningTally
 from app.studies.models import ProtocolVersion, Study
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
 
 __all__ = [
     "AuditEvent", "Contact", "ConsentDocument", "ConsentRecord", "ConsentVersion",
+    "EmailChange", "ExportJob",
     "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
     "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffMember", "StaffSession", "Study",
     "SurveyInstance", "SurveyResponse", "Withdrawal",

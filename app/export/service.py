@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Engine, case, exists, func, null, select, text, type_coerce
+from sqlalchemy import Engine, exists, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -53,7 +53,7 @@ from analysis import spec
 from app.core.errors import AppError
 from app.db import make_engine, utcnow
 from app.export import codebook as cb
-from app.export import deidentify, writers
+from app.export import deidentify, stream, writers
 from app.surveys.instruments import Instrument
 
 PROFILES = (spec.PROFILE_STRICT, spec.PROFILE_RESEARCH)
@@ -240,6 +240,7 @@ class _Person:
     enrolled: date
     cutoff: datetime | None
     last_day: int = 0
+    enrolled_day: int = 0  # days since 1970-01-01 of the local enrollment date
     qi: dict[str, Any] = field(default_factory=dict)
 
 
@@ -342,13 +343,15 @@ def _people(
             raise ExportError("pseudonym collision; run the export again (a new key is drawn)",
                               code="pseudonym_collision")
         pids.add(pseudonym)
+        enrolled = enrolled_at.astimezone(tz).date()
         people[pid_internal] = _Person(
             internal=pid_internal,
             pid=pseudonym,
             status=status,
             tz=tz,
-            enrolled=enrolled_at.astimezone(tz).date(),
+            enrolled=enrolled,
             cutoff=cutoff,
+            enrolled_day=stream.epoch_day(enrolled),
         )
     return people
 
@@ -544,42 +547,7 @@ def _layout(
                    extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical))
 
 
-# ---- the stream -------------------------------------------------------------------------------
-
-
-def _response_query(
-    t: dict[str, Any],
-    study_id: int,
-    answer_instruments: set[str] | None,
-    subscale_instruments: set[str],
-) -> Any:
-    """Every response of the eligible participants, ordered by participant, wave, instrument.
-
-    JSON is only selected where it is used (answers for ai_usage unless items are exported,
-    subscales for instruments that have some): parsing it is most of the cost otherwise."""
-    r, i, s, p = t["r"], t["i"], t["s"], t["p"]
-
-    def only(col: Any, keys: set[str] | None) -> Any:
-        if keys is None:
-            return col
-        if not keys:
-            return type_coerce(null(), JSON)
-        return type_coerce(case((r.c.instrument_key.in_(sorted(keys)), col), else_=null()), JSON)
-
-    return (
-        select(
-            r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.instrument_version,
-            r.c.submitted_at, r.c.language, r.c.translation_status,
-            only(r.c.answers, answer_instruments),
-            s.c.primary, s.c.band, s.c.valid, s.c.n_answered,
-            only(s.c.subscales, subscale_instruments),
-        )
-        .join(i, i.c.id == r.c.instance_id)
-        .join(p, p.c.id == r.c.participant_id)
-        .outerjoin(s, s.c.response_id == r.c.id)
-        .where(*_eligibility(t, study_id))
-        .order_by(r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
-    )
+# ---- the stream (see app.export.stream) ------------------------------------------------------
 
 
 def response_query_for(conn: Connection, study: str | None = None,
@@ -593,99 +561,9 @@ def response_query_for(conn: Connection, study: str | None = None,
     instruments = _instrument_defs(content)
     with_subscales = {k for k, inst in instruments.items()
                       if inst.scoring is not None and inst.scoring.subscales}
-    return _response_query(t, study_id, None if include_items else {USAGE_INSTRUMENT},
-                           with_subscales)
-
-
-def _fetch(conn: Connection, query: Any, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
-    """The query's rows in lists of up to ``chunk``, through a server-side cursor.
-
-    On PostgreSQL the psycopg cursor is used directly (a named cursor in the snapshot's
-    transaction): SQLAlchemy's per-row result processing would cost more than the query."""
-    if conn.dialect.name == "postgresql":
-        compiled = query.compile(dialect=conn.dialect,
-                                 compile_kwargs={"render_postcompile": True})
-        raw = conn.connection.driver_connection
-        with raw.cursor(name=f"wellpanel_export_{uuid.uuid4().hex[:8]}") as cur:
-            cur.itersize = chunk
-            cur.execute(str(compiled), compiled.params)
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    return
-                yield rows
-        return
-    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
-    for part in result.partitions(chunk):
-        yield [tuple(row) for row in part]
-
-
-def _hours(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _usage_rows(
-    pid: str, wave: int, day: int, answers: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The seven model rows of one ai_usage answer, and the wave summary for the panel."""
-    used_models = answers.get("used_models")
-    used_set = set(used_models) if isinstance(used_models, list) else set()
-    answered_models = isinstance(used_models, list)
-    any_used = bool(used_set - {"none"})
-    purposes = answers.get("purposes")
-    if isinstance(purposes, list):
-        purpose = {p: (v in purposes) for p, v in PURPOSE_VALUES.items()}
-        purpose["other"] = "other" in purposes
-    else:
-        fill = False if (answered_models and not any_used) else None
-        purpose = {p: fill for p in [*PURPOSE_VALUES, "other"]}
-    framing = answers.get("ai_framing")
-    framing = framing if isinstance(framing, int) and not isinstance(framing, bool) else None
-    lost = answers.get("lost_access")
-    access_loss = None if lost is None else lost == "yes"
-    feeling = answers.get("lost_access_feeling")
-    distress = feeling if access_loss and isinstance(feeling, int) else None
-    lost_models = answers.get("lost_access_models")
-    lost_set = set(lost_models) if isinstance(lost_models, list) else set()
-    rows = []
-    hours: dict[str, float | None] = {}
-    for model in spec.MODELS:
-        if not answered_models:
-            used, h = None, None
-        else:
-            used = model in used_set
-            h = _hours(answers.get(f"hours_{model}")) if used else 0.0
-        hours[model] = h
-        rows.append({
-            "pid": pid, "wave": wave, "day": day, "model": model,
-            "used": bool(used) if used is not None else False,
-            "hours_per_week": h, "framing": framing,
-            **{f"purpose_{p}": purpose[p] for p in spec.PURPOSES},
-            "purpose_other": purpose["other"],
-            "access_loss": access_loss, "access_loss_distress": distress,
-            "lost_access_to_model": (model in lost_set) if access_loss is not None else None,
-        })
-
-    def total(models: tuple[str, ...] | list[str]) -> float | None:
-        vals = [hours[m] for m in models]
-        return None if any(v is None for v in vals) else float(sum(vals))  # type: ignore[arg-type]
-
-    h4o = total(spec.MODELS_4O)
-    hother = total([m for m in spec.MODELS if m not in spec.MODELS_4O])
-    comp = None
-    if purpose["companionship"] is not None:
-        comp = bool(purpose["companionship"] or purpose["emotional_support"])
-    summary = {
-        "hours_4o": h4o,
-        "hours_other_ai": hother,
-        "hours_total": None if h4o is None or hother is None else h4o + hother,
-        "framing": framing,
-        "companion_use": comp,
-        "access_loss": access_loss,
-    }
-    return rows, summary
+    return stream.response_query(t, _eligibility(t, study_id),
+                                 None if include_items else {USAGE_INSTRUMENT}, with_subscales,
+                                 sql_local_day=conn.dialect.name == "postgresql")
 
 
 def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any]) -> dict[str, Any]:
@@ -698,119 +576,11 @@ def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any]) 
         elif c.type == "integer":
             out[c.column] = v if isinstance(v, int) and not isinstance(v, bool) else None
         elif c.type == "number":
-            out[c.column] = _hours(v)
+            out[c.column] = stream._hours(v)
         else:
             out[c.column] = None if v is None else str(v)
     return out
 
-
-@dataclass
-class _Stats:
-    responses_read: int = 0
-    after_withdrawal: int = 0
-    duplicates: int = 0
-    answered: dict[str, dict[tuple[str, str], int]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(int)))
-    versions: dict[str, dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(int)))
-    truncated_people: set[str] = field(default_factory=set)
-
-
-def _stream(
-    conn: Connection,
-    query: Any,
-    people: Mapping[str, _Person],
-    layout: _Layout,
-    instruments: Mapping[str, Instrument],
-    include_items: bool,
-    bufs: Mapping[str, writers.ChunkBuffer],
-    chunk: int,
-    progress: Any,
-) -> _Stats:
-    stats = _Stats()
-    items_of: dict[str, list[cb.ItemColumn]] = defaultdict(list)
-    for c in layout.item_columns:
-        items_of[c.instrument].append(c)
-    outcome_cols = [*spec.OUTCOMES, *layout.extra_outcomes]
-    events = layout.events
-    person: _Person | None = None
-    current: str | None = None
-    group: tuple[str, int] | None = None
-    g: dict[str, Any] = {}
-    seen: set[str] = set()
-
-    def emit_panel() -> None:
-        if group is None or not g:
-            return
-        row = {"pid": g["pid"], "wave": group[1], "day": g["day"]}
-        for k in outcome_cols:
-            row[k] = g["scores"].get(k)
-        row.update(g.get("usage") or {})
-        for key, when in events:
-            row[spec.event_column(key)] = (g["date"] - when).days // 7
-        bufs["panel"].append(row)
-
-    for part in _fetch(conn, query, chunk):
-        progress.update(len(part))
-        for (internal, wave, ikey, iver, submitted, lang, tstatus, answers, primary, band, valid,
-             n_answered, subscales) in part:
-            stats.responses_read += 1
-            if internal != current:
-                current = internal
-                person = people.get(internal)
-            if person is None:
-                continue
-            if person.cutoff is not None and submitted > person.cutoff:
-                stats.after_withdrawal += 1
-                stats.truncated_people.add(internal)
-                continue
-            if group != (internal, wave):
-                emit_panel()
-                group = (internal, wave)
-                g = {}
-                seen = set()
-            if ikey in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(ikey)
-            local = submitted.astimezone(person.tz).date()
-            day = max((local - person.enrolled).days, 0)
-            if day > person.last_day:
-                person.last_day = day
-            stats.answered[ikey][(lang, tstatus)] += 1
-            stats.versions[ikey][iver] += 1
-            if not g or day < g["day"]:
-                g.update(pid=person.pid, day=day, date=local)
-            g.setdefault("scores", {})
-            is_scored = valid is not None
-            if is_scored and valid:
-                g["scores"][ikey] = primary
-            if is_scored or (include_items and ikey in instruments):
-                row = {
-                    "pid": person.pid, "instrument": ikey, "wave": wave, "day": day,
-                    "score": primary if is_scored else None,
-                    "severity": band if is_scored else None,
-                    "n_items_answered": (
-                        n_answered if is_scored else len([v for v in (answers or {}).values()
-                                                           if v is not None])
-                    ),
-                    "valid": bool(valid) if is_scored else False,
-                    "translation_status": tstatus,
-                }
-                for sk, sv in (subscales or {}).items() if is_scored else ():
-                    row[f"{spec.SUBSCALE_PREFIX}{sk}"] = sv
-                for key, when in events:
-                    row[spec.event_column(key)] = (local - when).days // 7
-                if include_items:
-                    row.update(_item_values(items_of.get(ikey, []), answers or {}))
-                bufs["responses"].append(row)
-            if ikey == USAGE_INSTRUMENT and answers is not None:
-                rows, summary = _usage_rows(person.pid, wave, day, answers)
-                for urow in rows:
-                    bufs["usage"].append(urow)
-                g["usage"] = summary
-    emit_panel()
-    return stats
 
 
 # ---- the export -------------------------------------------------------------------------------
@@ -1053,38 +823,66 @@ def _build(
                               details=exc.details) from exc
 
         # -- writers --
-        def open_buf(name: str, cols: list[tuple[str, str]]) -> writers.ChunkBuffer:
-            outs = []
+        def open_writers(name: str, cols: list[tuple[str, str]]) -> list[writers.TableWriter]:
             if fmt in writers.TABULAR_FORMATS:
-                outs.append(writers.TableWriter(tmp / f"{name}.{fmt}", cols, fmt))
-            else:
-                outs.append(writers.TableWriter(tmp / f"{name}.csv", cols, "csv"))
-                scratch = tmp / ".scratch"
-                scratch.mkdir(exist_ok=True)
-                outs.append(writers.TableWriter(scratch / f"{name}.parquet", cols, "parquet"))
-            return writers.ChunkBuffer([c for c, _ in cols], outs, chunk_size)
+                return [writers.TableWriter(tmp / f"{name}.{fmt}", cols, fmt)]
+            scratch = tmp / ".scratch"  # for the SPSS/Stata conversion at the end
+            scratch.mkdir(exist_ok=True)
+            return [writers.TableWriter(tmp / f"{name}.csv", cols, "csv"),
+                    writers.TableWriter(scratch / f"{name}.parquet", cols, "parquet")]
 
-        bufs = {
-            "responses": open_buf("responses", layout.responses),
-            "usage": open_buf("usage", layout.usage),
-            "panel": open_buf("panel", layout.panel),
-        }
-        r = t["r"]
+        def open_buf(name: str, cols: list[tuple[str, str]]) -> writers.ChunkBuffer:
+            return writers.ChunkBuffer([c for c, _ in cols], open_writers(name, cols),
+                                       chunk_size)
+
+        sinks = {name: writers.Sink(open_writers(name, cols)) for name, cols in
+                 (("responses", layout.responses), ("usage", layout.usage),
+                  ("panel", layout.panel))}
+        eligibility = _eligibility(t, study_id)
         answer_instruments = None if options.include_items else {USAGE_INSTRUMENT}
         with_subscales = {k for k, inst in instruments.items()
                           if inst.scoring is not None and inst.scoring.subscales}
-        query = _response_query(t, study_id, answer_instruments, with_subscales)
+        fast = stream.server_knows_zones(conn, {p.tz.key for p in people.values()})
+        query = stream.response_query(t, eligibility, answer_instruments, with_subscales,
+                                      sql_local_day=fast)
+        r = t["r"]
         total = int(conn.execute(
             select(func.count()).select_from(r).join(t["p"], t["p"].c.id == r.c.participant_id)
-            .where(*_eligibility(t, study_id))).scalar_one()) if progress else 0
+            .where(*eligibility)).scalar_one()) if progress else 0
         bar = _progress(progress, total)
+        items_of: dict[str, list[cb.ItemColumn]] = defaultdict(list)
+        for c in layout.item_columns:
+            items_of[c.instrument].append(c)
+        proc = stream.Processor(
+            people, sinks,
+            outcomes=[*spec.OUTCOMES, *layout.extra_outcomes],
+            subscale_columns=[f"{spec.SUBSCALE_PREFIX}{k}" for k in layout.subscales],
+            events=layout.events,
+            include_items=options.include_items,
+            instruments=set(instruments),
+            item_values=lambda ikey, answers: _item_values(items_of.get(ikey, []), answers),
+            progress=bar,
+        )
+
+        def local_day(internal: str, at: datetime) -> int:
+            person = people.get(internal)
+            tz = person.tz if person is not None else ZoneInfo("UTC")
+            return stream.epoch_day(at.astimezone(tz).date())
+
+        tables = (stream.copy_tables(conn, query) if fast
+                  else stream.row_tables(conn, query, chunk_size, local_day))
+        # closing() ends an interrupted COPY before the snapshot rolls back (else it hangs)
         try:
-            stats = _stream(conn, query, people, layout, instruments, options.include_items,
-                            bufs, chunk_size, bar)
+            with contextlib.closing(tables):
+                for table in tables:
+                    proc.feed(table)
+            proc.finish()
         finally:
             bar.close()
-        for b in bufs.values():
-            b.close()
+        for sink in sinks.values():
+            sink.close()
+        stats = proc.stats
+        after_cutoff = stream.after_cutoff_count(conn, t, eligibility)
 
         pbuf = open_buf("participants", layout.participants)
         rows_p = sorted(range(len(order)), key=lambda ix: order[ix].pid)
@@ -1125,11 +923,11 @@ def _build(
     # the snapshot is closed: from here on only files are touched
     rows = {
         "participants": pbuf.total,
-        "responses": bufs["responses"].total,
-        "usage": bufs["usage"].total,
-        "panel": bufs["panel"].total,
+        "responses": sinks["responses"].total,
+        "usage": sinks["usage"].total,
+        "panel": sinks["panel"].total,
     }
-    deid = _deid_report(options, key_source, anon.report, counts, excluded, stats, people,
+    deid = _deid_report(options, key_source, anon.report, counts, excluded, after_cutoff, people,
                         layout)
     title = study.get("title")
     title_text = title.get(study.get("default_language", "en")) if isinstance(title, dict) else (
@@ -1199,7 +997,7 @@ def _deid_report(
     qi_report: dict[str, Any],
     counts: dict[str, int],
     excluded: dict[str, int],
-    stats: _Stats,
+    after_cutoff: int,
     people: Mapping[str, _Person],
     layout: _Layout,
 ) -> dict[str, Any]:
@@ -1233,7 +1031,7 @@ def _deid_report(
             "delete_data_withdrawals_excluded": counts["delete_data_withdrawn"],
             "stop_contact_withdrawn_exported_until_withdrawal": sum(
                 1 for p in people.values() if p.cutoff is not None),
-            "answers_after_withdrawal_dropped": stats.after_withdrawal,
+            "answers_after_withdrawal_dropped": after_cutoff,
             "other_excluded": excluded,
             "exported_participants": len(people),
         },

@@ -78,11 +78,14 @@ class TableWriter:
         else:
             self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
 
-    def write(self, columns: Mapping[str, list[Any]]) -> None:
-        n = len(next(iter(columns.values()))) if columns else 0
+    def write(self, columns: Mapping[str, Any], n: int | None = None) -> None:
+        """Append ``n`` rows: column name -> list, NumPy array (NaN = missing) or Arrow array;
+        absent columns are missing values."""
+        if n is None:
+            n = len(next(iter(columns.values()))) if columns else 0
         if not n:
             return
-        arrays = [pa.array(columns[name], type=ARROW_TYPES[typ]) for name, typ in self.fields]
+        arrays = [_arrow(columns.get(name), ARROW_TYPES[typ], n) for name, typ in self.fields]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.rows += n
 
@@ -91,6 +94,35 @@ class TableWriter:
             # an empty file still needs its schema
             self._writer.write_table(self.schema.empty_table())
         self._writer.close()
+
+
+def _arrow(values: Any, typ: pa.DataType, n: int) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, typ)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == typ else values.cast(typ)
+    if isinstance(values, np.ndarray):
+        return pa.array(values, type=typ, from_pandas=True)
+    return pa.array(values, type=typ)
+
+
+class Sink:
+    """One resource's rows, going to one or more files (e.g. CSV and a scratch Parquet)."""
+
+    def __init__(self, writers: Sequence[TableWriter]) -> None:
+        self.writers = list(writers)
+        self.total = 0
+
+    def write(self, columns: Mapping[str, Any], n: int) -> None:
+        for w in self.writers:
+            w.write(columns, n)
+        self.total += n
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
 
 
 class ChunkBuffer:

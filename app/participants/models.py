@@ -42,6 +42,24 @@ class Contact(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class EmailChange(SQLModel, table=True):
+    """A requested new address, used only once confirmed from a link sent to that address.
+
+    Kept beside ``contacts`` (never in research tables); erased with the contact on withdrawal.
+    """
+
+    __tablename__ = "email_changes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str = Field(foreign_key="participants.id", index=True, max_length=36)
+    new_email: str = Field(max_length=320)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class ScreeningTally(SQLModel, table=True):
     """Ineligible people leave nothing behind but this count."""
 

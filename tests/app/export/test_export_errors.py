@@ -133,11 +133,11 @@ def test_a_failure_mid_export_leaves_no_partial_package(engine, small, tmp_path,
     if stage == "stream":
         real = writers.TableWriter.write
 
-        def write(self, columns):  # type: ignore[no-untyped-def]
+        def write(self, columns, n=None):  # type: ignore[no-untyped-def]
             calls["n"] += 1
             if calls["n"] > 2:
                 raise OSError("disk full")
-            return real(self, columns)
+            return real(self, columns, n)
 
         monkeypatch.setattr(writers.TableWriter, "write", write)
     elif stage == "convert":
