@@ -16,9 +16,15 @@ from app.config import Settings, get_settings
 from app.consent.irb_routes import router as irb_consent_router
 from app.consent.routes import router as consent_router
 from app.core.errors import install_error_handlers
-from app.core.middleware import BodySizeLimit
+from app.core.middleware import BodySizeLimit, JsonContentType
+from app.core.ratelimit import RateLimit
 from app.db import make_engine, utcnow
+from app.export.routes import router as export_router
 from app.notify.channels import Channel, make_channel
+from app.notify.routes import router as notify_router
+from app.ops.health import router as health_router
+from app.ops.metrics import Metrics, RequestMetrics
+from app.ops.metrics import router as metrics_router
 from app.participants.routes import router as participants_router
 from app.surveys.routes import router as surveys_router
 from app.surveys.staff_routes import router as safety_router
@@ -49,10 +55,20 @@ def create_app(
     app.state.engine = make_engine(settings.database_url)
     app.state.clock = clock
     app.state.channel = channel or make_channel(settings)
+    app.state.metrics = Metrics(app.state.engine, clock)
     install_error_handlers(app, html=(is_web_request, html_error))
+    # The last added runs first: metrics see every answer, sizes are checked before rate limits
+    # read a body.
+    app.add_middleware(RateLimit, settings=settings, html=(is_web_request, html_error))
+    app.add_middleware(JsonContentType)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (participants_router, consent_router, surveys_router, irb_consent_router,
                    audit_router, safety_router, web_router, survey_web_router, staff_web_router):
         app.include_router(router)
+    for router in (health_router, metrics_router):  # /healthz, /readyz, /metrics
+        app.include_router(router)
+    app.include_router(notify_router)
+    app.include_router(export_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

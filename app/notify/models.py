@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
@@ -16,7 +17,7 @@ class OutboxMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     participant_id: str = Field(foreign_key="participants.id", index=True, max_length=36)
-    kind: str = Field(max_length=30)  # magic_link | already_enrolled | invitation | reminder
+    kind: str = Field(max_length=30)  # see app/notify/render.py MESSAGE_KINDS
     dedupe_key: str = Field(max_length=200, unique=True)
     status: str = Field(default="pending", max_length=20, index=True)
     attempts: int = 0
@@ -25,3 +26,27 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# ---- researcher view of delivery problems (never an address, never an internal id) ----------
+
+class NotificationCount(BaseModel):
+    kind: str
+    status: str
+    count: int
+
+
+class NotificationFailure(BaseModel):
+    id: int
+    kind: str
+    status: str  # failed, or pending with an error (will be retried)
+    attempts: int
+    last_error: str | None  # addresses scrubbed
+    created_at: datetime
+    next_attempt_at: datetime
+    pseudonym: str  # the IRB pseudonym, as on the IRB pages
+
+
+class NotificationReport(BaseModel):
+    counts: list[NotificationCount]
+    failures: list[NotificationFailure]

@@ -21,7 +21,12 @@ from app.studies.models import Study
 
 BLOCKED_STATUSES = ("withdrawn",)  # and "paused" for invitations and reminders
 OCCASION_KINDS = ("invitation", "reminder")
-MESSAGE_KINDS = ("magic_link", "already_enrolled", *OCCASION_KINDS)  # each has email.<kind>.*
+# email_change goes to the requested new address (read from email_changes at send time) with a
+# confirmation link and no login link; email_change_taken is the neutral notice sent instead to
+# the owner of an address someone asked to use.
+EMAIL_CHANGE_KINDS = ("email_change", "email_change_taken")
+MESSAGE_KINDS = ("magic_link", "already_enrolled", *OCCASION_KINDS,
+                 *EMAIL_CHANGE_KINDS)  # each has email.<kind>.*
 
 
 def _occasion_still_due(session: Session, participant: Participant, message: OutboxMessage,
@@ -60,13 +65,35 @@ def render_message(
     protocol = studies.current_protocol(session, study.id)  # type: ignore[arg-type]
     t = translator(participant.language)
     title = studies.localized(protocol["title"], participant.language)
-    token = auth.issue_participant_token(
-        session, participant.id, "link", timedelta(days=settings.magic_link_ttl_days), now=now)
-    link = f"{settings.base_url}/p/login/{token}"
+    address_and_link = _address_and_link(session, message, contact.email, now, settings)
+    if address_and_link is None:
+        return None
+    to, link = address_and_link
     params = {"study": title, "link": link, **{k: str(v) for k, v in message.payload.items()}}
     return Message(
-        to=contact.email,
+        to=to,
         subject=t(f"email.{message.kind}.subject", **params),
         body=t(f"email.{message.kind}.body", **params),
         language=participant.language,
     )
+
+
+def _address_and_link(session: Session, message: OutboxMessage, contact_email: str,
+                      now: datetime, settings: Settings) -> tuple[str, str] | None:
+    """Where the message goes and the link it carries (issued now, never stored)."""
+    from app.participants import service as participants
+
+    if message.kind == "email_change":
+        # Only the confirmation link: a login link must never go to an unconfirmed address.
+        issued = participants.issue_email_change_link(
+            session, message.participant_id, message.payload.get("email_change_id"), now)
+        if issued is None:
+            return None
+        new_email, token = issued
+        return new_email, f"{settings.base_url}/p/email/confirm/{token}"
+    if message.kind == "email_change_taken":
+        return contact_email, ""  # a notice only; nobody asked this person for a link
+    token = auth.issue_participant_token(
+        session, message.participant_id, "link", timedelta(days=settings.magic_link_ttl_days),
+        now=now)
+    return contact_email, f"{settings.base_url}/p/login/{token}"

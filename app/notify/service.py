@@ -14,13 +14,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select, update
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, or_, select, update
 
 from app.config import Settings
 from app.db import utcnow
 from app.notify.channels import Channel, Message
-from app.notify.models import OutboxMessage
+from app.notify.models import NotificationCount, NotificationFailure, OutboxMessage
 
 log = logging.getLogger("wellpanel.notify")
 
@@ -117,7 +117,7 @@ def _record_failure(session: Session, message_id: int, exc: Exception, now: date
     message = session.get(OutboxMessage, message_id)
     assert message is not None
     # The error class and a short reason only: SMTP errors can echo the address.
-    message.last_error = f"{type(exc).__name__}: {_redact(str(exc))}"[:500]
+    message.last_error = f"{type(exc).__name__}: {scrub_error(str(exc))}"[:500]
     if message.attempts >= MAX_ATTEMPTS:
         message.status = "failed"
         outcome = "failed"
@@ -132,5 +132,45 @@ def _record_failure(session: Session, message_id: int, exc: Exception, now: date
     return outcome
 
 
-def _redact(text_: str) -> str:
-    return re.sub(r"[^\s<>@]+@[^\s<>@]+", "<address>", text_)
+# Anything that looks like an address: a word with an @ (plain or URL-encoded) in it.
+_ADDRESS_LIKE = re.compile(r"[^\s,;]*(?:@|%40)[^\s,;]*", re.IGNORECASE)
+
+
+def scrub_error(text_: str | None) -> str | None:
+    """An error text without addresses (SMTP servers echo recipients in their replies)."""
+    return None if text_ is None else _ADDRESS_LIKE.sub("<address>", text_)
+
+
+# ---- for researchers: what did not go out --------------------------------------------------
+# Used by GET /api/v1/researcher/notifications and meant for console pages too.
+
+def status_counts(session: Session) -> list[NotificationCount]:
+    """How many outbox messages there are by kind and status."""
+    rows = session.exec(
+        select(OutboxMessage.kind, OutboxMessage.status, func.count())
+        .group_by(col(OutboxMessage.kind), col(OutboxMessage.status))
+        .order_by(col(OutboxMessage.kind), col(OutboxMessage.status))).all()
+    return [NotificationCount(kind=kind, status=status, count=n) for kind, status, n in rows]
+
+
+def list_failures(session: Session, secret_key: str, *, limit: int = 200
+                  ) -> list[NotificationFailure]:
+    """Failed messages and pending ones whose last attempt failed, newest first.
+
+    Participants appear under their IRB pseudonym (keyed by ``secret_key``); error texts are
+    scrubbed of anything that looks like an address.
+    """
+    from app.consent.service import irb_pseudonym
+
+    rows = session.exec(
+        select(OutboxMessage)
+        .where(or_(col(OutboxMessage.status) == "failed",
+                   (col(OutboxMessage.status) == "pending")
+                   & col(OutboxMessage.last_error).is_not(None)))
+        .order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc())
+        .limit(limit)).all()
+    return [NotificationFailure(
+        id=m.id, kind=m.kind, status=m.status, attempts=m.attempts,  # type: ignore[arg-type]
+        last_error=scrub_error(m.last_error), created_at=m.created_at,
+        next_attempt_at=m.next_attempt_at, pseudonym=irb_pseudonym(secret_key, m.participant_id))
+        for m in rows]

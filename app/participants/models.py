@@ -139,6 +139,29 @@ class SettingsUpdate(BaseModel):
         return None if value is None else check_language(value)
 
 
+class EmailChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+
+    @field_validator("email")
+    @classmethod
+    def _normalize_email(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class EmailChangeConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = PField(min_length=1, max_length=200)
+
+
+class EmailChangeAnswer(BaseModel):
+    """The same answer whether or not the address is free: it reveals no enrollment."""
+
+    message: str
+
+
 class UpcomingSurvey(BaseModel):
     instrument: str
     schedule_entry: str

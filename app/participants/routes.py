@@ -10,6 +10,9 @@ from app.i18n import translator
 from app.notify.dispatch import deliver_in_background
 from app.participants import service as participants
 from app.participants.models import (
+    EmailChangeAnswer,
+    EmailChangeConfirm,
+    EmailChangeRequest,
     EnrollmentAnswer,
     EnrollmentCreate,
     ParticipantMe,
@@ -80,6 +83,26 @@ def pause(ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep) -> Par
 def resume(ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep) -> ParticipantMe:
     participants.set_paused(session, ctx.participant, False, now=now)
     return me(ctx, session)
+
+
+@router.post("/me/email", response_model=EmailChangeAnswer, status_code=202)
+def request_email_change(
+    body: EmailChangeRequest, ctx: ConsentedParticipantDep, session: SessionDep, now: NowDep,
+    request: Request, background: BackgroundTasks,
+) -> EmailChangeAnswer:
+    """Always the same answer: it never tells whether the address is already in the study."""
+    participants.request_email_change(session, ctx.participant, body.email, now=now)
+    deliver_in_background(request.app, background)
+    return EmailChangeAnswer(message=translator(ctx.participant.language)("settings.email_sent"))
+
+
+@router.post("/me/email/confirm", response_model=EmailChangeAnswer)
+def confirm_email_change(body: EmailChangeConfirm, ctx: ConsentedParticipantDep,
+                         session: SessionDep, now: NowDep) -> EmailChangeAnswer:
+    """Only the participant who asked for the change can confirm it (with the emailed token)."""
+    participants.confirm_email_change(session, ctx.participant, body.token, now=now)
+    return EmailChangeAnswer(
+        message=translator(ctx.participant.language)("settings.email_changed"))
 
 
 @router.get("/me", response_model=ParticipantMe)

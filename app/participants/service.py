@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete, select
+from sqlmodel import Session, col, delete, select
 
-from app.core.errors import ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.security import hash_token, new_token
 from app.db import utcnow
-from app.participants.models import Contact, EnrollmentCreate, Participant, ScreeningTally
+from app.participants.models import (
+    Contact,
+    EmailChange,
+    EnrollmentCreate,
+    Participant,
+    ScreeningTally,
+)
 from app.studies.models import Study
 
 
@@ -107,7 +114,11 @@ def mark_contact_verified(session: Session, participant_id: str, now: datetime) 
 
 
 def forget_contact(session: Session, participant_id: str) -> None:
-    """After withdrawal the address is erased, so nobody can contact the person again."""
+    """After withdrawal the address is erased, so nobody can contact the person again.
+
+    Requested address changes (pending or not) hold addresses too and go with it.
+    """
+    session.exec(delete(EmailChange).where(EmailChange.participant_id == participant_id))  # type: ignore[call-overload]
     session.exec(delete(Contact).where(Contact.participant_id == participant_id))  # type: ignore[call-overload]
 
 
@@ -122,7 +133,8 @@ def change_settings(session: Session, participant: Participant, *, timezone: str
                     language: str | None, now: datetime) -> Participant:
     """Change time zone and/or language (audit-logged); a new zone re-plans future surveys."""
     from app.audit import service as audit
-    from app.scheduling import service as scheduling
+    from app.scheduling.amendments import replan_participant
+    from app.studies import service as studies
 
     old = {"timezone": participant.timezone, "language": participant.language}
     if timezone is not None:
@@ -134,7 +146,9 @@ def change_settings(session: Session, participant: Participant, *, timezone: str
         return participant
     session.add(participant)
     if new["timezone"] != old["timezone"] and participant.enrolled_at is not None:
-        scheduling.replan_future(session, participant, now=now)
+        # Across protocol versions: occasions already sent under an older one stay sent.
+        replan_participant(session, participant,
+                           studies.latest_protocol(session, participant.study_id), now)  # type: ignore[arg-type]
     audit.append(session, actor=f"participant:{participant.id}", action="participant.settings",
                  target=f"participant:{participant.id}", old_value=old, new_value=new, now=now)
     session.commit()
@@ -158,3 +172,117 @@ def set_paused(session: Session, participant: Participant, paused: bool, *, now:
                      new_value={"status": participant.status}, now=now)
         session.commit()
     return participant
+
+
+# ---- email change ----------------------------------------------------------------------------
+# The requester always gets the same answer; whether the address is free only decides which
+# message goes out (a confirmation link to a free address, a neutral notice to a taken one).
+
+EMAIL_CHANGE_TTL = timedelta(days=3)
+EMAIL_CHANGES_PER_DAY = 10  # beyond this, requests are answered as usual but send nothing
+EMAIL_UNAVAILABLE = ("This address cannot be used for your participation in this study. "
+                     "Please choose another address.")
+
+
+def request_email_change(session: Session, participant: Participant, new_email: str, *,
+                         now: datetime) -> EmailChange | None:
+    """Queue a confirmation link to a free ``new_email`` (or a notice to a taken one).
+
+    Returns the pending change, or None when nothing was created; callers must answer the
+    same in both cases so the reply never tells whether the address is enrolled.
+    """
+    from app.notify import service as notify
+
+    contact = session.get(Contact, participant.id)
+    if contact is None or contact.email == new_email or _too_many_changes(session, participant,
+                                                                         now):
+        return None
+    owner = session.exec(select(Contact.participant_id).where(
+        Contact.study_id == participant.study_id, Contact.email == new_email)).first()
+    if owner is not None:
+        # One neutral notice per address and hour at most, so requests cannot flood a mailbox.
+        notify.queue(session, owner, "email_change_taken", now=now,
+                     dedupe_key=f"email_change_taken:{owner}:{now:%Y-%m-%dT%H}")
+        session.commit()
+        return None
+    # The link's token is issued when the message is rendered (issue_email_change_link); until
+    # then the row holds the hash of a token nobody knows.
+    change = EmailChange(participant_id=participant.id, new_email=new_email,
+                         token_hash=hash_token(new_token()), created_at=now,
+                         expires_at=now + EMAIL_CHANGE_TTL)
+    session.add(change)
+    session.flush()
+    notify.queue(session, participant.id, "email_change", now=now,
+                 dedupe_key=f"email_change:{change.id}", payload={"email_change_id": change.id})
+    session.commit()
+    return change
+
+
+def _too_many_changes(session: Session, participant: Participant, now: datetime) -> bool:
+    recent = session.exec(select(func.count()).select_from(EmailChange).where(
+        EmailChange.participant_id == participant.id,
+        col(EmailChange.created_at) > now - timedelta(days=1))).one()
+    return recent >= EMAIL_CHANGES_PER_DAY
+
+
+def issue_email_change_link(session: Session, participant_id: str, change_id: object,
+                            now: datetime) -> tuple[str, str] | None:
+    """At send time: (new address, fresh token) for a pending change, or None if it is over.
+
+    A fresh token replaces the stored hash, so no usable token is ever stored anywhere (the
+    caller's transaction is rolled back if sending fails, keeping the previous hash).
+    """
+    change = session.get(EmailChange, change_id) if isinstance(change_id, int) else None
+    if change is None or change.participant_id != participant_id or not _pending(change, now):
+        return None
+    token = new_token()
+    change.token_hash = hash_token(token)
+    session.add(change)
+    return change.new_email, token
+
+
+def _pending(change: EmailChange, now: datetime) -> bool:
+    return change.confirmed_at is None and change.cancelled_at is None and now < change.expires_at
+
+
+def confirm_email_change(session: Session, participant: Participant, token: str, *,
+                         now: datetime) -> None:
+    """Make the confirmed address the contact address (audit-logged without any address)."""
+    from app.audit import service as audit
+
+    change = session.exec(select(EmailChange).where(
+        EmailChange.token_hash == hash_token(token))).first()
+    if change is None or change.participant_id != participant.id:
+        raise NotFound("token: this confirmation link is not valid for your participation; "
+                       "open the latest link we sent to the new address.")
+    if change.confirmed_at is not None:
+        raise Conflict("This address change was already confirmed.", code="already_confirmed")
+    if not _pending(change, now):
+        raise Conflict("This confirmation link has expired; please ask for the change again.",
+                       code="expired")
+    contact = session.get(Contact, participant.id)
+    if contact is None:
+        raise NotFound("There is no contact address to change.")
+    taken = session.exec(select(Contact.participant_id).where(
+        Contact.study_id == participant.study_id, Contact.email == change.new_email,
+        Contact.participant_id != participant.id)).first()
+    if taken is not None:
+        raise Conflict(EMAIL_UNAVAILABLE, code="email_unavailable")
+    contact.email, contact.verified_at, contact.updated_at = change.new_email, now, now
+    change.confirmed_at = now
+    session.add_all([contact, change])
+    try:
+        session.flush()
+    except IntegrityError as exc:  # the address was enrolled by someone else a moment ago
+        session.rollback()
+        raise Conflict(EMAIL_UNAVAILABLE, code="email_unavailable") from exc
+    others = session.exec(  # type: ignore[call-overload]
+        update(EmailChange).where(
+            col(EmailChange.participant_id) == participant.id, col(EmailChange.id) != change.id,
+            col(EmailChange.confirmed_at).is_(None), col(EmailChange.cancelled_at).is_(None))
+        .values(cancelled_at=now)).rowcount
+    audit.append(session, actor=f"participant:{participant.id}", action="participant.email_change",
+                 target=f"participant:{participant.id}",
+                 details={"email_change_id": change.id, "other_requests_cancelled": others},
+                 now=now)
+    session.commit()

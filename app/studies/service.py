@@ -168,13 +168,19 @@ def load_study(
                           new_consent_versions=new_versions)
 
     version = 1 if latest is None else latest.version + 1
-    session.add(ProtocolVersion(study_id=study.id, version=version, sha256=digest,
-                                consent_current=data["consent"]["current"], content=content,
-                                loaded_at=now, loaded_by=actor))
+    protocol = ProtocolVersion(study_id=study.id, version=version, sha256=digest,
+                               consent_current=data["consent"]["current"], content=content,
+                               loaded_at=now, loaded_by=actor)
+    session.add(protocol)
     audit.append(session, actor=actor, action="protocol.load", target=f"study:{study.key}",
                  details={"version": version, "sha256": digest, "file": path.name},
                  old_value={"version": latest.version, "sha256": latest.sha256} if latest else None,
                  new_value={"version": version, "sha256": digest}, now=now)
+    if latest is not None:  # an amendment: re-plan what has not been sent yet
+        from app.scheduling.amendments import apply_amendment
+
+        session.flush()
+        apply_amendment(session, study, protocol, now)
     session.commit()
     return LoadResult(study_key=study.key, protocol_version=version, created=True,
                       new_consent_versions=new_versions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,10 +21,10 @@ from app.auth.deps import (
 )
 from app.consent import service as consent
 from app.consent.models import ConsentSubmit
-from app.core.errors import NotFound, Unauthorized, ValidationFailed
+from app.core.errors import AppError, NotFound, Unauthorized, ValidationFailed
 from app.notify.dispatch import deliver_in_background
 from app.participants import service as participants
-from app.participants.models import EnrollmentCreate
+from app.participants.models import EmailChangeRequest, EnrollmentCreate, SettingsUpdate
 from app.studies import service as studies
 from app.studies.models import Study
 from app.surveys import service as surveys
@@ -231,6 +232,126 @@ async def withdraw_confirm(request: Request, ctx: WebParticipant, session: Sessi
         session, ctx.participant, withdrawal_id, str(form.get("confirm_token", "")), now=now)
     session.commit()
     return render(request, "withdrawn.html", lang, withdrawal=withdrawal)
+
+
+# ---- settings: upcoming surveys, pause, time zone, language, email address -------------------
+# The same services as the JSON API (so the same audit entries); every change is a POST with
+# CSRF that redirects back (?done=...) so a reload never repeats it.
+
+TIMEZONES = sorted(available_timezones())
+UPCOMING_SHOWN = 12
+SETTINGS_DONE = {"paused": "settings.done_paused", "resumed": "settings.done_resumed",
+                 "preferences": "settings.done_preferences", "email": "settings.email_sent"}
+EMAIL_CONFIRM_ERRORS = {"email_unavailable": "settings.email_unavailable",
+                        "expired": "settings.email_link_expired",
+                        "already_confirmed": "settings.email_already_confirmed"}
+
+
+def _gate_page(session: SessionDep, participant: Any) -> Response | None:
+    """Where to send someone who may not use the settings pages right now."""
+    if participant.status == "withdrawn":
+        return RedirectResponse("/p", status_code=303)
+    state = consent.consent_state(session, participant)
+    if state.needs_consent or state.needs_reconsent:
+        return RedirectResponse("/p/consent", status_code=303)
+    return None
+
+
+def _render_settings(request: Request, session: SessionDep, participant: Any, now: Any, *,
+                     status_code: int = 200, errors: dict[str, str] | None = None,
+                     values: dict[str, Any] | None = None) -> HTMLResponse:
+    from app.scheduling import service as scheduling
+
+    lang = page_language(request, participant.language)
+    upcoming = [(instance, surveys.localized(session, participant, instance).title)
+                for instance in scheduling.upcoming(session, participant, now=now)
+                [:UPCOMING_SHOWN]]
+    return render(request, "settings.html", lang, status_code=status_code,
+                  participant=participant, upcoming=upcoming, timezones=TIMEZONES,
+                  done=SETTINGS_DONE.get(request.query_params.get("done", "")),
+                  errors=errors or {}, values=values or {})
+
+
+@router.get("/p/settings", response_class=HTMLResponse)
+def settings_page(request: Request, ctx: WebParticipant, session: SessionDep,
+                  now: NowDep) -> Response:
+    return _gate_page(session, ctx.participant) or _render_settings(
+        request, session, ctx.participant, now)
+
+
+@router.post("/p/settings/pause", response_class=HTMLResponse)
+async def settings_pause(request: Request, ctx: WebParticipant, session: SessionDep,
+                         now: NowDep) -> Response:
+    form = await form_with_csrf(request)
+    if (gated := _gate_page(session, ctx.participant)) is not None:
+        return gated
+    paused = form.get("action") != "resume"
+    participants.set_paused(session, ctx.participant, paused, now=now)
+    return RedirectResponse(f"/p/settings?done={'paused' if paused else 'resumed'}",
+                            status_code=303)
+
+
+@router.post("/p/settings/preferences", response_class=HTMLResponse)
+async def settings_preferences(request: Request, ctx: WebParticipant, session: SessionDep,
+                               now: NowDep) -> Response:
+    form = await form_with_csrf(request)
+    if (gated := _gate_page(session, ctx.participant)) is not None:
+        return gated
+    try:
+        update = SettingsUpdate(timezone=form.get("timezone") or None,
+                                language=form.get("language") or None)
+    except ValidationError as exc:
+        errors = {str(e["loc"][0]): f"settings.error_{e['loc'][0]}" for e in exc.errors()}
+        return _render_settings(request, session, ctx.participant, now, status_code=422,
+                                errors=errors, values=form)
+    participants.change_settings(session, ctx.participant, timezone=update.timezone,
+                                 language=update.language, now=now)
+    # No ?lang=: the page follows the (possibly new) language of the participant.
+    return RedirectResponse("/p/settings?done=preferences", status_code=303)
+
+
+@router.post("/p/settings/email", response_class=HTMLResponse)
+async def settings_email(request: Request, ctx: WebParticipant, session: SessionDep,
+                         now: NowDep, background: BackgroundTasks) -> Response:
+    form = await form_with_csrf(request)
+    if (gated := _gate_page(session, ctx.participant)) is not None:
+        return gated
+    try:
+        wanted = EmailChangeRequest(email=str(form.get("email", "")))
+    except ValidationError:
+        return _render_settings(request, session, ctx.participant, now, status_code=422,
+                                errors={"email": "settings.error_email"}, values=form)
+    participants.request_email_change(session, ctx.participant, wanted.email, now=now)
+    deliver_in_background(request.app, background)
+    return RedirectResponse("/p/settings?done=email", status_code=303)
+
+
+@router.get("/p/email/confirm/{token}", response_class=HTMLResponse)
+def email_confirm_page(token: str, request: Request, ctx: WebParticipant,
+                       session: SessionDep) -> Response:
+    if (gated := _gate_page(session, ctx.participant)) is not None:
+        return gated
+    lang = page_language(request, ctx.participant.language)
+    return render(request, "email_confirm.html", lang, token=token, step="confirm")
+
+
+@router.post("/p/email/confirm/{token}", response_class=HTMLResponse)
+async def email_confirm_submit(token: str, request: Request, ctx: WebParticipant,
+                               session: SessionDep, now: NowDep) -> Response:
+    await form_with_csrf(request)
+    if (gated := _gate_page(session, ctx.participant)) is not None:
+        return gated
+    lang = page_language(request, ctx.participant.language)
+    try:
+        participants.confirm_email_change(session, ctx.participant, token, now=now)
+    except AppError as exc:
+        if exc.status_code not in (404, 409):
+            raise
+        session.rollback()
+        error = EMAIL_CONFIRM_ERRORS.get(exc.code, "settings.email_link_invalid")
+        return render(request, "email_confirm.html", lang, status_code=exc.status_code,
+                      token=token, step="error", error=error)
+    return render(request, "email_confirm.html", lang, token=token, step="done")
 
 
 @router.get("/demo/mailbox", response_class=HTMLResponse)
