@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+    rate_limits_enabled: bool = Field(
+        default=True, description="Limit enrollment, magic-link and staff-login attempts"
+    )
+    rate_limit_enroll_per_ip: str = Field(
+        default="30/minute;300/day", description="Enrollments (API and /join form) per client IP"
+    )
+    rate_limit_enroll_per_email: str = Field(
+        default="5/hour;20/day", description="Enrollments naming the same email address"
+    )
+    rate_limit_magic_link_per_ip: str = Field(
+        default="30/minute;300/day", description="Magic links opened (/p/login/...) per client IP"
+    )
+    rate_limit_staff_login_per_ip: str = Field(
+        default="10/minute;100/day", description="Staff login attempts per client IP"
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for /metrics; unset: /metrics answers loopback clients only",
+    )
+
         if value.startswith("postgresql://"):
             # psycopg 3 is the only PostgreSQL driver we ship.
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
@@ -68,6 +88,20 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator(
+        "rate_limit_enroll_per_ip", "rate_limit_enroll_per_email",
+        "rate_limit_magic_link_per_ip", "rate_limit_staff_login_per_ip",
+    )
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError("use the notation N/period, e.g. 10/minute;100/day") from exc
+        return value
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

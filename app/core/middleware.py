@@ -1,10 +1,13 @@
-"""Request-size limit: refuse oversized bodies before any handler reads them."""
+"""Request guards that run before any handler: body size, Content-Length, Content-Type."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, error_response
+from app.core.errors import AppError, PayloadTooLarge, error_response
+
+JSON_API_PREFIX = "/api/"
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodySizeLimit:
@@ -20,7 +23,12 @@ class BodySizeLimit:
             return
         too_large = PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and not length.strip().isdigit():
+            bad = AppError("The Content-Length header is not a whole number of bytes.",
+                           code="invalid_header", details={"header": "Content-Length"})
+            await error_response(bad)(scope, receive, send)
+            return
+        if length is not None and int(length) > self.max_bytes:
             await error_response(too_large)(scope, receive, send)
             return
         received = 0
@@ -42,3 +50,30 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class JsonContentType:
+    """The JSON API reads JSON only: a body sent as anything else gets 415, not a confusing 422."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in BODY_METHODS
+                and scope["path"].startswith(JSON_API_PREFIX) and not _json_or_empty(scope)):
+            err = AppError("Send the request body as JSON (Content-Type: application/json).",
+                           code="unsupported_media_type", status_code=415,
+                           details={"header": "Content-Type"})
+            await error_response(err)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _json_or_empty(scope: Scope) -> bool:
+    headers = dict(scope.get("headers", []))
+    length = headers.get(b"content-length", b"").strip()
+    if b"transfer-encoding" not in headers and length in (b"", b"0"):
+        return True  # no body: nothing to misread
+    media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/")
+                                             and media.endswith(b"+json"))

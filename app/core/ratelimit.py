@@ -1,0 +1,166 @@
+"""Rate limits on the endpoints that can be used to guess or probe: enrollment (which also sends
+the magic link), opening a magic link, and staff login.
+
+Each rule limits requests per client IP and, where the request names a target (the email address
+of an enrollment), per target as well, so neither one address can be flooded with links nor the
+enrollment answer be timed across many addresses from one client. Limits use a moving window
+(the `limits` library) and are kept in memory **per process**: with several server processes
+(uvicorn --workers N, or several containers) each one counts on its own, so the effective limit
+is N times the setting. Targets are kept only as keyed hashes, never as addresses.
+
+The middleware matches on method and path, so no route file needs to know about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.core.errors import AppError, error_response
+
+HtmlErrors = tuple[Callable[[Request], bool], Callable[[Request, AppError], Any]]
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    method: str
+    path: re.Pattern[str]
+    per_ip: list[RateLimitItem]
+    per_target: list[RateLimitItem]
+    target_field: str | None = None  # body field that names the target (JSON or form)
+
+
+def rules_from(settings: Settings) -> list[Rule]:
+    enroll_ip = parse_many(settings.rate_limit_enroll_per_ip)
+    enroll_target = parse_many(settings.rate_limit_enroll_per_email)
+    return [
+        Rule("enrollment", "POST", re.compile(r"^/api/v1/studies/[^/]+/enrollments/?$"),
+             enroll_ip, enroll_target, "email"),
+        Rule("enrollment", "POST", re.compile(r"^/join/[^/]+/?$"),
+             enroll_ip, enroll_target, "email"),
+        Rule("magic_link", "GET", re.compile(r"^/p/login/[^/]+/?$"),
+             parse_many(settings.rate_limit_magic_link_per_ip), []),
+        Rule("staff_login", "POST", re.compile(r"^/staff/login/?$"),
+             parse_many(settings.rate_limit_staff_login_per_ip), []),
+    ]
+
+
+class RateLimit:
+    """ASGI middleware: 429 with the error body and Retry-After when a rule's limit is spent."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, html: HtmlErrors | None = None) -> None:
+        self.app = app
+        self.enabled = settings.rate_limits_enabled
+        self.rules = rules_from(settings)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.key = hashlib.sha256(b"ratelimit:" + settings.secret_key.encode()).digest()
+        self.html = html
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rule = self._rule_for(scope) if self.enabled and scope["type"] == "http" else None
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        retry = self._spend(rule, rule.per_ip, "ip", ip)
+        if retry is None and rule.target_field and rule.per_target:
+            body, receive = await _buffered(receive)
+            target = _field(scope, body, rule.target_field)
+            if target:
+                retry = self._spend(rule, rule.per_target, "target", self._digest(target))
+        if retry is not None:
+            await self._refuse(scope, receive, send, retry)
+            return
+        await self.app(scope, receive, send)
+
+    def _rule_for(self, scope: Scope) -> Rule | None:
+        for rule in self.rules:
+            if scope["method"] == rule.method and rule.path.match(scope["path"]):
+                return rule
+        return None
+
+    def _digest(self, target: str) -> str:
+        return hmac.new(self.key, target.strip().lower().encode("utf-8", "surrogatepass"),
+                        "sha256").hexdigest()
+
+    def _spend(self, rule: Rule, items: list[RateLimitItem], kind: str, who: str) -> int | None:
+        """Count one hit against every limit; the seconds to wait if any is exhausted."""
+        waits = []
+        for item in items:
+            if not self.limiter.hit(item, rule.name, kind, who):
+                reset = self.limiter.get_window_stats(item, rule.name, kind, who).reset_time
+                waits.append(max(1, math.ceil(reset - time.time())))
+        return max(waits) if waits else None
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, retry: int) -> None:
+        err = RateLimited(f"Too many attempts. Please wait {retry} seconds and try again.",
+                          details={"retry_after": retry})
+        request = Request(scope, receive)
+        if self.html is not None and self.html[0](request):
+            response = self.html[1](request, err)
+        else:
+            response = error_response(err)
+        response.headers["Retry-After"] = str(retry)
+        await response(scope, receive, send)
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole body (the size limit outside us bounds it) and replay it downstream."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def _field(scope: Scope, body: bytes, name: str) -> str | None:
+    """The value of `name` in a JSON object or urlencoded form body, if it is a string."""
+    headers = dict(scope.get("headers", []))
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    try:
+        text = body.decode("utf-8")
+        if content_type == b"application/x-www-form-urlencoded":
+            values = parse_qs(text).get(name)
+            value: Any = values[0] if values else None
+        else:
+            data = json.loads(text)
+            value = data.get(name) if isinstance(data, dict) else None
+    except (ValueError, RecursionError):  # the route itself answers malformed bodies
+        return None
+    return value if isinstance(value, str) and value.strip() else None
