@@ -9,20 +9,27 @@ never open, invite or remind twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select, update
 
 from app.config import Settings
 from app.notify import service as notify
 from app.notify.channels import Channel
+from app.notify.models import OutboxMessage
+from app.participants.models import Participant
 from app.scheduling import service as scheduling
+from app.studies.models import ProtocolVersion
 from app.surveys.models import SurveyInstance
 
 log = logging.getLogger("wellpanel.scheduler")
-BATCH = 1000
+BATCH = 5000  # instances claimed per UPDATE; each batch is its own transaction
 
 
 @dataclass
@@ -52,83 +59,113 @@ def tick(engine: Engine, settings: Settings, channel: Channel, *, now: datetime)
     return report
 
 
-def _claim(session: Session, now: datetime, where: list, new_status: str) -> list[SurveyInstance]:  # type: ignore[type-arg]
+class _Due(NamedTuple):
+    participant_id: str
+    schedule_entry: str
+    wave: int
+    scheduled_at: datetime
+    closes_at: datetime
+
+
+def _claim(session: Session, now: datetime, where: list, new_status: str) -> list[_Due]:  # type: ignore[type-arg]
+    """Move one batch of matching instances to ``new_status`` and return them; each row is
+    claimed by exactly one scheduler (SKIP LOCKED on PostgreSQL, a conditional UPDATE on
+    SQLite whose transactions are serialized)."""
     due = select(SurveyInstance.id).where(*where).limit(BATCH)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    ids = session.exec(  # type: ignore[call-overload]
+    rows = session.exec(  # type: ignore[call-overload]
         update(SurveyInstance).where(col(SurveyInstance.id).in_(due.scalar_subquery()), *where)
         .values(status=new_status, **({"opened_at": now} if new_status == "open" else {}))
-        .returning(SurveyInstance.id)).all()
-    if not ids:
-        return []
-    return list(session.exec(select(SurveyInstance).where(
-        col(SurveyInstance.id).in_([i[0] for i in ids]))).all())
+        .returning(SurveyInstance.participant_id, SurveyInstance.schedule_entry,
+                   SurveyInstance.wave, SurveyInstance.scheduled_at,
+                   SurveyInstance.closes_at)).all()
+    return [_Due(*row) for row in rows]
 
 
 def expire_overdue(session: Session, now: datetime) -> int:
-    expired = _claim(session, now, [col(SurveyInstance.status).in_(("open", "planned")),
-                                    col(SurveyInstance.closes_at) <= now], "expired")
+    expired = 0
+    while batch := _claim(session, now, [col(SurveyInstance.status).in_(("open", "planned")),
+                                         col(SurveyInstance.closes_at) <= now], "expired"):
+        session.commit()
+        expired += len(batch)
     session.commit()
-    return len(expired)
+    return expired
 
 
 def open_due(session: Session, now: datetime) -> tuple[int, int]:
-    """Open planned instances whose time has come and queue one invitation per occasion."""
-    opened = _claim(session, now, [col(SurveyInstance.status) == "planned",
-                                   col(SurveyInstance.scheduled_at) <= now,
-                                   col(SurveyInstance.closes_at) > now], "open")
-    invitations = 0
-    for instance in _one_per_occasion(opened):
-        queued = notify.queue(
-            session, instance.participant_id, "invitation", now=now,
-            dedupe_key=f"invitation:{instance.participant_id}:{instance.schedule_entry}:"
-                       f"{instance.wave}",
-            payload={"entry": instance.schedule_entry, "wave": instance.wave,
-                     "closes_at": instance.closes_at.isoformat()})
-        invitations += queued is not None
+    """Open planned instances whose time has come and queue one invitation per occasion:
+    batch by batch, one UPDATE ... RETURNING and one bulk INSERT of outbox rows each."""
+    opened = invitations = 0
+    while batch := _claim(session, now, [col(SurveyInstance.status) == "planned",
+                                         col(SurveyInstance.scheduled_at) <= now,
+                                         col(SurveyInstance.closes_at) > now], "open"):
+        invitations += _queue_many(session, now, [
+            ("invitation", o, f"invitation:{o.participant_id}:{o.schedule_entry}:{o.wave}")
+            for o in _one_per_occasion(batch)])
+        session.commit()
+        opened += len(batch)
     session.commit()
-    return len(opened), invitations
+    return opened, invitations
 
 
-def _one_per_occasion(instances: list[SurveyInstance]) -> list[SurveyInstance]:
-    seen: dict[tuple[str, str, int], SurveyInstance] = {}
+def _one_per_occasion(instances: Iterable[_Due]) -> list[_Due]:
+    seen: dict[tuple[str, str, int], _Due] = {}
     for instance in instances:
         seen.setdefault((instance.participant_id, instance.schedule_entry, instance.wave),
                         instance)
     return list(seen.values())
 
 
+def _queue_many(session: Session, now: datetime, messages: list[tuple[str, _Due, str]]) -> int:
+    """Queue outbox messages in one bulk INSERT, skipping dedupe keys already queued (by this
+    scheduler or another one); returns how many were new."""
+    if not messages:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(OutboxMessage).on_conflict_do_nothing(
+        index_elements=["dedupe_key"]).returning(OutboxMessage.id)
+    rows = [{"participant_id": o.participant_id, "kind": kind, "dedupe_key": key,
+             "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+             "payload": {"entry": o.schedule_entry, "wave": o.wave,
+                         "closes_at": o.closes_at.isoformat()}}
+            for kind, o, key in messages]
+    return len(session.exec(statement, params=rows).all())  # type: ignore[call-overload]
+
+
 def queue_reminders(session: Session, now: datetime) -> int:
     """Queue each due reminder of an occasion that still has unanswered surveys, once."""
-    open_rows = session.exec(select(SurveyInstance).where(
-        SurveyInstance.status == "open", col(SurveyInstance.closes_at) > now)).all()
-    entries_cache: dict[tuple[str, int], dict] = {}  # type: ignore[type-arg]
+    entries = _entries_by_study_version(session)
+    earliest = min((h for e in entries.values() for h in e.get("reminders_hours", [])),
+                   default=None)
+    if earliest is None:
+        return 0
+    occasions = session.exec(
+        select(Participant.study_id, SurveyInstance.protocol_version,
+               SurveyInstance.participant_id, SurveyInstance.schedule_entry, SurveyInstance.wave,
+               SurveyInstance.scheduled_at, SurveyInstance.closes_at)
+        .join(Participant, col(Participant.id) == col(SurveyInstance.participant_id))
+        .where(SurveyInstance.status == "open", col(SurveyInstance.closes_at) > now,
+               col(SurveyInstance.scheduled_at) <= now - timedelta(hours=earliest))
+        .distinct()).all()
+    messages = []
+    for study_id, version, *occasion in occasions:
+        o = _Due(*occasion)
+        for hours in entries.get((study_id, version, o.schedule_entry), {}).get(
+                "reminders_hours", []):
+            if o.scheduled_at + timedelta(hours=hours) <= now:
+                messages.append(("reminder", o, f"reminder:{o.participant_id}:"
+                                                f"{o.schedule_entry}:{o.wave}:{hours}"))
     queued = 0
-    for instance in _one_per_occasion(list(open_rows)):
-        entry = _entry(session, instance, entries_cache)
-        for hours in (entry or {}).get("reminders_hours", []):
-            if instance.scheduled_at + timedelta(hours=hours) > now:
-                continue
-            message = notify.queue(
-                session, instance.participant_id, "reminder", now=now,
-                dedupe_key=f"reminder:{instance.participant_id}:{instance.schedule_entry}:"
-                           f"{instance.wave}:{hours}",
-                payload={"entry": instance.schedule_entry, "wave": instance.wave,
-                         "closes_at": instance.closes_at.isoformat()})
-            queued += message is not None
+    for first in range(0, len(messages), BATCH):
+        queued += _queue_many(session, now, messages[first:first + BATCH])
     session.commit()
     return queued
 
 
-def _entry(session: Session, instance: SurveyInstance, cache: dict) -> dict | None:  # type: ignore[type-arg]
-    from app.surveys.service import protocol_of
-
-    key = (instance.participant_id, instance.protocol_version)  # one study per participant
-    if key not in cache:
-        protocol = protocol_of(session, instance)
-        cache[key] = {e["name"]: e for e in
-                      protocol.content["study"].get("schedule", {}).get("entries", [])}
-    return cache[key].get(instance.schedule_entry)
-
-
+def _entries_by_study_version(session: Session) -> dict[tuple[int, int, str], dict]:  # type: ignore[type-arg]
+    """(study id, protocol version, entry name) -> the schedule entry, for every protocol."""
+    return {(p.study_id, p.version, e["name"]): e
+            for p in session.exec(select(ProtocolVersion)).all()
+            for e in p.content["study"].get("schedule", {}).get("entries", [])}

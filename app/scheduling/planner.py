@@ -171,3 +171,76 @@ def _as_utc(value: datetime, name: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}")
     return value.astimezone(UTC)
+
+
+# ---- planning many participants at once ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One occasion of one entry for one participant: what a survey instance row needs."""
+
+    entry: Entry
+    wave: int
+    scheduled_at: datetime  # UTC
+    local_time: str  # wall time, ISO, minutes precision
+    closes_at: datetime  # UTC
+
+
+class BulkPlanner:
+    """The planner for many participants of one schedule, with the same results as
+    ``plan_occurrences`` (a test compares them) but much faster.
+
+    A fixed-time entry's occasions depend only on the zone and the local date of enrollment,
+    so they are resolved through zoneinfo once per (entry, zone, date) and shared by everyone
+    enrolled that day in that zone; only the day-0 "already passed" rule and the ``until`` cut
+    are applied per participant. Random-window entries are seeded per participant and planned
+    one by one, as ``plan_occurrences`` does.
+    """
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self._zones: dict[str, ZoneInfo] = {}
+        self._slots: dict[tuple[int, str, date], list[Slot]] = {}
+
+    def slots(self, *, enrolled_at: datetime, timezone: str, until: datetime,
+              participant_key: str) -> Iterator[Slot]:
+        """Every occasion from enrollment up to (excluding) ``until``, entry by entry."""
+        zone = self._zones.get(timezone) or self._zones.setdefault(timezone, load_zone(timezone))
+        enrolled_at = _as_utc(enrolled_at, "enrolled_at")
+        local = enrolled_at.astimezone(zone).replace(tzinfo=None)
+        start = _Start(enrolled_at, local, zone, timezone)
+        for index, entry in enumerate(self.schedule.entries):
+            if entry.cadence.at_enrollment:
+                if enrolled_at < until:
+                    yield Slot(entry, 0, enrolled_at, local.isoformat(timespec="minutes"),
+                               enrolled_at + entry.open_for)
+                continue
+            if entry.local_time is None:  # a random window: per participant
+                for o in _plan_entry(self.schedule, entry, start, until, participant_key):
+                    if o.scheduled_at < until and o.position == 0:
+                        yield Slot(entry, o.wave, o.scheduled_at, o.local_time, o.closes_at)
+                continue
+            for slot in self._fixed(index, entry, start):
+                if slot.scheduled_at < enrolled_at:  # day 0, time already passed: open late
+                    slot = Slot(entry, slot.wave, enrolled_at,
+                                local.isoformat(timespec="minutes"), enrolled_at + entry.open_for)
+                if slot.scheduled_at >= until:
+                    break  # later days only get later (same wall time, ascending dates)
+                yield slot
+
+    def _fixed(self, index: int, entry: Entry, start: _Start) -> list[Slot]:
+        key = (index, start.zone_name, start.local.date())
+        cached = self._slots.get(key)
+        if cached is None:
+            assert entry.local_time is not None
+            days = entry.cadence.days(enrolled_weekday=start.local.weekday(),
+                                      study_length_days=self.schedule.study_length_days)
+            cached = []
+            for wave, day in enumerate(days):
+                nominal = datetime.combine(start.local.date() + timedelta(days=day),
+                                           entry.local_time)
+                scheduled_at, local = resolve_local(nominal, start.zone)
+                cached.append(Slot(entry, wave, scheduled_at, local.isoformat(timespec="minutes"),
+                                   scheduled_at + entry.open_for))
+            self._slots[key] = cached
+        return cached

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.participants.models import Participant
-from app.scheduling.planner import Occurrence, plan_occurrences
+from app.scheduling.planner import BulkPlanner, Occurrence, Slot, plan_occurrences
 from app.scheduling.schedule import Schedule, parse_schedule
 from app.studies import service as studies
 from app.studies.models import ProtocolVersion
@@ -88,16 +89,127 @@ def plan_at_enrollment(session: Session, participant: Participant, *, now: datet
 
 def materialize_all(session: Session, *, now: datetime) -> int:
     """Roll every active participant's horizon forward (run by the dispatcher)."""
+    planees = session.exec(select(Participant.id, Participant.study_id, Participant.enrolled_at,
+                                  Participant.timezone)
+                           .where(Participant.status == "active",
+                                  col(Participant.enrolled_at).is_not(None))
+                           .order_by(col(Participant.id))).all()
+    return materialize_many(session, [Planee(*row) for row in planees], now=now)
+
+
+class Planee(NamedTuple):
+    """What planning needs to know about a participant."""
+
+    id: str
+    study_id: int
+    enrolled_at: datetime
+    timezone: str
+
+
+def materialize_many(session: Session, people: Sequence[Planee], *, now: datetime,
+                     until: datetime | None = None, chunk: int = 1000) -> int:
+    """Insert the missing instances of many participants, up to the horizon (or ``until``),
+    in bulk; commits each chunk of participants and returns how many rows were created.
+
+    Rows planned earlier always cover everything before some past horizon, so only occasions
+    after a participant's latest planned one are new; the unique key (ON CONFLICT DO NOTHING)
+    still guards against a second scheduler planning the same rows at the same time.
+    """
     created = 0
-    for participant in session.exec(select(Participant).where(
-            Participant.status == "active")).all():
-        try:
-            with session.begin_nested():
-                created += materialize(session, participant, now=now)
-        except IntegrityError:  # another scheduler planned the same rows first
-            continue
-    session.commit()
+    plans: dict[int, tuple[ProtocolVersion, BulkPlanner, dict[str, str]]] = {}
+    for first in range(0, len(people), chunk):
+        batch = people[first:first + chunk]
+        for study_id in {p.study_id for p in batch} - plans.keys():
+            protocol = studies.latest_protocol(session, study_id)
+            assert protocol is not None
+            versions = {k: v["version"] for k, v in protocol.content["instruments"].items()}
+            plans[study_id] = (protocol, BulkPlanner(schedule_of(protocol)), versions)
+        latest = _latest_planned(session, batch, {s: p[0].version for s, p in plans.items()})
+        rows = []
+        for person in batch:
+            protocol, planner, versions = plans[person.study_id]
+            end = until or planner.schedule.horizon_end(now)
+            after = latest.get(person.id)
+            rows.extend(_rows(person, protocol.version, versions, now, (
+                slot for slot in planner.slots(enrolled_at=person.enrolled_at,
+                                               timezone=person.timezone, until=end,
+                                               participant_key=person.id)
+                if after is None or slot.scheduled_at > after)))
+        created += insert_instances(session, rows)
+        session.commit()
     return created
+
+
+def _latest_planned(session: Session, people: Sequence[Planee], versions: dict[int, int]
+                    ) -> dict[str, datetime]:
+    """participant id -> their latest planned scheduled_at in their study's latest version."""
+    found: dict[str, datetime] = {}
+    for study_id, version in versions.items():
+        ids = [p.id for p in people if p.study_id == study_id]
+        if ids:
+            found.update(session.exec(
+                select(SurveyInstance.participant_id, func.max(SurveyInstance.scheduled_at))
+                .where(col(SurveyInstance.participant_id).in_(ids),
+                       SurveyInstance.protocol_version == version)
+                .group_by(col(SurveyInstance.participant_id))).all())
+    return found
+
+
+def _rows(person: Planee, version: int, instrument_versions: dict[str, str], now: datetime,
+          slots: Iterable[Slot]) -> Iterator[tuple[object, ...]]:
+    for slot in slots:
+        entry = slot.entry
+        for position, instrument in enumerate(entry.instruments):
+            yield (str(uuid.uuid4()), person.id, version, entry.name, instrument,
+                   instrument_versions[instrument], slot.wave, position, "planned",
+                   slot.scheduled_at, slot.local_time, person.timezone, slot.closes_at, now)
+
+
+INSTANCE_COLUMNS = ("id", "participant_id", "protocol_version", "schedule_entry",
+                    "instrument_key", "instrument_version", "wave", "position", "status",
+                    "scheduled_at", "local_time", "timezone", "closes_at", "created_at")
+
+
+def insert_instances(session: Session, rows: list[tuple[object, ...]]) -> int:
+    """Insert survey instance rows (``INSTANCE_COLUMNS`` order), skipping any whose unique
+    key exists already; returns how many were inserted. PostgreSQL: COPY (into a staging table
+    with INSERT ... ON CONFLICT DO NOTHING if a row exists already); SQLite: INSERT OR IGNORE.
+    """
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        return _copy_instances(session, rows)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    result = session.connection().execute(
+        sqlite_insert(SurveyInstance).on_conflict_do_nothing(),
+        [dict(zip(INSTANCE_COLUMNS, row, strict=True)) for row in rows])
+    return int(result.rowcount)
+
+
+def _copy_instances(session: Session, rows: list[tuple[object, ...]]) -> int:
+    import psycopg
+
+    columns = ", ".join(INSTANCE_COLUMNS)
+    raw = session.connection().connection.driver_connection
+    try:  # psycopg's transaction() inside the session's transaction is a SAVEPOINT
+        with raw.transaction(), raw.cursor() as cur, \
+                cur.copy(f"COPY survey_instances ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return len(rows)
+    except psycopg.errors.UniqueViolation:  # planned meanwhile by another scheduler
+        pass
+    with raw.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS survey_instances_stage "
+                    "(LIKE survey_instances) ON COMMIT DROP")
+        cur.execute("TRUNCATE survey_instances_stage")
+        with cur.copy(f"COPY survey_instances_stage ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(f"INSERT INTO survey_instances ({columns}) SELECT {columns} "  # noqa: S608 (constant names)
+                    "FROM survey_instances_stage ON CONFLICT DO NOTHING")
+        return cur.rowcount
 
 
 def replan_future(session: Session, participant: Participant, *, now: datetime) -> int:
