@@ -1,5 +1,6 @@
 """Rate limits on the endpoints that can be used to guess or probe: enrollment (which also sends
-the magic link), opening a magic link, and staff login.
+the magic link), a change of email address (which sends a link to the new one), opening a magic
+or confirmation link, and staff login.
 
 Each rule limits requests per client IP and, where the request names a target (the email address
 of an enrollment), per target as well, so neither one address can be flooded with links nor the
@@ -54,13 +55,20 @@ class Rule:
 def rules_from(settings: Settings) -> list[Rule]:
     enroll_ip = parse_many(settings.rate_limit_enroll_per_ip)
     enroll_target = parse_many(settings.rate_limit_enroll_per_email)
+    link_ip = parse_many(settings.rate_limit_magic_link_per_ip)
     return [
         Rule("enrollment", "POST", re.compile(r"^/api/v1/studies/[^/]+/enrollments/?$"),
              enroll_ip, enroll_target, "email"),
         Rule("enrollment", "POST", re.compile(r"^/join/[^/]+/?$"),
              enroll_ip, enroll_target, "email"),
-        Rule("magic_link", "GET", re.compile(r"^/p/login/[^/]+/?$"),
-             parse_many(settings.rate_limit_magic_link_per_ip), []),
+        # A change of address sends a link too, and must not probe who takes part either.
+        Rule("email_change", "POST", re.compile(r"^/api/v1/me/email/?$"),
+             enroll_ip, enroll_target, "email"),
+        Rule("email_change", "POST", re.compile(r"^/p/settings/email/?$"),
+             enroll_ip, enroll_target, "email"),
+        Rule("magic_link", "GET", re.compile(r"^/p/login/[^/]+/?$"), link_ip, []),
+        Rule("magic_link", "POST", re.compile(r"^/api/v1/me/email/confirm/?$"), link_ip, []),
+        Rule("magic_link", "*", re.compile(r"^/p/email/confirm/[^/]+/?$"), link_ip, []),
         Rule("staff_login", "POST", re.compile(r"^/staff/login/?$"),
              parse_many(settings.rate_limit_staff_login_per_ip), []),
     ]
@@ -97,7 +105,7 @@ class RateLimit:
 
     def _rule_for(self, scope: Scope) -> Rule | None:
         for rule in self.rules:
-            if scope["method"] == rule.method and rule.path.match(scope["path"]):
+            if rule.method in (scope["method"], "*") and rule.path.match(scope["path"]):
                 return rule
         return None
 
