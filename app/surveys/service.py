@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, select, update
 
 from app.audit import service as audit
 from app.core.errors import AppError, Conflict, NotFound, ValidationFailed
@@ -328,3 +328,44 @@ def safety_events(session: Session, secret_key: str, *, open_only: bool = False
         flag=event.flag, instrument=instrument, created_at=event.created_at,
         acknowledged_at=event.acknowledged_at, note=event.note)
         for event, instrument in session.exec(query).all()]
+
+
+NOTE_MAX_CHARS = 2000
+
+
+def acknowledge_safety_event(session: Session, event_id: int, *, staff_id: int, note: str,
+                             now: datetime) -> SafetyEvent:
+    """A staff member has looked at the event; audit-logged. Only once per event."""
+    note = note.strip()
+    if not note or len(note) > NOTE_MAX_CHARS:
+        raise ValidationFailed(f"note: write what was done, 1 to {NOTE_MAX_CHARS} characters",
+                               details=[{"field": "note", "max_length": NOTE_MAX_CHARS}])
+    event = session.get(SafetyEvent, event_id)
+    if event is None:
+        raise NotFound(f"There is no safety event {event_id}.")
+    # Conditional update: two reviewers acknowledging at once cannot both win.
+    claimed = session.exec(update(SafetyEvent)  # type: ignore[call-overload]
+                           .where(col(SafetyEvent.id) == event_id,
+                                  col(SafetyEvent.acknowledged_at).is_(None))
+                           .values(acknowledged_at=now, acknowledged_by=staff_id, note=note))
+    if claimed.rowcount != 1:
+        raise Conflict(f"Safety event {event_id} was already acknowledged.",
+                       code="already_acknowledged")
+    audit.append(session, actor=f"staff:{staff_id}", action="safety.acknowledge",
+                 target=f"safety_event:{event_id}",
+                 # The note stays on the event; the ledger pins it by hash.
+                 details={"flag": event.flag, "note_sha256": sha256_json(note)}, now=now)
+    session.commit()
+    session.refresh(event)
+    return event
+
+
+def safety_event_public(session: Session, secret_key: str, event: SafetyEvent
+                        ) -> SafetyEventPublic:
+    from app.consent.service import irb_pseudonym
+
+    response = session.get(SurveyResponse, event.response_id)
+    return SafetyEventPublic(
+        id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
+        flag=event.flag, instrument=response.instrument_key if response else "",
+        created_at=event.created_at, acknowledged_at=event.acknowledged_at, note=event.note)

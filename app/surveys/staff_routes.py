@@ -1,4 +1,4 @@
-"""Safety events for researchers and the irb role (read-only here)."""
+"""Safety events: researchers list and acknowledge them; the irb role reads them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit import service as audit
 from app.auth.deps import NowDep, SessionDep, SettingsDep, require_staff
@@ -15,6 +16,13 @@ from app.surveys.models import SafetyEventPublic
 
 router = APIRouter(tags=["staff"])
 StaffDep = Annotated[StaffMember, Depends(require_staff("researcher", "irb"))]
+ResearcherDep = Annotated[StaffMember, Depends(require_staff("researcher"))]
+
+
+class SafetyAcknowledge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=surveys.NOTE_MAX_CHARS)
 
 
 def _list(staff: StaffMember, session: SessionDep, secret: str, open_only: bool,
@@ -36,3 +44,14 @@ def researcher_safety_events(staff: StaffDep, session: SessionDep, settings: Set
 def irb_safety_events(staff: StaffDep, session: SessionDep, settings: SettingsDep,
                       now: NowDep, open_only: bool = False) -> list[SafetyEventPublic]:
     return _list(staff, session, settings.secret_key, open_only, now)
+
+
+@router.post("/api/v1/researcher/safety-events/{event_id}/acknowledge",
+             response_model=SafetyEventPublic)
+def acknowledge_safety_event(event_id: int, body: SafetyAcknowledge, staff: ResearcherDep,
+                             session: SessionDep, settings: SettingsDep,
+                             now: NowDep) -> SafetyEventPublic:
+    """404 for an unknown id, 409 if someone already acknowledged it."""
+    event = surveys.acknowledge_safety_event(session, event_id, staff_id=staff.id,  # type: ignore[arg-type]
+                                             note=body.note, now=now)
+    return surveys.safety_event_public(session, settings.secret_key, event)

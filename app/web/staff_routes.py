@@ -1,57 +1,37 @@
-"""Staff pages: token login, and the read-only IRB review (consent versions, log, audit)."""
+"""Staff pages: token login and logout, and the read-only IRB review (consent versions, log,
+audit, safety events). The research console lives in console_routes and is included here."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.deps import STAFF_COOKIE, NowDep, SessionDep, SettingsDep
-from app.auth.models import StaffMember
 from app.consent import service as consent
-from app.core.errors import Forbidden, NotFound, Unauthorized
-from app.web.common import form_with_csrf, page_language, render
+from app.core.errors import NotFound
+from app.surveys import service as surveys
+from app.web.common import form_with_csrf
+from app.web.console_common import (
+    NAV,
+    Reviewer,
+    StaffLoginRequired,
+    WebStaff,
+    staff_render,
+    web_staff,
+)
+from app.web.console_routes import router as console_router
+
+__all__ = ["NAV", "StaffLoginRequired", "router", "web_staff"]
 
 router = APIRouter(prefix="/staff", include_in_schema=False)
 
 STAFF_SESSION_TTL = timedelta(hours=8)
-NAV = [  # (path, locale key, roles allowed)
-    ("/staff/irb/consent-versions", "staff.nav_versions", {"irb", "admin"}),
-    ("/staff/irb/consent-log", "staff.nav_log", {"irb", "admin"}),
-    ("/staff/irb/participant", "staff.nav_participant", {"irb", "admin"}),
-    ("/staff/irb/audit", "staff.nav_audit", {"irb", "admin"}),
-]
-
-
-class StaffLoginRequired(Unauthorized):
-    code = "staff_login_required"
-
-
-def web_staff(request: Request, session: SessionDep, now: NowDep) -> StaffMember:
-    token = request.cookies.get(STAFF_COOKIE)
-    found = auth.staff_for_session(session, token, now=now) if token else None
-    if found is None:
-        raise StaffLoginRequired("Please log in with your staff token.")
-    return found[0]
-
-
-WebStaff = Annotated[StaffMember, Depends(web_staff)]
-
-
-def _require_role(member: StaffMember, *roles: str) -> None:
-    if member.role not in set(roles) | {"admin"}:
-        raise Forbidden(f"The {member.role} role may not open this page.")
-
-
-def _staff_render(request: Request, template: str, member: StaffMember | None,
-                  status_code: int = 200, **context: Any) -> HTMLResponse:
-    nav = [(p, k) for p, k, roles in NAV if member is not None and member.role in roles]
-    return render(request, template, page_language(request), status_code=status_code,
-                  member=member, nav=nav, **context)
+_staff_render = staff_render
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -81,8 +61,11 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep,
 async def logout(request: Request, session: SessionDep, now: NowDep) -> Response:
     await form_with_csrf(request)
     token = request.cookies.get(STAFF_COOKIE)
+    found = auth.staff_for_session(session, token, now=now) if token else None
     if token:
-        auth.end_staff_session(session, token, now=now)
+        auth.end_staff_session(session, token, now=now)  # revoked server-side, not just forgotten
+        if found is not None:
+            audit.append(session, actor=f"staff:{found[0].id}", action="staff.logout", now=now)
         session.commit()
     response = RedirectResponse("/staff/login", status_code=303)
     response.delete_cookie(STAFF_COOKIE, path="/staff")
@@ -95,8 +78,7 @@ def staff_home(request: Request, member: WebStaff) -> HTMLResponse:
 
 
 @router.get("/irb/consent-versions", response_class=HTMLResponse)
-def versions_page(request: Request, member: WebStaff, session: SessionDep) -> HTMLResponse:
-    _require_role(member, "irb")
+def versions_page(request: Request, member: Reviewer, session: SessionDep) -> HTMLResponse:
     return _staff_render(request, "staff/consent_versions.html", member,
                          versions=consent.review_versions(session))
 
@@ -125,9 +107,8 @@ def _filtered_log(session: SessionDep, settings: SettingsDep, filters: dict[str,
 
 
 @router.get("/irb/consent-log", response_class=HTMLResponse)
-def log_page(request: Request, member: WebStaff, session: SessionDep, settings: SettingsDep,
+def log_page(request: Request, member: Reviewer, session: SessionDep, settings: SettingsDep,
              now: NowDep) -> HTMLResponse:
-    _require_role(member, "irb")
     filters = _log_filters(request)
     entries = _filtered_log(session, settings, filters)
     audit.append(session, actor=f"staff:{member.id}", action="staff.view_consent_log",
@@ -139,9 +120,8 @@ def log_page(request: Request, member: WebStaff, session: SessionDep, settings: 
 
 
 @router.get("/irb/consent-log.csv")
-def log_csv(request: Request, member: WebStaff, session: SessionDep, settings: SettingsDep,
+def log_csv(request: Request, member: Reviewer, session: SessionDep, settings: SettingsDep,
             now: NowDep) -> Response:
-    _require_role(member, "irb")
     filters = _log_filters(request)
     entries = _filtered_log(session, settings, filters)
     audit.append(session, actor=f"staff:{member.id}", action="staff.download_consent_log",
@@ -153,9 +133,8 @@ def log_csv(request: Request, member: WebStaff, session: SessionDep, settings: S
 
 
 @router.get("/irb/participant", response_class=HTMLResponse)
-def participant_page(request: Request, member: WebStaff, session: SessionDep,
+def participant_page(request: Request, member: Reviewer, session: SessionDep,
                      settings: SettingsDep, now: NowDep) -> HTMLResponse:
-    _require_role(member, "irb")
     pseudonym = (request.query_params.get("pseudonym") or "").strip()
     entries, status, error = None, None, None
     if pseudonym:
@@ -176,11 +155,23 @@ def participant_page(request: Request, member: WebStaff, session: SessionDep,
 
 
 @router.get("/irb/audit", response_class=HTMLResponse)
-def audit_page(request: Request, member: WebStaff, session: SessionDep,
+def audit_page(request: Request, member: Reviewer, session: SessionDep,
                now: NowDep) -> HTMLResponse:
-    _require_role(member, "irb")
     report = audit.verify(session)
     audit.append(session, actor=f"staff:{member.id}", action="staff.verify_audit_chain",
                  details={"ok": report.ok, "rows_checked": report.rows_checked}, now=now)
     session.commit()
     return _staff_render(request, "staff/audit.html", member, report=report)
+
+
+@router.get("/irb/safety-events", response_class=HTMLResponse)
+def irb_safety_page(request: Request, member: Reviewer, session: SessionDep,
+                    settings: SettingsDep, now: NowDep) -> HTMLResponse:
+    events = surveys.safety_events(session, settings.secret_key)
+    audit.append(session, actor=f"staff:{member.id}", action="staff.view_safety_events",
+                 details={"rows": len(events), "open_only": False}, now=now)
+    session.commit()
+    return staff_render(request, "staff/safety_review.html", member, events=events)
+
+
+router.include_router(console_router)
