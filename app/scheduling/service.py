@@ -165,6 +165,9 @@ def _rows(person: Planee, version: int, instrument_versions: dict[str, str], now
                    slot.scheduled_at, slot.local_time, person.timezone, slot.closes_at, now)
 
 
+# PostgreSQL types of INSTANCE_COLUMNS, for binary COPY (less parsing on the server than text).
+_PG_TYPES = ("text", "text", "int4", "text", "text", "text", "int4", "int4", "text",
+             "timestamptz", "text", "text", "timestamptz", "timestamptz")
 INSTANCE_COLUMNS = ("id", "participant_id", "protocol_version", "schedule_entry",
                     "instrument_key", "instrument_version", "wave", "position", "status",
                     "scheduled_at", "local_time", "timezone", "closes_at", "created_at")
@@ -194,7 +197,8 @@ def _copy_instances(session: Session, rows: list[tuple[object, ...]]) -> int:
     raw = session.connection().connection.driver_connection
     try:  # psycopg's transaction() inside the session's transaction is a SAVEPOINT
         with raw.transaction(), raw.cursor() as cur, \
-                cur.copy(f"COPY survey_instances ({columns}) FROM STDIN") as copy:
+                cur.copy(f"COPY survey_instances ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(_PG_TYPES)
             for row in rows:
                 copy.write_row(row)
         return len(rows)
@@ -204,7 +208,9 @@ def _copy_instances(session: Session, rows: list[tuple[object, ...]]) -> int:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS survey_instances_stage "
                     "(LIKE survey_instances) ON COMMIT DROP")
         cur.execute("TRUNCATE survey_instances_stage")
-        with cur.copy(f"COPY survey_instances_stage ({columns}) FROM STDIN") as copy:
+        with cur.copy(f"COPY survey_instances_stage ({columns}) FROM STDIN (FORMAT binary)"
+                      ) as copy:
+            copy.set_types(_PG_TYPES)
             for row in rows:
                 copy.write_row(row)
         cur.execute(f"INSERT INTO survey_instances ({columns}) SELECT {columns} "  # noqa: S608 (constant names)
