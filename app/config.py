@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     )
     surveys_dir: Path = Field(default=PROJECT_ROOT / "surveys", description="Instruments, studies")
     default_study: str = Field(default="keep4o-panel", description="Study key served at /join")
+    export_dir: Path | None = Field(
+        default=None,
+        description="Where researcher exports started from the API are kept (one zip per "
+        "job); default: exports/ next to the SQLite database, else ./exports",
+    )
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies: 413")
     magic_link_ttl_days: int = Field(default=30, ge=1, description="Lifetime of a magic link")
     session_ttl_hours: int = Field(default=24 * 14, ge=1, description="Browser session lifetime")
@@ -54,11 +59,6 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(default=True, description="Structured JSON logs")
 
-    @field_validator("database_url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
     rate_limits_enabled: bool = Field(
         default=True, description="Limit enrollment, magic-link and staff-login attempts"
     )
@@ -79,15 +79,15 @@ class Settings(BaseSettings):
         description="Bearer token for /metrics; unset: /metrics answers loopback clients only",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
         if value.startswith("postgresql://"):
             # psycopg 3 is the only PostgreSQL driver we ship.
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
 
     @field_validator(
         "rate_limit_enroll_per_ip", "rate_limit_enroll_per_email",
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError("use the notation N/period, e.g. 10/minute;100/day") from exc
         return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

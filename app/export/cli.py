@@ -43,6 +43,9 @@ def panel(
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)")]
     = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar, no summary; errors still go to stderr")]
+    = False,
 ) -> None:
     """Write the anonymized panel (participants, responses, usage, wide panel) as a Data
     Package with codebook and de-identification report, and record it in the audit ledger."""
@@ -61,7 +64,8 @@ def panel(
         key_file=key_file, dua=dua, include_items=items, include_free_text=free_text,
         actor=actor,
     )
-    show = sys.stderr.isatty() if progress is None else progress
+    # a bar only where someone watches: never in pipes, logs or cron mail
+    show = False if quiet else (sys.stderr.isatty() if progress is None else progress)
     try:
         result = export_panel(engine, options, progress=show)
     except ExportError as exc:
@@ -71,6 +75,8 @@ def panel(
         engine.dispose()
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        return
+    if quiet:
         return
     q = result.deidentification.get("quasi_identifiers", {})
     typer.echo(

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import metadata
@@ -88,10 +88,16 @@ class ExportOptions:
     profile: str = spec.PROFILE_STRICT
     study: str | None = None  # study key; the only study when None
     key_file: Path | None = None
+    # a stable pseudonym key given in memory (the researcher API): never stored, never printed
+    key: bytes | None = field(default=None, repr=False)
     dua: str | None = None
     include_items: bool = False
     include_free_text: bool = False
     actor: str = "cli"
+
+
+# called with (responses read, responses to read) as the export streams
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -105,6 +111,7 @@ class ExportResult:
     files: dict[str, dict[str, Any]]  # relative path -> {sha256, bytes}
     deidentification: dict[str, Any]
     audit_seq: int | None = None
+    audit_hash: str | None = None  # row_hash of that ledger row
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +124,7 @@ class ExportResult:
             "files": self.files,
             "deidentification": self.deidentification,
             "audit_seq": self.audit_seq,
+            "audit_hash": self.audit_hash,
         }
 
 
@@ -158,7 +166,16 @@ def check_options(opts: ExportOptions) -> tuple[Path, bytes, str]:
             code="free_text_needs_items",
             details={"field": "include_free_text"},
         )
-    key, source = read_key(opts.key_file)
+    if opts.key is not None:
+        if opts.key_file is not None:
+            raise ExportError("give the pseudonym key either in a key file or directly, not both",
+                              code="key_conflict", details={"field": "key"})
+        if len(opts.key) < MIN_KEY_BYTES:
+            raise ExportError(f"a pseudonym key needs at least {MIN_KEY_BYTES} bytes",
+                              code="key_too_short", details={"field": "key"})
+        key, source = opts.key, "supplied"
+    else:
+        key, source = read_key(opts.key_file)
     out = Path(opts.out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory", code="output_exists",
@@ -193,6 +210,9 @@ def read_key(key_file: Path | None) -> tuple[bytes, str]:
             details={"field": "key_file"},
         )
     return key, "key_file"
+
+
+_KEY_SOURCES = {"key_file": "key file", "supplied": "supplied by the researcher"}
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -632,10 +652,26 @@ def _qi_sources(
     return out
 
 
-def _progress(enabled: bool, total: int) -> Any:
+class _CallbackProgress:
+    """The progress bar's interface (update, close) reporting to a callback instead."""
+
+    def __init__(self, callback: ProgressCallback, total: int) -> None:
+        self.callback, self.total, self.n = callback, total, 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.callback(self.n, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(progress: bool | ProgressCallback, total: int) -> Any:
+    if callable(progress):
+        return _CallbackProgress(progress, total)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=" answers", disable=not enabled, file=sys.stderr,
+    return tqdm(total=total, unit=" answers", disable=not progress, file=sys.stderr,
                 desc="export", leave=False, mininterval=0.5)
 
 
@@ -643,11 +679,15 @@ def export_panel(
     engine: Engine,
     options: ExportOptions,
     *,
-    progress: bool = False,
+    progress: bool | ProgressCallback = False,
     now: datetime | None = None,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> ExportResult:
-    """Write the panel Data Package to ``options.out``; see the module docstring."""
+    """Write the panel Data Package to ``options.out``; see the module docstring.
+
+    ``progress``: True draws a progress bar on stderr; a callable is called with (responses
+    read, responses to read) after every chunk (an exception it raises aborts the export and
+    removes what was written)."""
     out, key, key_source = check_options(options)
     now = now or utcnow()
     export_id = str(uuid.uuid4())
@@ -673,7 +713,7 @@ def export_panel(
                 d.rmdir()
         raise
     try:
-        seq = _audit(engine, options, built, key, key_source, now)
+        seq, row_hash = _audit(engine, options, built, key, key_source, now)
     except Exception as exc:
         shutil.rmtree(out, ignore_errors=True)
         raise ExportError(
@@ -682,13 +722,14 @@ def export_panel(
         ) from exc
     built.out_dir = out
     built.audit_seq = seq
+    built.audit_hash = row_hash
     return built
 
 
 def _audit(
     engine: Engine, options: ExportOptions, built: ExportResult, key: bytes, key_source: str,
     now: datetime,
-) -> int:
+) -> tuple[int, str]:
     from app.audit import service as audit
 
     details = {
@@ -700,7 +741,7 @@ def _audit(
         "include_items": options.include_items,
         "include_free_text": options.include_free_text,
         "key": "fresh random key, discarded" if key_source == "fresh"
-        else f"key file, fingerprint {key_fingerprint(key)}",
+        else f"{_KEY_SOURCES[key_source]}, fingerprint {key_fingerprint(key)}",
         "out": str(Path(options.out).expanduser().absolute()),
         "rows": built.rows,
         "files": {name: f["sha256"] for name, f in built.files.items()},
@@ -713,7 +754,7 @@ def _audit(
         event = audit.append(session, actor=options.actor, action="export.panel",
                              target=f"study:{built.study}", details=details, now=now)
         session.commit()
-        return int(event.id)
+        return int(event.id), event.row_hash
 
 
 def _build(
@@ -724,7 +765,7 @@ def _build(
     key_source: str,
     export_id: str,
     now: datetime,
-    progress: bool,
+    progress: bool | ProgressCallback,
     chunk_size: int,
 ) -> ExportResult:
     t = _tables()
@@ -1013,8 +1054,8 @@ def _deid_report(
             "method": f"HMAC-SHA256 of the internal participant id, first {PID_LENGTH} hex "
             "characters",
             "key": "a fresh random 256-bit key, discarded after the export: pids do not link "
-            "to any other export" if key_source == "fresh" else "a stable key from a key file "
-            "(approved linkage): pids link to other exports made with the same key",
+            "to any other export" if key_source == "fresh" else "a stable key (approved "
+            "linkage): pids link to other exports made with the same key",
         },
         "time": "days since each participant's enrollment; "
         + ("no calendar information (strict profile)" if options.profile == spec.PROFILE_STRICT

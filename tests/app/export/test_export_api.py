@@ -1,0 +1,297 @@
+"""The researcher export API: a background job, its status, the zip, who may see it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import time
+import uuid
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import typer
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from app.audit.models import AuditEvent
+from app.auth import service as auth
+from app.config import get_settings
+from app.export import jobs
+from app.export.cli import register
+from app.export.models import ExportJob
+from tests.app.export.seed import START, Seeder
+from tests.support.flows import joined_and_consented
+
+API = "/api/v1/researcher/exports"
+LINKAGE_KEY = "00112233445566778899aabbccddeeff0123456789abcdef"
+DEADLINE_SECONDS = 180
+
+
+@pytest.fixture
+def settings(settings, tmp_path):  # type: ignore[no-untyped-def]
+    """The shared settings, with exports kept in the test's own directory."""
+    return settings.model_copy(update={"export_dir": tmp_path / "exports"})
+
+
+@pytest.fixture
+def export_dir(settings) -> Path:  # type: ignore[no-untyped-def]
+    return settings.export_dir
+
+
+@pytest.fixture
+def staff(engine, loaded_study):  # type: ignore[no-untyped-def]
+    """Bearer headers of two researchers, an IRB reviewer; and the researchers' ids."""
+    with Session(engine) as s:
+        tokens = {name: auth.add_staff(s, name, role) for name, role in
+                  (("ann", "researcher"), ("ben", "researcher"), ("ivy", "irb"))}
+    return {name: {"Authorization": f"Bearer {tok}"} for name, tok in tokens.items()}
+
+
+@pytest.fixture
+def panel(engine, loaded_study) -> Seeder:  # type: ignore[no-untyped-def]
+    seeder = Seeder(engine)
+    seeder.populate(14, 3, seed=11)
+    seeder.flush()
+    return seeder
+
+
+def wait_until_finished(client: TestClient, headers: dict, job_id: str) -> dict:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        response = client.get(f"{API}/{job_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in ("done", "failed"):
+            return body
+        assert time.monotonic() < deadline, f"export still {body['status']}: {body}"
+        time.sleep(0.05)
+
+
+def cli_export(db_url: str, out: Path, key_file: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """wellpanel"""
+
+    register(app)
+    monkeypatch.setenv("WELLPANEL_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["export", "panel", "--out", str(out), "--key-file",
+                                          str(key_file), "--quiet"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+
+
+def comparable(descriptor: dict) -> dict:
+    """datapackage.json without what differs between two exports of the same data."""
+    d = json.loads(json.dumps(descriptor))
+    d.pop("id")
+    d["wellpanel"]["export"].pop("id")
+    return d
+
+
+def test_export_in_the_background_matches_the_cli_export(
+        client, staff, panel, engine, db_url, export_dir, tmp_path, monkeypatch):
+    started = client.post(API, json={"format": "csv", "profile": "strict",
+                                     "linkage_key": LINKAGE_KEY}, headers=staff["ann"])
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert job["status"] in ("queued", "running", "done")
+    assert started.headers["location"] == job["links"]["self"] == f"{API}/{job['id']}"
+    assert job["parameters"]["key"] == "supplied" and job["parameters"]["key_fingerprint"]
+
+    done = wait_until_finished(client, staff["ann"], job["id"])
+    assert done["status"] == "done", done["error"]
+    assert done["progress"] == 1.0 and done["error"] is None
+    assert done["row_counts"]["participants"] == 14 and done["row_counts"]["responses"] > 0
+    assert done["links"]["download"] == f"{API}/{job['id']}/download"
+    ann_id = done["audit_event"]["actor"]
+    assert ann_id.startswith("staff:") and done["audit_event"]["action"] == "export.panel"
+
+    download = client.get(done["links"]["download"], headers=staff["ann"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/zip"
+    digest = hashlib.sha256(download.content).hexdigest()
+    assert digest == done["archive_sha256"] == download.headers["x-content-sha256"]
+    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    names = set(archive.namelist())
+    assert "datapackage.json" in names and all("/" not in n for n in names)
+
+    key_file = tmp_path / "linkage.key"
+    key_file.write_text(LINKAGE_KEY + "\n", "utf-8")
+    cli_out = tmp_path / "cli"
+    cli_export(db_url, cli_out, key_file, monkeypatch)
+    assert names == {p.name for p in cli_out.iterdir()}
+    for name in names - {"datapackage.json"}:
+        assert archive.read(name) == (cli_out / name).read_bytes(), name
+    api_descriptor = json.loads(archive.read("datapackage.json"))
+    cli_descriptor = json.loads((cli_out / "datapackage.json").read_text("utf-8"))
+    assert comparable(api_descriptor) == comparable(cli_descriptor)
+
+    # only the zip stays on the server; the key is nowhere in the database
+    assert [p.name for p in export_dir.iterdir()] == [f"{job['id']}.zip"]
+    with Session(engine) as s:
+        row = s.get(ExportJob, job["id"])
+        assert row is not None and LINKAGE_KEY not in json.dumps(row.params)
+        ledger = s.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert not any(LINKAGE_KEY in json.dumps(e.details) for e in ledger)
+    export_event = next(e for e in ledger if e.id == done["audit_event"]["id"])
+    assert export_event.action == "export.panel" and export_event.actor == ann_id
+    assert export_event.row_hash == done["audit_event"]["row_hash"]
+    assert done["parameters"]["key_fingerprint"] in export_event.details["key"]
+    downloads = [e for e in ledger if e.action == "export.download"]
+    assert [(e.actor, e.target) for e in downloads] == [(ann_id, f"export_job:{job['id']}")]
+
+    listed = client.get(API, headers=staff["ann"]).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_jobs_are_private_to_the_researcher_who_started_them(
+        client, staff, panel, smtp, clock):
+    first = client.post(API, json={}, headers=staff["ann"]).json()
+    clock.advance(minutes=1)
+    second = client.post(API, json={"format": "parquet"}, headers=staff["ann"]).json()
+    for job in (first, second):
+        assert wait_until_finished(client, staff["ann"], job["id"])["status"] == "done"
+    assert [j["id"] for j in client.get(API, headers=staff["ann"]).json()] == \
+        [second["id"], first["id"]]  # newest first
+
+    assert client.get(API, headers=staff["ben"]).json() == []
+    for path in (f"{API}/{first['id']}", f"{API}/{first['id']}/download",
+                 f"{API}/{uuid.uuid4()}", f"{API}/{uuid.uuid4()}/download"):
+        response = client.get(path, headers=staff["ben"])
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+    assert client.get(API, headers=staff["ivy"]).status_code == 403
+    assert client.post(API, json={}, headers=staff["ivy"]).status_code == 403
+    assert client.get(f"{API}/{first['id']}/download", headers=staff["ivy"]).status_code == 403
+    participant = joined_and_consented(client, smtp, "pat@example.org")
+    assert client.get(API, headers=participant.headers).status_code == 401
+    assert client.get(f"{API}/{first['id']}/download",
+                      headers=participant.headers).status_code == 401
+    assert client.get(API).status_code == 401
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    ({"profile": "research"}, "dua_required", "dua"),
+    ({"profile": "research", "dua": "  "}, "dua_required", "dua"),
+    ({"format": "xlsx"}, "validation_failed", "format"),
+    ({"profile": "public"}, "validation_failed", "profile"),
+    ({"linkage_key": "abc123"}, "validation_failed", "linkage_key"),
+    ({"linkage_key": "z" * 40}, "validation_failed", "linkage_key"),
+    ({"include_free_text": True}, "validation_failed", "include_free_text"),
+])
+def test_bad_options_are_refused_up_front(client, staff, engine, export_dir, body, code, field):
+    response = client.post(API, json=body, headers=staff["ann"])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    fields = [d["field"] for d in error["details"]] if isinstance(error["details"], list) \
+        else [error["details"]["field"]]
+    assert field in fields
+    if "linkage_key" in body:
+        assert body["linkage_key"] not in response.text
+    with Session(engine) as s:
+        assert s.exec(select(ExportJob)).all() == []
+    assert not export_dir.exists()
+
+
+def test_an_export_that_cannot_meet_k_ends_failed_and_leaves_nothing(
+        client, staff, engine, loaded_study, export_dir):
+    seeder = Seeder(engine)
+    rng = random.Random(2)
+    for i in range(3):  # fewer participants than k = 5
+        seeder.participant(rng, enrolled_at=START + timedelta(days=i), waves=1)
+    seeder.flush()
+    job = client.post(API, json={"format": "sav"}, headers=staff["ann"]).json()
+    failed = wait_until_finished(client, staff["ann"], job["id"])
+    assert failed["status"] == "failed"
+    assert "k=5" in failed["error"] and "Nothing was written" in failed["error"]
+    assert failed["archive_sha256"] is None and "download" not in failed["links"]
+    assert list(export_dir.rglob("*")) == []
+    response = client.get(f"{API}/{job['id']}/download", headers=staff["ann"])
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "export_not_ready"
+
+
+def test_download_waits_for_the_export_to_finish(client, staff, engine):
+    ann = client.get(API, headers=staff["ann"])  # ann exists; her id from the ledger
+    assert ann.status_code == 200
+    with Session(engine, expire_on_commit=False) as s:
+        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        assert member is not None
+        job = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="running",
+                        params={"format": "csv"}, progress=0.4,
+                        created_at=START)
+        s.add(job)
+        s.commit()
+    response = client.get(f"{API}/{job.id}/download", headers=staff["ann"])
+    assert response.status_code == 409
+    assert "running" in response.json()["error"]["message"]
+    assert client.get(f"{API}/{job.id}", headers=staff["ann"]).json()["progress"] == 0.4
+
+
+def test_jobs_a_dead_process_left_behind_are_failed_at_startup(
+        app, staff, engine, export_dir):
+    with Session(engine, expire_on_commit=False) as s:
+        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        assert member is not None
+        ids = {status: str(uuid.uuid4()) for status in ("queued", "running", "done")}
+        for status, job_id in ids.items():
+            s.add(ExportJob(id=job_id, staff_id=member.id, status=status, params={},
+                            created_at=START))
+        s.commit()
+    work = export_dir / f"{jobs.WORK_PREFIX}{ids['running']}" / "package"
+    work.mkdir(parents=True)
+    (work / "responses.csv").write_text("pid\n", "utf-8")
+    (export_dir / f"{ids['running']}{jobs.PARTIAL_SUFFIX}").write_bytes(b"PK")
+    with TestClient(app) as client:
+        seen = {j["id"]: j for j in client.get(API, headers=staff["ann"]).json()}
+    assert seen[ids["queued"]]["status"] == seen[ids["running"]]["status"] == "failed"
+    assert "interrupted" in seen[ids["running"]]["error"]
+    assert seen[ids["done"]]["status"] == "done"
+    assert list(export_dir.iterdir()) == []
+
+
+def test_a_retried_post_with_the_same_idempotency_key_starts_one_export(
+        client, staff, panel, engine):
+    headers = staff["ann"] | {"Idempotency-Key": "export-retry-1"}
+    first = client.post(API, json={"format": "parquet"}, headers=headers)
+    again = client.post(API, json={"format": "parquet"}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post(API, json={"format": "csv"}, headers=headers)
+    assert other.status_code == 409
+    assert wait_until_finished(client, staff["ann"], first.json()["id"])["status"] == "done"
+    with Session(engine) as s:
+        assert len(s.exec(select(ExportJob)).all()) == 1
+
+
+def test_progress_is_recorded_while_the_export_streams(app, staff, engine, export_dir, clock):
+    with Session(engine, expire_on_commit=False) as s:
+        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        assert member is not None
+        job = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="running", params={},
+                        created_at=START)
+        s.add(job)
+        s.commit()
+    worker = jobs.ExportWorker(engine, export_dir, clock)
+    try:
+        report = worker._reporter(job.id)
+        report(50, 100)
+        with Session(engine) as s:
+            assert s.get(ExportJob, job.id).progress == pytest.approx(0.45)
+        report(100, 100)
+        with Session(engine) as s:
+            assert s.get(ExportJob, job.id).progress == pytest.approx(jobs.STREAM_SHARE)
+    finally:
+        worker.shutdown()
