@@ -3,6 +3,11 @@
 Each row's hash covers its position, time, actor, action, target, details, old/new values and
 the previous row's hash. Appends are serialized (an advisory lock on PostgreSQL; SQLite
 transactions are already BEGIN IMMEDIATE) so concurrent requests still form one chain.
+
+The lock is held from the append until the caller's commit, so callers append last, just before
+they commit, and everything that can happen outside the lock does: the JSON round trip happens
+before it, and on PostgreSQL taking the lock and reading the chain's head is one round trip
+(two statements, each with its own snapshot, so the head read is the one committed last).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from app.core.security import canonical_json, sha256_text
 from app.db import utcnow
 
 GENESIS_HASH = "0" * 64
-_LEDGER_LOCK_KEY = 7_412_001  # any constant; names the ledger's advisory lock
+_LEDGER_LOCK_KEY = 7_412_001  # any constant; names the ledger's advisory lock (in the SQL below)
 _REORDER_WINDOW = 8
 
 
@@ -64,9 +69,26 @@ def _hash_of(row: AuditEvent, seq: int | None = None) -> str:
     )
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LEDGER_LOCK_KEY})
+_LOCK_AND_READ_HEAD = ("SELECT pg_advisory_xact_lock(7412001); "
+                      "SELECT id, row_hash FROM audit_events ORDER BY id DESC LIMIT 1")
+
+
+def _lock_and_read_head(session: Session) -> tuple[int, str] | None:
+    """Serialize appends and return the chain's head (seq, hash), or None when it is empty."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE already serializes
+        row = connection.execute(text(
+            "SELECT id, row_hash FROM audit_events ORDER BY id DESC LIMIT 1")).first()
+        return None if row is None else (row[0], row[1])
+    # One round trip for both statements (psycopg's simple protocol runs them in order).
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_LOCK_AND_READ_HEAD)
+        cursor.nextset()
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None else (row[0], row[1])
 
 
 def append(
@@ -80,15 +102,16 @@ def append(
     new_value: Any = None,
     now: datetime | None = None,
 ) -> AuditEvent:
-    """Add one row to the chain inside the caller's transaction (the caller commits)."""
-    _lock_chain(session)
-    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    seq = 1 if last is None else last.id + 1
-    prev_hash = GENESIS_HASH if last is None else last.row_hash
+    """Add one row to the chain inside the caller's transaction (the caller commits soon:
+    the chain stays locked until then)."""
     occurred_at = now or utcnow()
     # Round-trip through JSON so the hashed form equals what the database gives back.
     details_j = _json_roundtrip(details or {})
     old_j, new_j = _json_roundtrip(old_value), _json_roundtrip(new_value)
+    session.flush()  # the caller's pending writes go out before the lock, not under it
+    head = _lock_and_read_head(session)
+    seq = 1 if head is None else head[0] + 1
+    prev_hash = GENESIS_HASH if head is None else head[1]
     event = AuditEvent(
         id=seq,
         occurred_at=occurred_at,

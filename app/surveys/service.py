@@ -51,6 +51,49 @@ def _parse_instrument(definition_json: str) -> Instrument:
     return Instrument.model_validate(json.loads(definition_json))
 
 
+# Protocol versions never change once loaded and their sha256 is the hash of their content, so
+# their parsed content and instruments are cached by it: a submission reads two short columns
+# instead of the whole protocol, and never parses an instrument twice.
+_CONTENT_CACHE_SIZE = 32
+_contents: dict[str, dict[str, Any]] = {}
+
+
+def _content_by_sha(session: Session, sha256: str) -> dict[str, Any]:
+    content = _contents.get(sha256)
+    if content is None:
+        content = session.exec(select(ProtocolVersion.content).where(
+            ProtocolVersion.sha256 == sha256).limit(1)).one()
+        if len(_contents) >= _CONTENT_CACHE_SIZE:
+            _contents.pop(next(iter(_contents)))
+        _contents[sha256] = content
+    return content
+
+
+@lru_cache(maxsize=256)
+def _pinned_instrument(sha256: str, instrument_key: str) -> tuple[Instrument, list[str]]:
+    pinned = _contents[sha256]["instruments"][instrument_key]
+    return _parse_instrument(canonical_json(pinned["definition"])), list(pinned["languages"])
+
+
+def _protocol_shas(session: Session, study_id: int, version: int) -> tuple[str, str]:
+    """(sha256 of the given protocol version, sha256 of the study's newest version)."""
+    rows = session.exec(select(ProtocolVersion.version, ProtocolVersion.sha256).where(
+        ProtocolVersion.study_id == study_id)).all()
+    by_version = dict(rows)
+    return by_version[version], by_version[max(by_version)]
+
+
+def _submission_context(session: Session, participant: Participant, instance: SurveyInstance
+                        ) -> tuple[Instrument, list[str], str]:
+    """The pinned instrument, its languages and the study's default language, in one query."""
+    pinned_sha, latest_sha = _protocol_shas(session, participant.study_id,
+                                            instance.protocol_version)
+    _content_by_sha(session, pinned_sha)
+    default = _content_by_sha(session, latest_sha)["study"]["default_language"]
+    instrument, languages = _pinned_instrument(pinned_sha, instance.instrument_key)
+    return instrument, languages, default
+
+
 def instrument_of(session: Session, instance: SurveyInstance) -> tuple[Instrument, list[str]]:
     """The instrument definition the instance was planned with, and its accepted languages."""
     protocol = protocol_of(session, instance)
@@ -137,12 +180,17 @@ def submit(
     now: datetime,
 ) -> SubmissionResult:
     request_sha = sha256_json({"instance": instance_id, "answers": answers})
-    replay = _replay(session, participant, idempotency_key, request_sha)
-    if replay is not None:
-        return replay
+    instance = session.get(SurveyInstance, instance_id)
+    if instance is None or instance.participant_id != participant.id or (
+            instance.status != "open"):
+        # A retry usually finds its survey answered: the stored result is the answer. A first
+        # submission skips this query; the unique key on (participant, key) catches a replay.
+        replay = _replay(session, participant, idempotency_key, request_sha)
+        if replay is not None:
+            return replay
     instance = get_own_instance(session, participant, instance_id)
     _check_open(instance, now)
-    instrument, languages = instrument_of(session, instance)
+    instrument, languages, default = _submission_context(session, participant, instance)
     try:
         cleaned = validate_answers(instrument, answers)
     except AnswerValidationError as exc:
@@ -151,7 +199,6 @@ def submit(
         raise ValidationFailed(
             f"{first['item'] or 'answers'}: {first['code'].replace('_', ' ')}",
             details=errors) from exc
-    default = studies.current_protocol(session, participant.study_id)["default_language"]
     language = language_for(participant, languages, default)
     try:
         result = _store(session, participant, instance, instrument, cleaned, language,
@@ -195,30 +242,37 @@ def _store(
     session.flush()  # the raw answers are in before anything is derived from them
     assert response.id is not None
     scored = score(instrument, cleaned)
+    row = None
     if scored is not None:
-        session.add(ResponseScore(
+        row = ResponseScore(
             response_id=response.id, primary_name=scored.primary_name,
             primary=_float(scored.primary), raw=_float(scored.raw), raw_sum=float(scored.raw_sum),
             band=scored.band, valid=scored.valid, n_answered=scored.n_answered,
             n_items=scored.n_items, prorated=scored.prorated,
-            subscales={k: _float(v) for k, v in scored.subscales.items()}, scored_at=now))
-    flags = safety_flags(instrument, cleaned)
-    for flag in flags:
-        event = SafetyEvent(participant_id=participant.id, response_id=response.id, flag=flag,
-                            created_at=now)
-        session.add(event)
-        session.flush()
-        audit.append(session, actor=f"participant:{participant.id}", action="safety.flag",
-                     target=f"safety_event:{event.id}",
-                     details={"flag": flag, "instrument": instrument.key}, now=now)
+            subscales={k: _float(v) for k, v in scored.subscales.items()}, scored_at=now)
+        session.add(row)
     instance.status, instance.completed_at = "completed", now
     session.add(instance)
+    flags = safety_flags(instrument, cleaned)
+    events = [SafetyEvent(participant_id=participant.id, response_id=response.id, flag=flag,
+                          created_at=now) for flag in flags]
+    session.add_all(events)
+    session.flush()  # scores, the instance and safety events (their ids name them in the ledger)
+    crisis = bool(CRISIS_FLAGS & set(flags))
+    # Everything a reply needs is read before the ledger is locked: the audit rows come last,
+    # so the lock is held for their inserts and the commit only.
+    result = _result_of(session, participant, response, row, instrument, crisis,
+                        replayed=False)
+    for event in events:
+        audit.append(session, actor=f"participant:{participant.id}", action="safety.flag",
+                     target=f"safety_event:{event.id}",
+                     details={"flag": event.flag, "instrument": instrument.key}, now=now)
     audit.append(session, actor=f"participant:{participant.id}", action="response.store",
                  target=f"survey_instance:{instance.id}",
                  details={"instrument": instrument.key, "version": instrument.version,
                           "language": language, "response_sha256": sha256_json(cleaned),
                           "scored": scored is not None}, now=now)
-    return _result(session, participant, response, replayed=False)
+    return result
 
 
 def _float(value: Any) -> float | None:
@@ -249,6 +303,13 @@ def _result(session: Session, participant: Participant, response: SurveyResponse
     flags = session.exec(select(SafetyEvent.flag).where(
         SafetyEvent.response_id == response.id)).all()
     crisis = bool(CRISIS_FLAGS & set(flags))
+    return _result_of(session, participant, response, row, instrument, crisis,
+                      replayed=replayed)
+
+
+def _result_of(session: Session, participant: Participant, response: SurveyResponse,
+               row: ResponseScore | None, instrument: Instrument, crisis: bool,
+               *, replayed: bool) -> SubmissionResult:
     return SubmissionResult(
         response_id=response.id, instance_id=response.instance_id,  # type: ignore[arg-type]
         instrument=response.instrument_key, submitted_at=response.submitted_at,
