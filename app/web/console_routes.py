@@ -82,3 +82,4 @@ def notifications_page(request: Request, member: Researcher, session: SessionDep
                              title="Messages by kind and status", label_width=230)
     return staff_render(request, "staff/notifications.html", member, counts=counts,
                         failures=failures, chart=chart)
+
