@@ -28,12 +28,25 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import Text, case, cast, func, literal_column, null, or_, select, text
+from sqlalchemy import (
+    Integer,
+    Text,
+    case,
+    cast,
+    extract,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 
 from analysis import spec
 
 EPOCH = date(1970, 1, 1).toordinal()
+WAVE_DAYS = 14  # the panel's waves are two weeks apart (analysis.spec: wave)
 USAGE_INSTRUMENT = "ai_usage"
 PURPOSE_VALUES = {  # contract purpose -> ai_usage option value
     "companionship": "companionship_romance",
@@ -60,6 +73,18 @@ def epoch_day(d: date) -> int:
 
 
 # ---- the query --------------------------------------------------------------------------------
+
+
+def study_wave(i: Any, p: Any, *, postgresql: bool) -> Any:
+    """The panel wave of a survey instance: whole two-week steps from enrollment to the time it
+    was scheduled (0 = baseline). The planner numbers each schedule entry's occurrences on its
+    own (the biweekly entry's wave 0 is study day 14, the four-weekly entry's wave 0 day 28), so
+    the instance's own ``wave`` cannot be the panel's."""
+    if postgresql:
+        days = extract("epoch", i.c.scheduled_at - p.c.enrolled_at) / 86400.0
+    else:
+        days = func.julianday(i.c.scheduled_at) - func.julianday(p.c.enrolled_at)
+    return cast(func.round(days / WAVE_DAYS), Integer)
 
 
 def cutoff_expr(t: dict[str, Any]) -> tuple[Any, Any]:
@@ -98,8 +123,9 @@ def response_query(
         return case((r.c.instrument_key.in_(sorted(keys)), cast(col, Text)), else_=null())
 
     local = (literal_column(_LOCAL_DAY_SQL) if sql_local_day else r.c.submitted_at)
+    wave = study_wave(i, p, postgresql=sql_local_day)
     cols = [
-        r.c.participant_id.label("internal"), i.c.wave.label("wave"),
+        r.c.participant_id.label("internal"), wave.label("wave"),
         r.c.instrument_key.label("instrument"), r.c.instrument_version.label("version"),
         local.label("local_day"), r.c.language.label("language"),
         r.c.translation_status.label("tstatus"),
@@ -115,7 +141,7 @@ def response_query(
         .outerjoin(s, s.c.response_id == r.c.id)
         .outerjoin(stops, stops.c.participant_id == p.c.id)
         .where(*eligibility, or_(cutoff.is_(None), r.c.submitted_at <= cutoff))
-        .order_by(r.c.participant_id, i.c.wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
+        .order_by(r.c.participant_id, wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
     )
 
 
