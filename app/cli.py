@@ -12,6 +12,8 @@ from sqlmodel import Session
 from analysis import cli as analysis_cli
 from app.config import Settings, get_settings
 from app.export import cli as export_cli
+from app.scheduling import cli as scheduling_cli
+from app.simulate import cli as simulate_cli
 
 app = typer.Typer(help="wellpanel: consent-gated longitudinal wellbeing studies.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -28,6 +30,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 export_cli.register(app)  # export panel
+scheduling_cli.register(app)  # compliance
+simulate_cli.register(app)  # simulate
 
 
 def _settings() -> Settings:

@@ -1,0 +1,1 @@
+"""Synthetic studies: participants drawn from the analysis simulator, stored via the services."""
