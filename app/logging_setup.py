@@ -5,8 +5,9 @@ Three guards keep them out even at DEBUG:
   would print every statement with its parameters (addresses, answers).
 - uvicorn's access log stays off: it prints raw paths, and a magic link's path is a token. The
   app logs each request itself with the route template instead (app/ops/metrics.py).
-- The formatter masks anything shaped like an email address or a magic-link path, as a last
-  line of defence against a careless log call.
+- The formatter masks anything shaped like an email address or a magic-link path, and the
+  `[parameters: ...]` line SQLAlchemy puts into a database error's traceback, as a last line of
+  defence against a careless log call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ QUIET = {"sqlalchemy.engine": logging.WARNING, "sqlalchemy.pool": logging.WARNIN
          "httpcore": logging.WARNING, "mail.log": logging.WARNING}
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 MAGIC_PATH = re.compile(r"(/p/login/)[^\s\"'?/]+")
+SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")
 FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -30,14 +32,24 @@ def redact(text: str) -> str:
     return MAGIC_PATH.sub(r"\1[token]", EMAIL.sub("[email]", text))
 
 
+def hide_sql_parameters(text: str) -> str:
+    return SQL_PARAMETERS.sub("[parameters: hidden]", text)
+
+
 class RedactingJsonFormatter(JsonFormatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+    def formatException(self, ei):  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+        return hide_sql_parameters(super().formatException(ei))
 
 
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+    def formatException(self, ei):  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+        return hide_sql_parameters(super().formatException(ei))
 
 
 def configure_logging(level: str = "INFO", json_format: bool = True,

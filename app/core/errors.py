@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("wellpanel.errors")
@@ -127,6 +128,16 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
             code, message = "invalid_body", ("The request body is not valid UTF-8 JSON, or is "
                                              "nested too deeply to read.")
         return respond(request, AppError(message, code=code, status_code=exc.status_code))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> Response:
+        # The database refused a value the validators let through (a NUL character in text on
+        # PostgreSQL, a number past the column's range). Never log str(exc): it holds the SQL
+        # parameters, which can be answers or addresses.
+        log.warning("database refused a value", extra={"error": type(exc.orig).__name__})
+        return respond(request, AppError(
+            "A value in the request cannot be stored (for example a NUL character in text, or "
+            "a number out of range).", code="invalid_value", status_code=400))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
