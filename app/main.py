@@ -26,6 +26,7 @@ from app.ops.health import router as health_router
 from app.ops.metrics import Metrics, RequestMetrics
 from app.ops.metrics import router as metrics_router
 from app.participants.routes import router as participants_router
+from app.scheduling.routes import router as compliance_router
 from app.surveys.routes import router as surveys_router
 from app.surveys.staff_routes import router as safety_router
 from app.web.common import html_error, is_web_request
@@ -69,6 +70,7 @@ def create_app(
     for router in (health_router, metrics_router):  # /healthz, /readyz, /metrics
         app.include_router(router)
     app.include_router(notify_router)
+    app.include_router(compliance_router)
     app.include_router(export_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
