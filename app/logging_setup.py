@@ -23,7 +23,7 @@ QUIET = {"sqlalchemy.engine": logging.WARNING, "sqlalchemy.pool": logging.WARNIN
          "uvicorn.access": logging.WARNING, "httpx": logging.WARNING,
          "httpcore": logging.WARNING, "mail.log": logging.WARNING}
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-MAGIC_PATH = re.compile(r"(/p/login/)[^\s\"'?/]+")
+MAGIC_PATH = re.compile(r"(/p/login/)(?!\{token\})[^\s\"'?/]+")  # not the route template
 SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")
 FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
