@@ -672,7 +672,16 @@ def _progress(progress: bool | ProgressCallback, total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=" answers", disable=not progress, file=sys.stderr,
-                desc="export", leave=False, mininterval=0.5)
+                desc="export", leave=False, mininterval=0.5, ncols=_bar_width())
+
+
+def _bar_width() -> int | None:
+    """tqdm sizes the bar to the terminal, and draws nothing on one reporting zero columns
+    (a fresh pty, some container consoles): fall back to 80 there."""
+    try:
+        return None if os.get_terminal_size(sys.stderr.fileno()).columns else 80
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def export_panel(

@@ -3,7 +3,16 @@ export of participants who went through the real API."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
 
 import pytest
 import typer
@@ -69,6 +78,70 @@ def test_existing_output_exits_2(cli, population, tmp_path):
     (out / "x").write_text("x", "utf-8")
     result = runner.invoke(cli, ["export", "panel", "--out", str(out)])
     assert result.exit_code == 2 and "not empty" in result.output
+
+
+BAR = re.compile(rb"export:\s+\d+%\|")
+
+
+def _run(args: list[str], db_url: str, *, tty: bool, columns: int = 100) -> tuple[int, bytes]:
+    """Run ``wellpanel`` in a subprocess; stderr on a pseudo-terminal when ``tty``, else a
+    pipe. Returns (exit status, what arrived on stderr)."""
+    env = os.environ | {"WELLPANEL_DATABASE_URL": db_url, "WELLPANEL_ENVIRONMENT": "test",
+                        "WELLPANEL_SECRET_KEY": "test-secret-0123456789"}
+    command = [str(Path(sys.executable).with_name("wellpanel")), *args]
+    if not tty:
+        proc = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                              timeout=300)
+        return proc.returncode, proc.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    return child.wait(timeout=300), seen
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # one database is enough for the terminal
+def test_progress_bar_only_on_a_terminal(db_url, population, tmp_path):
+    args = ["export", "panel", "--format", "parquet", "--out"]
+    status, shown = _run([*args, str(tmp_path / "tty")], db_url, tty=True)
+    assert status == 0, shown
+    assert BAR.search(shown) and b" answers" in shown, shown
+    assert shown.count(b"\r") >= 2  # drawn, then redrawn/cleared in place
+    status, zero_width = _run([*args, str(tmp_path / "tty0")], db_url, tty=True, columns=0)
+    assert status == 0 and BAR.search(zero_width), zero_width
+    status, quiet = _run([*args, str(tmp_path / "quiet"), "--quiet"], db_url, tty=True)
+    assert status == 0 and quiet == b""
+    status, piped = _run([*args, str(tmp_path / "pipe")], db_url, tty=False)
+    assert status == 0 and piped == b""  # not a terminal: no bar, nothing on stderr
+    assert (tmp_path / "pipe" / "datapackage.json").is_file()
+
+
+def test_quiet_prints_nothing_but_errors(cli, population, tmp_path):
+    result = runner.invoke(cli, ["export", "panel", "--out", str(tmp_path / "q"), "--quiet"])
+    assert result.exit_code == 0 and result.output == ""
+    assert (tmp_path / "q" / "datapackage.json").is_file()
+    failed = runner.invoke(cli, ["export", "panel", "--out", str(tmp_path / "r"), "--quiet",
+                                 "--profile", "research"])
+    assert failed.exit_code == 2 and "error: the research profile needs --dua" in failed.output
+
+
+def test_no_progress_output_when_not_a_terminal(cli, population, tmp_path):
+    result = runner.invoke(cli, ["export", "panel", "--out", str(tmp_path / "n")])
+    assert result.exit_code == 0, result.output
+    assert "export:" not in result.output and "\r" not in result.output
+    assert result.output.startswith("exported keep4o-panel (strict, csv)")
 
 
 # ---- through the API --------------------------------------------------------------------------
