@@ -12,6 +12,7 @@ from sqlmodel import Session
 from analysis import cli as analysis_cli
 from app.config import Settings, get_settings
 from app.export import cli as export_cli
+from app.ops import cli as ops_cli
 from app.scheduling import cli as scheduling_cli
 from app.simulate import cli as simulate_cli
 
@@ -30,6 +31,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 export_cli.register(app)  # export panel
+ops_cli.register(app)  # backup, restore
 scheduling_cli.register(app)  # compliance
 simulate_cli.register(app)  # simulate
 
