@@ -111,9 +111,11 @@ def materialize_many(session: Session, people: Sequence[Planee], *, now: datetim
     """Insert the missing instances of many participants, up to the horizon (or ``until``),
     in bulk; commits each chunk of participants and returns how many rows were created.
 
-    Rows planned earlier always cover everything before some past horizon, so only occasions
-    after a participant's latest planned one are new; the unique key (ON CONFLICT DO NOTHING)
-    still guards against a second scheduler planning the same rows at the same time.
+    Waves are planned in order, so what a participant already has of an (entry, instrument),
+    under any protocol version, is waves 0..k: only later waves are planned, under the latest
+    version. Cancelled rows do not count (a wave an amendment cancelled is planned again under
+    the new version). The unique key (ON CONFLICT DO NOTHING) still guards against a second
+    scheduler planning the same rows at the same time.
     """
     created = 0
     plans: dict[int, tuple[ProtocolVersion, BulkPlanner, dict[str, str]]] = {}
@@ -124,42 +126,37 @@ def materialize_many(session: Session, people: Sequence[Planee], *, now: datetim
             assert protocol is not None
             versions = {k: v["version"] for k, v in protocol.content["instruments"].items()}
             plans[study_id] = (protocol, BulkPlanner(schedule_of(protocol)), versions)
-        latest = _latest_planned(session, batch, {s: p[0].version for s, p in plans.items()})
+        held = _last_waves(session, [p.id for p in batch])
         rows = []
         for person in batch:
             protocol, planner, versions = plans[person.study_id]
             end = until or planner.schedule.horizon_end(now)
-            after = latest.get(person.id)
-            rows.extend(_rows(person, protocol.version, versions, now, (
-                slot for slot in planner.slots(enrolled_at=person.enrolled_at,
-                                               timezone=person.timezone, until=end,
-                                               participant_key=person.id)
-                if after is None or slot.scheduled_at > after)))
+            slots = planner.slots(enrolled_at=person.enrolled_at, timezone=person.timezone,
+                                  until=end, participant_key=person.id)
+            rows.extend(_rows(person, protocol.version, versions, now, slots, held))
         created += insert_instances(session, rows)
         session.commit()
     return created
 
 
-def _latest_planned(session: Session, people: Sequence[Planee], versions: dict[int, int]
-                    ) -> dict[str, datetime]:
-    """participant id -> their latest planned scheduled_at in their study's latest version."""
-    found: dict[str, datetime] = {}
-    for study_id, version in versions.items():
-        ids = [p.id for p in people if p.study_id == study_id]
-        if ids:
-            found.update(session.exec(
-                select(SurveyInstance.participant_id, func.max(SurveyInstance.scheduled_at))
-                .where(col(SurveyInstance.participant_id).in_(ids),
-                       SurveyInstance.protocol_version == version)
-                .group_by(col(SurveyInstance.participant_id))).all())
-    return found
+def _last_waves(session: Session, ids: list[str]) -> dict[tuple[str, str, str], int]:
+    """(participant id, entry, instrument) -> the last wave held under any version."""
+    return {(p, e, i): w for p, e, i, w in session.exec(
+        select(SurveyInstance.participant_id, SurveyInstance.schedule_entry,
+               SurveyInstance.instrument_key, func.max(SurveyInstance.wave))
+        .where(col(SurveyInstance.participant_id).in_(ids), SurveyInstance.status != "cancelled")
+        .group_by(col(SurveyInstance.participant_id), col(SurveyInstance.schedule_entry),
+                  col(SurveyInstance.instrument_key))).all()}
 
 
 def _rows(person: Planee, version: int, instrument_versions: dict[str, str], now: datetime,
-          slots: Iterable[Slot]) -> Iterator[tuple[object, ...]]:
+          slots: Iterable[Slot], held: dict[tuple[str, str, str], int]
+          ) -> Iterator[tuple[object, ...]]:
     for slot in slots:
         entry = slot.entry
         for position, instrument in enumerate(entry.instruments):
+            if held and slot.wave <= held.get((person.id, entry.name, instrument), -1):
+                continue
             yield (str(uuid.uuid4()), person.id, version, entry.name, instrument,
                    instrument_versions[instrument], slot.wave, position, "planned",
                    slot.scheduled_at, slot.local_time, person.timezone, slot.closes_at, now)

@@ -157,13 +157,6 @@ def test_paused_people_are_replanned_and_nothing_moves_without_changes(
     assert [(i.wave, i.local_time[-5:]) for i in rows] == [(0, "08:00"), (1, "08:00")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug outside the amendment code: the tick's scheduling.service.materialize_many plans "
-    "new-version slots after the participant's latest row *of the new version*, so occasions "
-    "already held (or closed) under an older version are planned again; it should skip an "
-    "(entry, instrument, wave) the participant has under any version and never plan a slot "
-    "that is already closed (max(scheduled_at) over all versions is not enough: a later time of "
-    "day slips past it). Remove this marker with the fix."))
 def test_after_an_amendment_past_occasions_are_never_planned_again(
         app, session, clock, study_copy):
     """A participant whose remaining schedule is empty gets no new-version copies of the past."""
