@@ -50,7 +50,7 @@ class Job:
 
 
 def seed(url: str, n_participants: int, *, now: datetime, instruments: Iterable[str] = SIMPLE,
-         rng: random.Random | None = None) -> list[Job]:
+         rng: random.Random | None = None, prefix: str = "p") -> list[Job]:
     """Load the study, add consented participants with their baseline surveys open, and give
     each a magic-link token. Returns one job per open survey of the given instruments."""
     from app import migrate
@@ -69,7 +69,7 @@ def seed(url: str, n_participants: int, *, now: datetime, instruments: Iterable[
     try:
         with Session(engine, expire_on_commit=False) as session:
             studies.load_study(session, STUDY_FILE, PROJECT_ROOT / "surveys", actor="seed")
-            people = consented_participants(session, n_participants, now=now)
+            people = consented_participants(session, n_participants, now=now, prefix=prefix)
             tokens = {}
             for person in people:
                 scheduling.plan_at_enrollment(session, person, now=now)
@@ -154,6 +154,37 @@ class ServerProcess:
         return [int(p) for p in out.split()]
 
 
+@dataclass
+class SchedulerProcess:
+    """`wellpanel scheduler run` in a subprocess, sending through a real SMTP server."""
+
+    url: str
+    smtp_port: int
+    interval: int = 1
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SchedulerProcess:
+        env = server_env(self.url, WELLPANEL_NOTIFY_CHANNEL="smtp",
+                         WELLPANEL_SMTP_HOST="127.0.0.1", WELLPANEL_SMTP_PORT=str(self.smtp_port),
+                         WELLPANEL_BASE_URL="http://testserver", WELLPANEL_LOG_LEVEL="INFO")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "scheduler", "run", "--interval",
+             str(self.interval)], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log,
+            start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -199,7 +230,8 @@ async def post_submission(client: httpx.AsyncClient, base_url: str, job: Job, ke
 
 async def run_load(base_urls: list[str], jobs: list[Job], *, concurrency: int,
                    retry_share: float = 0.0, concurrent_retry_share: float = 0.0,
-                   seed: int = 7, timeout: float = 60) -> list[Outcome]:
+                   seed: int = 7, timeout: float = 60,
+                   outcomes: list[Outcome] | None = None) -> list[Outcome]:
     """Each job is posted once with its own Idempotency-Key by one of `concurrency` workers;
     a share of jobs is posted again afterwards with the same key (a retry), and a share is sent
     twice at the same moment (to different servers when there are several)."""
@@ -207,7 +239,7 @@ async def run_load(base_urls: list[str], jobs: list[Job], *, concurrency: int,
     queue: asyncio.Queue[tuple[int, Job]] = asyncio.Queue()
     for i, job in enumerate(jobs):
         queue.put_nowait((i, job))
-    outcomes: list[Outcome] = []
+    outcomes = [] if outcomes is None else outcomes  # the caller may watch it grow
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
 
     async def worker(client: httpx.AsyncClient) -> None:
