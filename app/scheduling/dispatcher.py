@@ -1,9 +1,11 @@
 """One dispatcher tick: open what is due, expire what is overdue, queue invitations and
 reminders, deliver the outbox.
 
-Every state change is a conditional UPDATE ... RETURNING (with FOR UPDATE SKIP LOCKED on
-PostgreSQL), and every queued message has a unique dedupe key, so two schedulers running at once
-never open, invite or remind twice.
+Set-based: instances change state in batches, each one conditional UPDATE ... RETURNING (with
+FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers) in its own transaction, and the
+batch's invitations go into the outbox with one bulk INSERT ... ON CONFLICT DO NOTHING on the
+message's unique dedupe key. So two schedulers running at once never open, invite or remind
+twice, and a tick with tens of thousands of due surveys costs a handful of statements.
 """
 
 from __future__ import annotations

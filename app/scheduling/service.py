@@ -4,6 +4,12 @@ Occurrences come from the pure planner (app/scheduling/planner.py, which documen
 daylight-saving rule) up to a rolling horizon. Instances are inserted idempotently: the unique
 key (participant, protocol version, entry, instrument, wave) means planning twice, or from two
 schedulers at once, never creates a second row.
+
+``materialize`` plans one participant (at consent, after a change); the dispatcher's
+``materialize_all`` plans everyone through ``materialize_many``: the BulkPlanner (occasions
+resolved once per zone and enrollment date) and bulk inserts (COPY on PostgreSQL, falling back
+to INSERT ... ON CONFLICT DO NOTHING through a staging table when a row exists already; INSERT OR
+IGNORE on SQLite).
 """
 
 from __future__ import annotations
