@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import available_timezones
@@ -239,7 +240,7 @@ async def withdraw_confirm(request: Request, ctx: WebParticipant, session: Sessi
 # CSRF that redirects back (?done=...) so a reload never repeats it.
 
 TIMEZONES = sorted(available_timezones())
-UPCOMING_SHOWN = 12
+UPCOMING_SHOWN = 5  # occasions
 SETTINGS_DONE = {"paused": "settings.done_paused", "resumed": "settings.done_resumed",
                  "preferences": "settings.done_preferences", "email": "settings.email_sent"}
 EMAIL_CONFIRM_ERRORS = {"email_unavailable": "settings.email_unavailable",
@@ -257,17 +258,39 @@ def _gate_page(session: SessionDep, participant: Any) -> Response | None:
     return None
 
 
+@dataclass
+class _Occasion:
+    """One survey occasion (entry and wave): when, and the questionnaires in it."""
+
+    opens_at: Any
+    closes_at: Any
+    is_open: bool
+    surveys: list[tuple[str, str]] = field(default_factory=list)  # (instance id, title)
+
+
+def _upcoming_occasions(session: SessionDep, participant: Any, now: Any) -> list[_Occasion]:
+    from app.scheduling import service as scheduling
+
+    occasions: dict[tuple[str, int], _Occasion] = {}
+    for instance in scheduling.upcoming(session, participant, now=now):
+        key = (instance.schedule_entry, instance.wave)
+        if key not in occasions:
+            if len(occasions) == UPCOMING_SHOWN:
+                break
+            occasions[key] = _Occasion(instance.scheduled_at, instance.closes_at,
+                                       instance.status == "open")
+        occasions[key].surveys.append(
+            (instance.id, surveys.localized(session, participant, instance).title))
+    return list(occasions.values())
+
+
 def _render_settings(request: Request, session: SessionDep, participant: Any, now: Any, *,
                      status_code: int = 200, errors: dict[str, str] | None = None,
                      values: dict[str, Any] | None = None) -> HTMLResponse:
-    from app.scheduling import service as scheduling
-
     lang = page_language(request, participant.language)
-    upcoming = [(instance, surveys.localized(session, participant, instance).title)
-                for instance in scheduling.upcoming(session, participant, now=now)
-                [:UPCOMING_SHOWN]]
     return render(request, "settings.html", lang, status_code=status_code,
-                  participant=participant, upcoming=upcoming, timezones=TIMEZONES,
+                  participant=participant, timezones=TIMEZONES,
+                  upcoming=_upcoming_occasions(session, participant, now),
                   done=SETTINGS_DONE.get(request.query_params.get("done", "")),
                   errors=errors or {}, values=values or {})
 

@@ -44,6 +44,7 @@ def test_settings_without_javascript(live_server, browser, smtp, session, artifa
     page.click("#prefs-h + form button[type=submit]")
     expect(page.locator("html")).to_have_attribute("lang", "pt-BR")
     expect(page.locator("#upcoming")).to_contain_text("America/Sao_Paulo")
+    page.screenshot(path=str(artifacts_dir / "settings-page-pt-BR.png"), full_page=True)
 
     page.fill("#email", new_email)
     page.click("#email-h ~ form button[type=submit]")
