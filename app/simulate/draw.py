@@ -330,9 +330,9 @@ def _script(
     if usage is not None:
         chat = usage[(usage["model"] == "gpt4o_chatgpt") & (usage["hours_per_week"] > 0)]
         lost_model = "gpt4o_chatgpt" if len(chat) or row.used_4o_before_retirement else lost_model
-    waves = sorted(set(resp["wave"])) if resp is not None else []
-    if usage is not None:
-        waves = sorted(set(waves) | set(usage["wave"]))
+    resp_by_wave = dict(tuple(resp.groupby("wave"))) if resp is not None else {}
+    usage_by_wave = dict(tuple(usage.groupby("wave"))) if usage is not None else {}
+    waves = sorted(set(resp_by_wave) | set(usage_by_wave))
     max_late = max(0, min(3, int((occasion.open_for_hours - 6) // 24)))
     last_at = consent
     for w in waves:
@@ -349,16 +349,14 @@ def _script(
                 at = _local(day, min(start.time(), time(23, 30)), zone)
             else:
                 at = _local(day, time(int(rng.integers(7, 23)), int(rng.integers(0, 60))), zone)
-        if resp is not None:
-            for r in resp[resp["wave"] == w].itertuples(index=False):
+        if w in resp_by_wave:
+            for r in resp_by_wave[w].itertuples(index=False):
                 if r.instrument not in instruments or pd.isna(r.score):
                     continue  # an instrument skipped at this wave: its survey expires
                 score = study_score(r.instrument, float(r.score))
                 answers[r.instrument] = answers_for_score(instruments[r.instrument], score, rng)
-        if usage is not None and USAGE_INSTRUMENT in instruments:
-            rows = usage[usage["wave"] == w]
-            if len(rows):
-                answers[USAGE_INSTRUMENT] = usage_answers(rows, lost_model, rng)
+        if w in usage_by_wave and USAGE_INSTRUMENT in instruments:
+            answers[USAGE_INSTRUMENT] = usage_answers(usage_by_wave[w], lost_model, rng)
         if answers:
             add(Step(at, "answer", person.index, wave=w, answers=answers))
             last_at = at
