@@ -33,7 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from app.consent.service import irb_pseudonym
-from app.core.errors import NotFound
+from app.core.errors import NotFound, ValidationFailed
 from app.notify.models import OutboxMessage
 from app.participants.models import Participant
 from app.studies.models import Study
@@ -100,9 +100,11 @@ def find_study(session: Session, key: str | None) -> Study:
             raise NotFound(f"There is no study called {key!r}.", details={"field": "study"})
         return study
     studies = session.exec(select(Study).order_by(col(Study.key))).all()
-    if len(studies) != 1:
-        loaded = ", ".join(s.key for s in studies) or "none"
-        raise NotFound(f"Name the study (loaded: {loaded}).", details={"field": "study"})
+    if not studies:
+        raise NotFound("No study is loaded yet.", details={"field": "study"})
+    if len(studies) > 1:
+        raise ValidationFailed(f"Several studies are loaded ({', '.join(s.key for s in studies)})"
+                               ": name one with study.", details={"field": "study"})
     return studies[0]
 
 

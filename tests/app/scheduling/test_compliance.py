@@ -229,3 +229,10 @@ def test_command_refuses_an_unknown_study_with_exit_2(cli_env, loaded_study):
     assert result.exit_code == 2 and "error: There is no study called 'nope'" in result.output
     bad = runner.invoke(cli_env, ["compliance", "--missed-in-a-row", "0"])
     assert bad.exit_code == 2
+
+
+def test_without_a_loaded_study_there_is_nothing_to_report(session):
+    from app.core.errors import NotFound
+
+    with pytest.raises(NotFound, match="No study is loaded"):
+        compliance.find_study(session, None)
