@@ -67,7 +67,7 @@ def apply_amendment(session: Session, study: Study, new_version: ProtocolVersion
         replaced, planned = _replan(session, batch, new_version, now)
         report.replaced += replaced
         report.planned += planned
-    audit.append(session, actor="system", action="protocol.amendment",
+    audit.append(session, actor=new_version.loaded_by, action="protocol.amendment",
                  target=f"study:{study.key}",
                  details={"version": new_version.version, **asdict(report)}, now=now)
     return report

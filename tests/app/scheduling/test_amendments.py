@@ -99,6 +99,7 @@ def test_amendment_moves_unsent_future_surveys_only(app, smtp, session, clock, s
     # Replaced: waves 1 and 2 of three people; planned: wave 1 (wave 2 at 18:00 is beyond the
     # horizon and comes with a later tick).
     assert audit.details == {"version": new, "participants": 3, "replaced": 6, "planned": 3}
+    assert audit.actor == "test"  # whoever loaded the amended file
 
     # Ticks after the amendment: nothing is sent again, wave 0 is not planned again.
     assert _tick(app, clock).sent == 0
