@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_DB ?= build/demo.db
+# Extra `wellpanel demo` arguments, e.g. `make demo DEMO_ARGS=--no-seed` (an empty study).
+DEMO_ARGS ?=
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-n 2"` or `PYTEST_ARGS="-m 'not browser'"`.
 PYTEST_ARGS ?=
 
@@ -23,7 +25,8 @@ export PYTHON
 	clean distclean
 
 help:
-	@echo "make demo       run the demo server (SQLite, default study) on http://$(HOST):$(PORT)"
+	@echo "make demo       run the demo server (SQLite, default study seeded with simulated"
+	@echo "                participants) on http://$(HOST):$(PORT); DEMO_ARGS=--no-seed for none"
 	@echo "make test       ruff check + the whole test suite (SQLite, PostgreSQL, SMTP, Chromium)"
 	@echo "make lint       ruff check"
 	@echo "make format     ruff format + ruff check --fix"
@@ -69,7 +72,7 @@ pg-install:
 
 demo: $(VENV)/.stamp-base
 	@mkdir -p $(dir $(DEMO_DB))
-	$(BIN)/wellpanel demo --host $(HOST) --port $(PORT) --database $(DEMO_DB)
+	$(BIN)/wellpanel demo --host $(HOST) --port $(PORT) --database $(DEMO_DB) $(DEMO_ARGS)
 
 # ruff runs first; the tests run even when it complains (so one run reports both), and the
 # target fails if either failed. pytest's summary line is the last line of output.

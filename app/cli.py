@@ -188,8 +188,12 @@ def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     database: Annotated[Path, typer.Option(help="SQLite file, recreated")] = Path("demo.db"),
+    seed: Annotated[bool, typer.Option(
+        "--seed/--no-seed", help="Fill the study with simulated participants (wellpanel "
+        "simulate) so the staff console has something to show")] = True,
 ) -> None:
-    """A fresh SQLite database with the default study, a staff token, and the server running."""
+    """A fresh SQLite database with the default study (seeded with simulated participants
+    unless --no-seed), staff tokens, and the server running."""
     import uvicorn
 
     from app import migrate
@@ -206,6 +210,8 @@ def demo(
     with _session(settings) as session:
         study_file = settings.surveys_dir / "studies" / f"{settings.default_study}.yaml"
         studies.load_study(session, study_file, settings.surveys_dir, actor="demo")
+    seeded = _seed_demo(settings) if seed else "not seeded (--no-seed)"
+    with _session(settings) as session:
         researcher = auth.add_staff(session, "demo-researcher", "researcher")
         irb = auth.add_staff(session, "demo-irb", "irb")
         admin = auth.add_staff(session, "demo-admin", "admin")
@@ -214,6 +220,7 @@ wellpanel demo is starting on {settings.base_url}
 
   Join the study as a participant:  {settings.base_url}/join
   Demo mailbox (links 'sent'):      {settings.base_url}/demo/mailbox
+  Demo study:                       {seeded}
   Staff login:                      {settings.base_url}/staff/login
      researcher token: {researcher}
      irb token:        {irb}
@@ -226,6 +233,26 @@ Press Ctrl+C to stop.
     application = create_app(settings)
     start_in_background(application.state.engine, settings, application.state.channel, 30)
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+DEMO_PARTICIPANTS, DEMO_WAVES = 40, 6
+
+
+def _seed_demo(settings: Settings) -> str:
+    """A modest simulated study (the empty demo database only), so the console has data."""
+    from app.db import make_engine
+    from app.simulate.service import SimulateOptions, simulate
+
+    engine = make_engine(settings.database_url)
+    try:
+        result = simulate(engine, SimulateOptions(participants=DEMO_PARTICIPANTS,
+                                                  waves=DEMO_WAVES, seed=0),
+                          surveys_dir=settings.surveys_dir, default_study=settings.default_study)
+    finally:
+        engine.dispose()
+    return (f"{result.participants} simulated participants x {DEMO_WAVES} waves, "
+            f"{result.responses} responses ({result.seconds:.1f} s; addresses @example.invalid, "
+            "never contacted)")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ def test_demo_serves_a_working_join_and_mailbox(tmp_path: Path):
         stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # seeding the demo study takes a few seconds
         while True:
             try:
                 if httpx.get(f"{base}/join", follow_redirects=True).status_code == 200:
@@ -34,6 +35,15 @@ def test_demo_serves_a_working_join_and_mailbox(tmp_path: Path):
             assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "demo did not start"
             time.sleep(0.3)
+        # seeded: the console has a simulated study to show (nobody of it can be contacted)
+        with sqlite3.connect(tmp_path / "demo.db") as db:
+            statuses = dict(db.execute(
+                "SELECT status, count(*) FROM participants GROUP BY status").fetchall())
+            answered = db.execute("SELECT count(*) FROM survey_responses").fetchone()[0]
+            emails = [e for (e,) in db.execute("SELECT email FROM contacts")]
+        assert statuses.get("completed", 0) >= 20 and answered >= 40 * 9
+        assert "active" not in statuses
+        assert emails and all(e.endswith("@example.invalid") for e in emails)
         with httpx.Client(base_url=base) as browser:
             page = browser.get("/join/keep4o-panel")
             csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
@@ -56,4 +66,5 @@ def test_demo_serves_a_working_join_and_mailbox(tmp_path: Path):
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
-    assert "researcher token:" in output and "/join" in output
+    assert "researcher token:" in output and "irb token:" in output and "/join" in output
+    assert "40 simulated participants" in output
