@@ -139,6 +139,12 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
             "A value in the request cannot be stored (for example a NUL character in text, or "
             "a number out of range).", code="invalid_value", status_code=400))
 
+    @app.exception_handler(OverflowError)
+    async def _too_big(request: Request, _exc: OverflowError) -> Response:
+        # SQLite's driver raises this itself (not a DataError) for an id past 64 bits.
+        return respond(request, AppError("A number in the request is out of range.",
+                                         code="invalid_value", status_code=400))
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
