@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     rate_limit_staff_login_per_ip: str = Field(
         default="10/minute;100/day", description="Staff login attempts per client IP"
     )
+    rate_limit_auth_failures_per_ip: str = Field(
+        default="30/minute;300/day",
+        description="Failed authentications (401 on any route) per client IP before 429",
+    )
     metrics_token: str | None = Field(
         default=None,
         description="Bearer token for /metrics; unset: /metrics answers loopback clients only",
@@ -92,6 +96,7 @@ class Settings(BaseSettings):
     @field_validator(
         "rate_limit_enroll_per_ip", "rate_limit_enroll_per_email",
         "rate_limit_magic_link_per_ip", "rate_limit_staff_login_per_ip",
+        "rate_limit_auth_failures_per_ip",
     )
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:

@@ -1,6 +1,7 @@
 """Rate limits on the endpoints that can be used to guess or probe: enrollment (which also sends
 the magic link), a change of email address (which sends a link to the new one), opening a magic
-or confirmation link, and staff login.
+or confirmation link, and staff login; and, on every route, failed authentications (401) per IP,
+since a participant's token also works as a bearer token on the whole API.
 
 Each rule limits requests per client IP and, where the request names a target (the email address
 of an enrollment), per target as well, so neither one address can be flooded with links nor the
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.core.errors import AppError, error_response
 
+UNLIMITED = ("/healthz", "/readyz", "/metrics", "/static/")
 HtmlErrors = tuple[Callable[[Request], bool], Callable[[Request, AppError], Any]]
 
 
@@ -81,27 +83,48 @@ class RateLimit:
         self.app = app
         self.enabled = settings.rate_limits_enabled
         self.rules = rules_from(settings)
+        self.auth_failures = parse_many(settings.rate_limit_auth_failures_per_ip)
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.key = hashlib.sha256(b"ratelimit:" + settings.secret_key.encode()).digest()
         self.html = html
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rule = self._rule_for(scope) if self.enabled and scope["type"] == "http" else None
-        if rule is None:
+        if not self.enabled or scope["type"] != "http" or scope["path"].startswith(UNLIMITED):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
         ip = client[0] if client else "unknown"
-        retry = self._spend(rule, rule.per_ip, "ip", ip)
-        if retry is None and rule.target_field and rule.per_target:
-            body, receive = await _buffered(receive)
-            target = _field(scope, body, rule.target_field)
-            if target:
-                retry = self._spend(rule, rule.per_target, "target", self._digest(target))
+        retry = self._waiting_after_failures(ip)
+        rule = self._rule_for(scope)
+        if retry is None and rule is not None:
+            retry = self._spend(rule, rule.per_ip, "ip", ip)
+            if retry is None and rule.target_field and rule.per_target:
+                body, receive = await _buffered(receive)
+                target = _field(scope, body, rule.target_field)
+                if target:
+                    retry = self._spend(rule, rule.per_target, "target", self._digest(target))
         if retry is not None:
             await self._refuse(scope, receive, send, retry)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, self._counting_failures(send, ip))
+
+    def _waiting_after_failures(self, ip: str) -> int | None:
+        """Seconds to wait when this IP has spent its failed authentications (a token guesser
+        tries bearer tokens on any route, not only the login pages)."""
+        for item in self.auth_failures:
+            if not self.limiter.test(item, "auth_failure", ip):
+                reset = self.limiter.get_window_stats(item, "auth_failure", ip).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def _counting_failures(self, send: Send, ip: str) -> Send:
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                for item in self.auth_failures:
+                    self.limiter.hit(item, "auth_failure", ip)
+            await send(message)
+
+        return counting_send
 
     def _rule_for(self, scope: Scope) -> Rule | None:
         for rule in self.rules:

@@ -27,7 +27,8 @@ def limited(settings, clock, loaded_study):  # type: ignore[no-untyped-def]
     def make(**limits: str):  # type: ignore[no-untyped-def]
         values = {"rate_limit_enroll_per_ip": GENEROUS, "rate_limit_enroll_per_email": GENEROUS,
                   "rate_limit_magic_link_per_ip": GENEROUS,
-                  "rate_limit_staff_login_per_ip": GENEROUS} | limits
+                  "rate_limit_staff_login_per_ip": GENEROUS,
+                  "rate_limit_auth_failures_per_ip": GENEROUS} | limits
         application = create_app(Settings(**settings.model_dump() | values), clock=clock)
         apps.append(application)
         return application
@@ -126,6 +127,20 @@ def test_staff_login_attempts_are_limited(limited):
         _assert_limited(web.post("/staff/login", data={"csrf_token": csrf, "token": "x"}),
                         html=True)
         assert web.get("/staff/login").status_code == 200  # only attempts are counted
+
+
+def test_bearer_tokens_cannot_be_guessed_on_any_route(limited, smtp):
+    app = limited(rate_limit_auth_failures_per_ip="3/minute")
+    with TestClient(app) as client:
+        person = join(client, smtp, _address("bearer"))
+        assert client.get("/api/v1/me", headers=person.headers).status_code == 200
+        for i in range(3):
+            guess = {"Authorization": f"Bearer guess-{i:04d}"}
+            assert client.get("/api/v1/me/surveys", headers=guess).status_code == 401
+        _assert_limited(client.get("/api/v1/me", headers=person.headers))
+        assert client.get("/healthz").status_code == 200  # probes are never limited
+    with TestClient(app, client=("10.9.9.9", 5000)) as elsewhere:
+        assert elsewhere.get("/api/v1/me", headers=person.headers).status_code == 200
 
 
 def test_limits_can_be_switched_off(limited):
