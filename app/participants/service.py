@@ -197,13 +197,17 @@ def request_email_change(session: Session, participant: Participant, new_email: 
     if contact is None or contact.email == new_email or _too_many_changes(session, participant,
                                                                          now):
         return None
-    owner = session.exec(select(Contact.participant_id).where(
-        Contact.study_id == participant.study_id, Contact.email == new_email)).first()
+    owner = session.exec(select(Contact.participant_id, Participant.status)
+                         .join(Participant, col(Participant.id) == Contact.participant_id)
+                         .where(Contact.study_id == participant.study_id,
+                                Contact.email == new_email)).first()
     if owner is not None:
-        # One neutral notice per address and hour at most, so requests cannot flood a mailbox.
-        notify.queue(session, owner, "email_change_taken", now=now,
-                     dedupe_key=f"email_change_taken:{owner}:{now:%Y-%m-%dT%H}")
-        session.commit()
+        owner_id, owner_status = owner
+        if owner_status != "declined":  # someone who said no is not written to again
+            # One neutral notice per address and hour at most: requests cannot flood a mailbox.
+            notify.queue(session, owner_id, "email_change_taken", now=now,
+                         dedupe_key=f"email_change_taken:{owner_id}:{now:%Y-%m-%dT%H}")
+            session.commit()
         return None
     # The link's token is issued when the message is rendered (issue_email_change_link); until
     # then the row holds the hash of a token nobody knows.

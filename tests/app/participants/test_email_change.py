@@ -187,3 +187,17 @@ def test_a_change_link_is_not_sent_once_the_request_is_over(app, client, smtp, s
         OutboxMessage.dedupe_key == "t:expired")).one()
     assert message.status == "cancelled" and "gone@" not in str(message.payload)
     assert person.email == "later@example.org"
+
+
+def test_someone_who_declined_is_not_written_to(client, smtp, session):
+    from tests.support.flows import consent
+
+    smtp.clear()
+    asker = joined_and_consented(client, smtp, "asks@example.org")
+    declined = join(client, smtp, "said-no@example.org")
+    consent(client, declined, decision="decline", signature_name=None, statements=[])
+    before = len(smtp.to("said-no@example.org"))
+    answer = client.post("/api/v1/me/email", json={"email": "said-no@example.org"},
+                         headers=asker.headers)
+    assert answer.status_code == 202
+    assert len(smtp.to("said-no@example.org")) == before
