@@ -36,8 +36,9 @@ def _page(request: Request, member: StaffMember, session: SessionDep, *,
                             form=form or {}, report_error_key=REPORT_ERROR_KEY,
                             refresh=REFRESH_SECONDS if busy else None,
                             status_code=status_code)
-    if busy:  # follow progress without JavaScript: the browser reloads the page
-        response.headers["Refresh"] = str(REFRESH_SECONDS)
+    if busy:  # follow progress without JavaScript: the browser reloads the page (a URL with
+        # no #fragment: reloading one with a fragment would only scroll, not fetch)
+        response.headers["Refresh"] = f"{REFRESH_SECONDS}; url={BASE}"
     return response
 
 
