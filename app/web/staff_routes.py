@@ -24,6 +24,7 @@ from app.web.console_common import (
     staff_render,
     web_staff,
 )
+from app.web.console_compliance import router as compliance_router
 from app.web.console_exports import router as exports_router
 from app.web.console_routes import router as console_router
 
@@ -177,3 +178,4 @@ def irb_safety_page(request: Request, member: Reviewer, session: SessionDep,
 
 router.include_router(console_router)
 router.include_router(exports_router)
+router.include_router(compliance_router)

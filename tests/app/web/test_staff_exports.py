@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import time
+import xml.etree.ElementTree as ET
 import zipfile
 
 import pytest
@@ -15,6 +16,7 @@ from app.auth import service as auth
 from app.export.models import ExportJob
 from tests.app.export.seed import Seeder
 
+SVG = "{http://www.w3.org/2000/svg}"
 DEADLINE_SECONDS = 300
 
 
@@ -45,6 +47,10 @@ def _staff(app, engine, name: str, role: str = "researcher") -> TestClient:  # t
     return web
 
 
+def _marks(svg: str, tag: str, css: str) -> int:
+    return sum(1 for e in ET.fromstring(svg).iter(f"{SVG}{tag}") if e.get("class") == css)
+
+
 def _wait(web: TestClient, job_id: str, done: callable) -> str:  # type: ignore[valid-type]
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
@@ -55,6 +61,24 @@ def _wait(web: TestClient, job_id: str, done: callable) -> str:  # type: ignore[
             return section
         assert time.monotonic() < deadline, section
         time.sleep(0.1)
+
+
+def test_compliance_page_draws_the_line_and_the_heat_map(app, engine, panel):
+    web = _staff(app, engine, "compliance-viewer")
+    page = web.get("/staff/researcher/compliance")
+    assert page.status_code == 200, page.text
+    line = re.search(r'id="compliance-over-time">(<svg.*?</svg>)', page.text, re.S).group(1)  # type: ignore[union-attr]
+    weeks = len(re.findall(r"<circle class=\"point\"", line))
+    assert weeks >= 1 and _marks(line, "circle", "point") == weeks
+    heat = re.search(r'id="wave-matrix">(<svg.*?</svg>)', page.text, re.S).group(1)  # type: ignore[union-attr]
+    root = ET.fromstring(heat)
+    rows = len(set(re.findall(r"<title>([0-9a-f]{16}), ", heat)))
+    assert rows == 14  # every seeded participant has a row
+    cells = _marks(heat, "rect", "cell")
+    assert cells % rows == 0 and cells // rows >= 3  # rows x waves
+    assert root.find(f"{SVG}title").text == "Participant by wave"  # type: ignore[union-attr]
+    assert 'id="compliance-table"' in page.text and "phq9" in page.text
+    assert "@example" not in page.text  # pseudonyms only
 
 
 def test_export_from_the_console_download_audit_and_report(app, engine, panel):
@@ -106,3 +130,10 @@ def test_export_from_the_console_download_audit_and_report(app, engine, panel):
     assert "sandbox" in report.headers["content-security-policy"]
     assert "<html" in report.text.lower()
     assert other.get(f"/staff/researcher/exports/{job_id}/report").status_code == 404
+
+
+def test_compliance_of_an_unknown_study_is_a_clear_404(app, engine):
+    web = _staff(app, engine, "compliance-typo")
+    page = web.get("/staff/researcher/compliance?study=<no-such>")
+    assert page.status_code == 404 and 'role="alert"' in page.text
+    assert "&lt;no-such&gt;" in page.text and "<no-such>" not in page.text
