@@ -202,3 +202,60 @@ def test_participant_session_cookie_opens_no_staff_page(app, client, smtp):
     # Nor does the participant's token pass as a staff cookie.
     as_staff = TestClient(app, cookies={STAFF_COOKIE: person.token})
     assert as_staff.get("/staff/irb/audit", follow_redirects=False).status_code == 303
+
+
+def _calls(dependant) -> set:  # type: ignore[no-untyped-def]
+    found = {dependant.call}
+    for sub in dependant.dependencies:
+        found |= _calls(sub)
+    return found
+
+
+def _walk(routes, prefix: str = "") -> list:  # type: ignore[no-untyped-def]
+    """(full path, route), inside included routers too (FastAPI keeps them nested, each with
+    its own prefix in include_context)."""
+    from fastapi.routing import APIRoute
+
+    found = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append((prefix + route.path, route))
+        elif hasattr(route, "original_router"):
+            context = getattr(route, "include_context", None)
+            found += _walk(route.original_router.routes,
+                           prefix + (getattr(context, "prefix", "") or ""))
+    return found
+
+
+def _staff_routes(app):  # type: ignore[no-untyped-def]
+    return [(method, path, _calls(route.dependant)) for path, route in _walk(app.routes)
+            if path.startswith("/staff") for method in route.methods]
+
+
+def test_every_staff_page_needs_a_session_and_role_pages_check_the_role(app):
+    from app.web.console_common import web_staff
+
+    routes = _staff_routes(app)
+    assert len(routes) > 15
+    for method, path, calls in routes:
+        if path == "/staff/login" or (method, path) == ("POST", "/staff/logout"):
+            continue
+        assert web_staff in calls, (method, path)
+        if path.startswith(("/staff/researcher", "/staff/irb")):
+            role = "researcher" if path.startswith("/staff/researcher") else "irb"
+            checks = [c for c in calls if hasattr(c, "allowed_roles")]
+            assert checks and all(c.allowed_roles == {role, "admin"} for c in checks), path
+
+
+def test_every_staff_form_refuses_a_post_without_the_csrf_token(app, engine):
+    web = _login(app, engine, "admin")
+    rows = _audit_rows(engine)
+    posts = [path for method, path, _ in _staff_routes(app) if method == "POST"]
+    assert {"/staff/login", "/staff/logout", "/staff/researcher/exports"} <= set(posts)
+    for path in posts:
+        url = path.replace("{event_id}", "1").replace("{job_id}", "00000000-job")
+        response = web.post(url, data={"note": "x", "token": "x"})
+        assert response.status_code == 403, (path, response.status_code)
+        assert "expired or did not come from this site" in response.text
+    assert _audit_rows(engine) == rows
+    assert web.get("/staff").status_code == 200  # and the session still works
