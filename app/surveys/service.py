@@ -54,25 +54,33 @@ def _parse_instrument(definition_json: str) -> Instrument:
 # Protocol versions never change once loaded and their sha256 is the hash of their content, so
 # their parsed content and instruments are cached by it: a submission reads two short columns
 # instead of the whole protocol, and never parses an instrument twice.
-_CONTENT_CACHE_SIZE = 32
+_CACHE_SIZE = 256
 _contents: dict[str, dict[str, Any]] = {}
+_instruments: dict[tuple[str, str], tuple[Instrument, list[str]]] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
+    return value
 
 
 def _content_by_sha(session: Session, sha256: str) -> dict[str, Any]:
     content = _contents.get(sha256)
     if content is None:
-        content = session.exec(select(ProtocolVersion.content).where(
-            ProtocolVersion.sha256 == sha256).limit(1)).one()
-        if len(_contents) >= _CONTENT_CACHE_SIZE:
-            _contents.pop(next(iter(_contents)))
-        _contents[sha256] = content
+        content = _remember(_contents, sha256, session.exec(select(ProtocolVersion.content).where(
+            ProtocolVersion.sha256 == sha256).limit(1)).one())
     return content
 
 
-@lru_cache(maxsize=256)
-def _pinned_instrument(sha256: str, instrument_key: str) -> tuple[Instrument, list[str]]:
-    pinned = _contents[sha256]["instruments"][instrument_key]
-    return _parse_instrument(canonical_json(pinned["definition"])), list(pinned["languages"])
+def _pinned_instrument(session: Session, sha256: str, key: str) -> tuple[Instrument, list[str]]:
+    found = _instruments.get((sha256, key))
+    if found is None:
+        pinned = _content_by_sha(session, sha256)["instruments"][key]
+        found = _remember(_instruments, (sha256, key), (
+            _parse_instrument(canonical_json(pinned["definition"])), list(pinned["languages"])))
+    return found
 
 
 def _protocol_shas(session: Session, study_id: int, version: int) -> tuple[str, str]:
@@ -88,17 +96,17 @@ def _submission_context(session: Session, participant: Participant, instance: Su
     """The pinned instrument, its languages and the study's default language, in one query."""
     pinned_sha, latest_sha = _protocol_shas(session, participant.study_id,
                                             instance.protocol_version)
-    _content_by_sha(session, pinned_sha)
+    instrument, languages = _pinned_instrument(session, pinned_sha, instance.instrument_key)
     default = _content_by_sha(session, latest_sha)["study"]["default_language"]
-    instrument, languages = _pinned_instrument(pinned_sha, instance.instrument_key)
     return instrument, languages, default
 
 
 def instrument_of(session: Session, instance: SurveyInstance) -> tuple[Instrument, list[str]]:
     """The instrument definition the instance was planned with, and its accepted languages."""
-    protocol = protocol_of(session, instance)
-    pinned = protocol.content["instruments"][instance.instrument_key]
-    return _parse_instrument(canonical_json(pinned["definition"])), pinned["languages"]
+    participant = session.get(Participant, instance.participant_id)
+    assert participant is not None
+    pinned_sha, _ = _protocol_shas(session, participant.study_id, instance.protocol_version)
+    return _pinned_instrument(session, pinned_sha, instance.instrument_key)
 
 
 def protocol_of(session: Session, instance: SurveyInstance) -> ProtocolVersion:
@@ -116,8 +124,7 @@ def language_for(participant: Participant, languages: list[str], default: str) -
 
 def localized(session: Session, participant: Participant, instance: SurveyInstance
               ) -> LocalizedInstrument:
-    instrument, languages = instrument_of(session, instance)
-    default = studies.current_protocol(session, participant.study_id)["default_language"]
+    instrument, languages, default = _submission_context(session, participant, instance)
     return instrument.localized(language_for(participant, languages, default))
 
 
