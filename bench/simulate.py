@@ -1,0 +1,87 @@
+"""Benchmark: `wellpanel simulate` throughput, committed in batches, on SQLite and PostgreSQL.
+
+Fills a fresh database (the shipped study) with ``--participants`` x ``--waves`` simulated
+participants through the services, once with the default batching (the services' commits release
+savepoints, one real commit per batch of steps) and, as the baseline measured in the same run,
+once committing every step (``batch_size=1``, what calling the services one request at a time
+costs). Prints one JSON object per line: responses stored, seconds, responses per second, and
+the speed-up over the baseline. PostgreSQL is a throw-away server started as the tests do, with
+fsync off: commits cost it almost nothing, so batching gains there only on a real server.
+
+Run: ``.venv/bin/python bench/simulate.py [--participants 150] [--waves 10] [--no-postgres]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps({"bench": "simulate", **fields}), flush=True)
+
+
+def run_once(url: str, participants: int, waves: int, batch: int) -> dict[str, Any]:
+    from app import migrate
+    from app.config import PROJECT_ROOT
+    from app.db import make_engine
+    from app.simulate.service import SimulateOptions, simulate
+
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        result = simulate(engine, SimulateOptions(participants=participants, waves=waves,
+                                                  seed=0, batch_size=batch),
+                          surveys_dir=PROJECT_ROOT / "surveys",
+                          now=datetime(2026, 11, 30, tzinfo=UTC))
+    finally:
+        engine.dispose()
+    return {"responses": result.responses, "steps": result.steps,
+            "seconds": round(result.seconds, 2),
+            "responses_per_s": round(result.responses_per_second, 1)}
+
+
+def compare(backend: str, urls: list[str], participants: int, waves: int) -> None:
+    batched = run_once(urls[0], participants, waves, 400)
+    single = run_once(urls[1], participants, waves, 1)
+    emit(backend=backend, participants=participants, waves=waves, batch_size=400, **batched,
+         baseline="commit every step (batch_size=1)",
+         baseline_responses_per_s=single["responses_per_s"],
+         baseline_seconds=single["seconds"],
+         speedup=round(batched["responses_per_s"] / single["responses_per_s"], 2))
+
+
+def main() -> None:
+    import logging
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=150)
+    parser.add_argument("--waves", type=int, default=10)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-simulate-") as tmp:
+        compare("sqlite", [f"sqlite:///{tmp}/a.db", f"sqlite:///{tmp}/b.db"],
+                args.participants, args.waves)
+    if args.no_postgres:
+        return
+    from tests.support.pg import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        urls = [server.url(server.create_database()) for _ in range(2)]
+        compare("postgresql", urls, args.participants, args.waves)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
