@@ -26,6 +26,7 @@ from app.web.console_common import (
 )
 from app.web.console_compliance import router as compliance_router
 from app.web.console_exports import router as exports_router
+from app.web.console_funnel import enrollment_funnel
 from app.web.console_routes import router as console_router
 
 __all__ = ["NAV", "StaffLoginRequired", "router", "web_staff"]
@@ -75,8 +76,16 @@ async def logout(request: Request, session: SessionDep, now: NowDep) -> Response
 
 
 @router.get("", response_class=HTMLResponse)
-def staff_home(request: Request, member: WebStaff) -> HTMLResponse:
-    return _staff_render(request, "staff/home.html", member)
+def staff_home(request: Request, member: WebStaff, session: SessionDep,
+               settings: SettingsDep) -> HTMLResponse:
+    glance: dict[str, Any] = {}
+    if member.role in ("researcher", "admin"):  # the study at a glance: counts only
+        stages = enrollment_funnel(session, settings.default_study)
+        glance = {"study": settings.default_study,
+                  "waiting": len(surveys.safety_events(session, settings.secret_key,
+                                                       open_only=True)),
+                  "stages": [s for s in stages if s.count is not None]}
+    return _staff_render(request, "staff/home.html", member, glance=glance)
 
 
 @router.get("/irb/consent-versions", response_class=HTMLResponse)

@@ -168,3 +168,13 @@ def test_notifications_page_shows_failures_without_addresses(app, client, smtp, 
     assert "gave up" in page.text and "&lt;address&gt; rejected" in page.text
     assert "bounce@example.org" not in page.text
     assert "<svg" in page.text and 'class="bar"' in page.text
+
+
+def test_researcher_home_shows_waiting_events_and_the_funnel(app, client, smtp, engine):
+    _risky_answer(client, smtp, "glance@example.org")
+    web, _ = _staff(app, engine)
+    home = web.get("/staff")
+    assert re.search(r'id="waiting-events">1<', home.text)
+    assert "Consented: <strong>1</strong>" in home.text
+    irb, _ = _staff(app, engine, "irb")
+    assert 'id="at-a-glance"' not in irb.get("/staff").text  # counts are for researchers
