@@ -35,6 +35,7 @@ log = logging.getLogger("wellpanel.http")
 router = APIRouter(include_in_schema=False)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 UNMATCHED = "unmatched"  # one label for every path no route knows, so scanners cannot blow it up
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class Metrics:
@@ -134,8 +135,9 @@ class RequestMetrics:
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
-            self.metrics.observe(scope["method"], route, status, elapsed)
-            log.info("request", extra={"method": scope["method"], "route": route,
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.observe(method, route, status, elapsed)
+            log.info("request", extra={"method": method, "route": route,
                                        "status": status, "duration_ms": round(elapsed * 1000, 1)})
 
 

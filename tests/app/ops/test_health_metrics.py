@@ -92,6 +92,7 @@ def test_metrics_label_routes_by_template_and_read_the_database(app, client, smt
     assert client.get(f"/api/v1/me/surveys/{instance_id}", headers=person.headers)\
         .status_code == 200
     client.get("/api/v1/does-not-exist/12345")
+    client.request("BREW", "/api/v1/me/surveys")  # made-up methods share one label
 
     text = _scrape(client)
     assert _metric(text, "wellpanel_http_requests_total", method="GET",
@@ -102,7 +103,10 @@ def test_metrics_label_routes_by_template_and_read_the_database(app, client, smt
                    status="404") == 1
     assert _metric(text, "wellpanel_http_request_duration_seconds_count", method="POST",
                    route="/api/v1/me/consent") == 1
+    assert _metric(text, "wellpanel_http_requests_total", method="other",
+                   route="/api/v1/me/surveys", status="405") == 1
     assert instance_id not in text and person.token not in text and "12345" not in text
+    assert "BREW" not in text
     assert _metric(text, "wellpanel_database_up") == 1
     assert _metric(text, "wellpanel_outbox_messages", status="sent") == 1  # the magic link
     assert _metric(text, "wellpanel_notification_failures", state="failed") == 0
