@@ -871,6 +871,7 @@ def _build(
         except deidentify.DeidentificationError as exc:
             raise ExportError(exc.message, code="k_anonymity_unreachable",
                               details=exc.details) from exc
+        del first, raw, sens_values  # every baseline answer: not needed while streaming
 
         # -- writers --
         def open_writers(name: str, cols: list[tuple[str, str]]) -> list[writers.TableWriter]:

@@ -64,6 +64,10 @@ SCHEMA = pa.schema([
     ("band", pa.string()), ("valid", pa.bool_()), ("n_answered", pa.int64()),
     ("subscales", pa.string()),
 ])
+# Arrow's CSV reader holds several blocks (read ahead, being parsed) and each block becomes a
+# table processed at once: the block size sets the export's working memory. 1 MiB (~8,000
+# responses) keeps the peak well under 300 MB at a few percent more time than 4 MiB.
+COPY_BLOCK_BYTES = 1 << 20
 _LOCAL_DAY_SQL = ("((timezone(participants.timezone, survey_responses.submitted_at))::date "
                   "- DATE '1970-01-01')")
 
@@ -188,7 +192,7 @@ class _CopyReader(io.RawIOBase):
         return n
 
 
-def copy_tables(conn: Connection, query: Any, block_bytes: int = 4 << 20
+def copy_tables(conn: Connection, query: Any, block_bytes: int = COPY_BLOCK_BYTES
                 ) -> Iterator[pa.Table]:
     """PostgreSQL: the query through COPY ... TO STDOUT (CSV), parsed by Arrow in blocks."""
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
