@@ -16,7 +16,11 @@ generator for both, so its own cost is in both figures). Prints one JSON object 
 requests per second and p50/p99 latency for each, and the ratios (target: submit reaches at
 least half the bare throughput, with p99 under 3x the bare one's).
 
-``--profile out.svg`` records the submit server with py-spy while it runs.
+``--profile out.svg`` records the submit server with py-spy while it runs (only samples holding the
+GIL, i.e. CPU; a name not ending in .svg gets py-spy's raw collapsed stacks). The
+``server_cpu_ms_per_request`` figure (user + system CPU of the server processes over the timed
+run) is the steadiest one on a shared machine: requests per second of both endpoints move with
+whatever else runs, and the bare endpoint is bounded by this load generator, not by its server.
 
 Run: ``.venv/bin/python bench/api.py [--participants 1000] [--concurrency 32] [--workers 1]``
 """
@@ -66,7 +70,7 @@ def measure(name: str, server: Any, jobs: list[Any], concurrency: int,
     if profile:
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-o",
                                 profile, "--subprocesses", "--pid", str(server.proc.pid),
-                                "--nonblocking", "--gil"]
+                                "--nonblocking", "--gil", "--rate", "400"]
                                + (["--format", "raw"] if not profile.endswith(".svg") else []),
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
