@@ -81,6 +81,7 @@ class SimulationResult:
     seconds: float
     fates: dict[str, int]
     safety_events: int
+    unanswerable: int  # drawn answers with no open survey to take them (0 unless broken)
     start: datetime
     end: datetime
     truth: dict[str, Any] = field(repr=False)
@@ -101,6 +102,7 @@ class SimulationResult:
             "responses_per_second": round(self.responses_per_second, 1),
             "fates": self.fates,
             "safety_events": self.safety_events,
+            "unanswerable": self.unanswerable,
             "first_step": self.start.isoformat(),
             "last_step": self.end.isoformat(),
             "truth": self.truth,
@@ -225,6 +227,11 @@ def simulate(
             raise SimulationError(
                 f"--waves {options.waves}: the study's schedule has {limit} two-weekly waves "
                 "(baseline included)", details={"field": "waves"})
+        unknown = sorted(set(options.effects or {}) - set(draw.sim.DEFAULT_EFFECTS))
+        if unknown:
+            raise SimulationError(
+                f"effects: unknown outcome(s) {', '.join(unknown)}; known: "
+                f"{', '.join(draw.sim.DEFAULT_EFFECTS)}", details={"field": "effects"})
         run = f"sim{options.seed}-{secrets.token_hex(3)}"
         try:
             drawn = draw.draw_study(
@@ -234,7 +241,7 @@ def simulate(
                 extras=options.extras)
         except draw.DrawError as exc:
             raise SimulationError(str(exc)) from exc
-        except ValueError as exc:  # e.g. an unknown outcome in the effects
+        except (ValueError, TypeError) as exc:  # e.g. an unknown outcome or effect name
             raise SimulationError(f"cannot simulate: {exc}", details={"field": "effects"}) from exc
         steps = drawn.steps()
         started = clock.perf_counter()
@@ -254,8 +261,8 @@ def simulate(
     return SimulationResult(
         study=key, run=run, participants=options.participants, people=len(drawn.people),
         responses=player.responses, steps=len(steps), seconds=seconds, fates=fates,
-        safety_events=player.safety_events, start=steps[0].at, end=steps[-1].at,
-        truth=drawn.truth)
+        safety_events=player.safety_events, unanswerable=player.unanswerable,
+        start=steps[0].at, end=steps[-1].at, truth=drawn.truth)
 
 
 def _progress(steps: list[draw.Step], enabled: bool) -> Any:
@@ -314,6 +321,7 @@ class _Player:
         self.verified: dict[int, datetime] = {}
         self.responses = 0
         self.safety_events = 0
+        self.unanswerable = 0
         self._study: Any = None
         self._protocol: dict[str, Any] | None = None
 
@@ -391,6 +399,7 @@ class _Player:
         for key, answers in step.answers.items():
             instance = due.get(key)
             if instance is None:
+                self.unanswerable += 1
                 continue
             result = surveys.submit(session, participant, instance.id, answers,
                                     f"{ACTOR}:{instance.id}", now=at)

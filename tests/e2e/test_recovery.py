@@ -30,6 +30,7 @@ def test_known_effects_survive_simulate_export_and_analyze(engine, tmp_path):
     result = simulate(engine, SimulateOptions(participants=100, waves=8, seed=1,
                                               effects=EFFECTS),
                       surveys_dir=SURVEYS_DIR, now=NOW)
+    assert result.unanswerable == 0
     truth = result.truth["effects"]["who5"]
     assert (truth["within"], truth["between"], truth["loss_level"]) == (1.5, -2.0, -8.0)
 

@@ -29,6 +29,7 @@ def run(engine, **kw):  # type: ignore[no-untyped-def]
 
 def test_a_simulated_study_is_stored_as_the_api_would_store_it(engine, session):
     result = run(engine)
+    assert result.unanswerable == 0  # every drawn answer found its open survey
     fates = result.fates
     assert set(fates) == {"completed", "paused", "stop_contact", "delete_data", "ineligible",
                           "never_consented", "declined"}
@@ -98,6 +99,15 @@ def test_impossible_waves_are_refused_before_anyone_is_stored(engine, session, w
     with pytest.raises(SimulationError) as refused:
         run(engine, waves=waves)
     assert "waves" in refused.value.message
+    assert not session.exec(select(Participant)).all()
+
+
+@pytest.mark.parametrize("effects", [{"nonsense": {"within": 1}},
+                                     {"who5": {"no_such_parameter": 1}}])
+def test_unknown_effects_are_refused(engine, session, effects):
+    with pytest.raises(SimulationError) as refused:
+        run(engine, effects=effects)
+    assert refused.value.details == {"field": "effects"}
     assert not session.exec(select(Participant)).all()
 
 
