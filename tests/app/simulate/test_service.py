@@ -27,7 +27,7 @@ def run(engine, **kw):  # type: ignore[no-untyped-def]
     return simulate(engine, options, surveys_dir=SURVEYS_DIR, now=NOW)
 
 
-def test_a_simulated_study_is_stored_as_the_api_would_store_it(engine, session):
+def test_stored_as_the_api_would_store_it_and_never_contacted(engine, session):
     result = run(engine)
     assert result.unanswerable == 0  # every drawn answer found its open survey
     fates = result.fates
@@ -50,9 +50,7 @@ def test_a_simulated_study_is_stored_as_the_api_would_store_it(engine, session):
     report = audit.verify(session)
     assert report.ok and report.rows_checked > N * 3
 
-
-def test_answers_are_scored_in_the_past_and_nobody_can_be_contacted(engine, session):
-    result = run(engine)
+    # answers scored, in the past, enrollment spread over months
     responses = session.exec(select(SurveyResponse)).all()
     assert 0 < len(responses) <= result.responses  # delete_data erased some
     scores = {s.response_id: s for s in session.exec(select(ResponseScore))}
@@ -67,6 +65,8 @@ def test_answers_are_scored_in_the_past_and_nobody_can_be_contacted(engine, sess
     baseline = [r.answers for r in responses if r.instrument_key == "baseline"]
     assert baseline and all({"age_band", "gender", "country"} <= set(a) for a in baseline)
     assert len(session.exec(select(SafetyEvent)).all()) <= result.safety_events
+
+    # nobody simulated can ever be contacted
     contacts = session.exec(select(Contact)).all()
     assert contacts and all(c.email.endswith("@example.invalid") for c in contacts)
     withdrawn = {p.id for p in session.exec(select(Participant).where(
