@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, any_, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select, update
@@ -31,7 +31,7 @@ from app.studies.models import ProtocolVersion
 from app.surveys.models import SurveyInstance
 
 log = logging.getLogger("wellpanel.scheduler")
-BATCH = 5000  # instances claimed per UPDATE; each batch is its own transaction
+BATCH = 20_000  # instances claimed per UPDATE; each batch is its own transaction
 
 
 @dataclass
@@ -74,10 +74,13 @@ def _claim(session: Session, now: datetime, where: list, new_status: str) -> lis
     claimed by exactly one scheduler (SKIP LOCKED on PostgreSQL, a conditional UPDATE on
     SQLite whose transactions are serialized)."""
     due = select(SurveyInstance.id).where(*where).limit(BATCH)
+    claimed = col(SurveyInstance.id).in_(due.scalar_subquery())
     if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        # id = ANY(ARRAY(...)): primary-key lookups, not a second scan of every due row
+        claimed = col(SurveyInstance.id) == any_(func.array(
+            due.with_for_update(skip_locked=True).scalar_subquery()))
     rows = session.exec(  # type: ignore[call-overload]
-        update(SurveyInstance).where(col(SurveyInstance.id).in_(due.scalar_subquery()), *where)
+        update(SurveyInstance).where(claimed, *where)
         .values(status=new_status, **({"opened_at": now} if new_status == "open" else {}))
         .returning(SurveyInstance.participant_id, SurveyInstance.schedule_entry,
                    SurveyInstance.wave, SurveyInstance.scheduled_at,
