@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import select
 
+from analysis.panel import load_panel
 from app.audit import service as audit
 from app.consent.models import ConsentRecord, Withdrawal
+from app.export.service import ExportOptions, export_panel
 from app.notify.models import OutboxMessage
 from app.participants.models import Contact, Participant, ScreeningTally
 from app.simulate.service import SimulateOptions, SimulationError, simulate
@@ -27,7 +29,7 @@ def run(engine, **kw):  # type: ignore[no-untyped-def]
     return simulate(engine, options, surveys_dir=SURVEYS_DIR, now=NOW)
 
 
-def test_stored_as_the_api_would_store_it_and_never_contacted(engine, session):
+def test_stored_as_the_api_would_store_it_and_never_contacted(engine, session, tmp_path):
     result = run(engine)
     assert result.unanswerable == 0  # every drawn answer found its open survey
     fates = result.fates
@@ -78,6 +80,14 @@ def test_stored_as_the_api_would_store_it_and_never_contacted(engine, session):
     left = Counter(i.status for i in session.exec(select(SurveyInstance)))
     assert left["completed"] > 0 and left["expired"] > 0  # missed waves expired
     assert not left["planned"] and not left["open"]
+
+    # exported, the waves are the panel's two-week waves (whatever the schedule entry)
+    export_panel(engine, ExportOptions(out=tmp_path / "panel"))
+    wide = load_panel(tmp_path / "panel").wide
+    assert set(wide["wave"]) == set(range(T))
+    assert all(14 * w <= d <= 14 * w + 3 for w, d in zip(wide["wave"], wide["day"], strict=True))
+    four_weekly = wide[wide["swls"].notna()]
+    assert set(four_weekly["wave"]) == {0, 2}  # baseline and day 28
 
 
 def test_a_study_with_participants_is_refused_unless_appending(engine, session):
