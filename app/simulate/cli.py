@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
             help="Also write the true effects (JSON) to this file.")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress",
                                                help="Progress bar.")] = True,
+        datapackage: Annotated[Path | None, typer.Option(
+            help="Instead of filling the database, write the simulator's panel Data Package "
+            "to this new directory (seconds, no database: for developing the analysis).")]
+        = None,
     ) -> None:
         """Fill the database with a synthetic study whose true effects are known.
 
@@ -37,8 +41,12 @@ def register(app: typer.Typer) -> None:
         that ends before now, through the same services as the API. Addresses are under
         example.invalid and nothing is ever sent.
         """
-        from app import migrate
         from app.cli import _fail, _settings
+
+        if datapackage is not None:
+            _write_datapackage(datapackage, participants, waves, seed, _fail)
+            return
+        from app import migrate
         from app.db import make_engine
         from app.simulate.service import SimulateOptions, SimulationError
         from app.simulate.service import simulate as run
@@ -72,3 +80,14 @@ def register(app: typer.Typer) -> None:
         if truth is not None:
             truth.write_text(json.dumps(result.truth, indent=2, default=str) + "\n", "utf-8")
             typer.echo(f"truth: {truth}")
+
+
+def _write_datapackage(out: Path, participants: int, waves: int, seed: int, fail: Any) -> None:
+    from analysis.simulate import simulate_datapackage
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        fail(f"{out} already exists and is not empty; choose a new directory", 2)
+    if participants < 1 or waves < 1:
+        fail("--participants and --waves must be at least 1", 2)
+    path = simulate_datapackage(out, participants, waves, seed=seed)
+    typer.echo(f"wrote {path} ({participants} simulated participants x {waves} waves)")

@@ -47,3 +47,15 @@ def test_bad_arguments_are_refused_without_a_traceback(tmp_path):
                        "--no-progress")
     assert result.returncode == 2
     assert "waves" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_data_package_straight_from_the_simulator_needs_no_database(tmp_path):
+    from analysis.panel import load_panel
+
+    out = tmp_path / "package"
+    result = wellpanel(tmp_path / "unused.db", "simulate", "--participants", "30", "--waves",
+                       "4", "--datapackage", str(out))
+    assert result.returncode == 0, result.stderr
+    panel = load_panel(out)
+    assert panel.n_participants == 30 and panel.profile == "simulated"
+    assert not (tmp_path / "unused.db").exists()
