@@ -26,12 +26,14 @@ def issue_participant_token(
 def participant_for_token(
     session: Session, token: str, *, now: datetime
 ) -> tuple[Participant, ParticipantCredential] | None:
-    credential = session.exec(select(ParticipantCredential).where(
-        ParticipantCredential.token_hash == hash_token(token))).first()
-    if credential is None or credential.revoked_at is not None or credential.expires_at <= now:
+    found = session.exec(  # one round trip for both (this runs on every participant request)
+        select(ParticipantCredential, Participant)
+        .join(Participant, col(Participant.id) == ParticipantCredential.participant_id)
+        .where(ParticipantCredential.token_hash == hash_token(token))).first()
+    if found is None:
         return None
-    participant = session.get(Participant, credential.participant_id)
-    if participant is None:
+    credential, participant = found
+    if credential.revoked_at is not None or credential.expires_at <= now:
         return None
     return participant, credential
 

@@ -133,7 +133,17 @@ def _check_unchanged(
 
 def current_version(session: Session, study_id: int) -> ConsentVersion:
     from app.studies import service as studies
+    from app.studies.models import ProtocolVersion
 
+    # One round trip on the consent gate's path (every participant request); the two-step
+    # lookup below only runs to name what is missing.
+    current_name = (select(ProtocolVersion.consent_current)
+                    .where(ProtocolVersion.study_id == study_id)
+                    .order_by(col(ProtocolVersion.version).desc()).limit(1).scalar_subquery())
+    version = session.exec(select(ConsentVersion).where(
+        ConsentVersion.study_id == study_id, ConsentVersion.version == current_name)).first()
+    if version is not None:
+        return version
     name = studies.current_consent_version_name(session, study_id)
     return _version_by_name(session, study_id, name)
 
