@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -433,8 +433,3 @@ def _extras(start: int, n: int, run: str, calendar: sim.CalendarParams, event: d
                 add(Step(at + _minutes(rng, 1, 600), "verify", i))
             out.append(person)
     return out
-
-
-def describe(effects: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else dict(v))
-            for k, v in effects.items()}
