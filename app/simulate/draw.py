@@ -196,27 +196,28 @@ def truth_in_study_units(effects: Mapping[str, Mapping[str, float]]) -> dict[str
     return out
 
 
-def usage_answers(rows: pd.DataFrame, lost_model: str, rng: np.random.Generator
-                  ) -> dict[str, Any]:
+def usage_answers(rows: Sequence[Mapping[str, Any]], lost_model: str,
+                  rng: np.random.Generator) -> dict[str, Any]:
     """The ai_usage answers of one wave from the simulator's usage rows (one per model)."""
-    used = rows[rows["hours_per_week"] > 0]
+    used = [r for r in rows if r["hours_per_week"] > 0]
     answers: dict[str, Any] = {}
-    if used.empty:
+    first = rows[0]
+    if not used:
         answers["used_models"] = ["none"]
     else:
-        answers["used_models"] = [str(m) for m in used["model"]]
-        for m, h in zip(used["model"], used["hours_per_week"], strict=True):
-            answers[f"hours_{m}"] = float(h) if float(h) != int(h) else int(h)
-        first = rows.iloc[0]
+        answers["used_models"] = [str(r["model"]) for r in used]
+        for r in used:
+            h = float(r["hours_per_week"])
+            answers[f"hours_{r['model']}"] = h if h != int(h) else int(h)
         purposes = [opt for p, opt in _PURPOSE_OPTION.items() if bool(first[f"purpose_{p}"])]
         answers["purposes"] = purposes or ["other"]
         framing = first["framing"]
         answers["ai_framing"] = int(framing) if not pd.isna(framing) else 2
-    lost = bool(rows.iloc[0]["access_loss"])
+    lost = bool(first["access_loss"])
     answers["lost_access"] = "yes" if lost else "no"
     if lost:
         answers["lost_access_models"] = [lost_model]
-        distress = rows.iloc[0]["access_loss_distress"]
+        distress = first["access_loss_distress"]
         answers["lost_access_feeling"] = int(distress) if not pd.isna(distress) else \
             int(rng.integers(0, 5))
     return answers
@@ -264,8 +265,8 @@ def draw_study(
     responses = panel["responses"]
     usage = panel["usage"]
     wide = panel["panel"]
-    by_pid_resp = {pid: g for pid, g in responses.groupby("pid", sort=False)}
-    by_pid_usage = {pid: g for pid, g in usage.groupby("pid", sort=False)}
+    by_pid_resp = _by_pid_and_wave(responses)
+    by_pid_usage = _by_pid_and_wave(usage)
     by_pid_wide = {pid: g.set_index("wave") for pid, g in wide.groupby("pid", sort=False)}
     event_col = spec.event_column(spec.GPT4O_RETIREMENT.key)
     codes = list(COUNTRIES)
@@ -281,7 +282,7 @@ def draw_study(
         ws0 = int(w.loc[0, event_col])
         offset = -7 * ws0 - int(rng.integers(0, 7))
         _script(person, row, offset, event, occasion, instruments, rng,
-                by_pid_resp.get(row.pid), by_pid_usage.get(row.pid), n_waves)
+                by_pid_resp.get(row.pid, {}), by_pid_usage.get(row.pid, {}), n_waves)
         people.append(person)
     if extras:
         people += _extras(len(people), n_participants, run, calendar, event, rng)
@@ -293,6 +294,14 @@ def draw_study(
         "outcomes": "the study instruments' primary scores, as exported",
     }
     return DrawnStudy(people, truth)
+
+
+def _by_pid_and_wave(frame: pd.DataFrame) -> dict[Any, dict[int, list[dict[str, Any]]]]:
+    """pid -> wave -> rows as plain dicts (pandas row access is slow one row at a time)."""
+    out: dict[Any, dict[int, list[dict[str, Any]]]] = {}
+    for rec in frame.to_dict("records"):
+        out.setdefault(rec["pid"], {}).setdefault(int(rec["wave"]), []).append(rec)
+    return out
 
 
 def _fate(status: str, rng: np.random.Generator) -> str:
@@ -314,7 +323,8 @@ def _minutes(rng: np.random.Generator, lo: int, hi: int) -> timedelta:
 def _script(
     person: Person, row: Any, offset: int, event: date, occasion: Occasion,
     instruments: Mapping[str, Instrument], rng: np.random.Generator,
-    resp: pd.DataFrame | None, usage: pd.DataFrame | None, n_waves: int,
+    resp_by_wave: Mapping[int, list[dict[str, Any]]],
+    usage_by_wave: Mapping[int, list[dict[str, Any]]], n_waves: int,
 ) -> None:
     zone = ZoneInfo(person.timezone)
     join_day = event - timedelta(days=offset)
@@ -327,11 +337,10 @@ def _script(
     add(Step(consent, "consent", person.index))
     enrolled_day = consent.astimezone(zone).date()
     lost_model = "gpt4o_api"
-    if usage is not None:
-        chat = usage[(usage["model"] == "gpt4o_chatgpt") & (usage["hours_per_week"] > 0)]
-        lost_model = "gpt4o_chatgpt" if len(chat) or row.used_4o_before_retirement else lost_model
-    resp_by_wave = dict(tuple(resp.groupby("wave"))) if resp is not None else {}
-    usage_by_wave = dict(tuple(usage.groupby("wave"))) if usage is not None else {}
+    chat = any(r["model"] == "gpt4o_chatgpt" and r["hours_per_week"] > 0
+               for rows in usage_by_wave.values() for r in rows)
+    if chat or row.used_4o_before_retirement:
+        lost_model = "gpt4o_chatgpt"
     waves = sorted(set(resp_by_wave) | set(usage_by_wave))
     max_late = max(0, min(3, int((occasion.open_for_hours - 6) // 24)))
     last_at = consent
@@ -349,12 +358,12 @@ def _script(
                 at = _local(day, min(start.time(), time(23, 30)), zone)
             else:
                 at = _local(day, time(int(rng.integers(7, 23)), int(rng.integers(0, 60))), zone)
-        if w in resp_by_wave:
-            for r in resp_by_wave[w].itertuples(index=False):
-                if r.instrument not in instruments or pd.isna(r.score):
-                    continue  # an instrument skipped at this wave: its survey expires
-                score = study_score(r.instrument, float(r.score))
-                answers[r.instrument] = answers_for_score(instruments[r.instrument], score, rng)
+        for r in resp_by_wave.get(w, []):
+            key = r["instrument"]
+            if key not in instruments or pd.isna(r["score"]):
+                continue  # an instrument skipped at this wave: its survey expires
+            score = study_score(key, float(r["score"]))
+            answers[key] = answers_for_score(instruments[key], score, rng)
         if w in usage_by_wave and USAGE_INSTRUMENT in instruments:
             answers[USAGE_INSTRUMENT] = usage_answers(usage_by_wave[w], lost_model, rng)
         if answers:
