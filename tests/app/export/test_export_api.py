@@ -295,3 +295,29 @@ def test_progress_is_recorded_while_the_export_streams(app, staff, engine, expor
             assert s.get(ExportJob, job.id).progress == pytest.approx(jobs.STREAM_SHARE)
     finally:
         worker.shutdown()
+
+
+def test_shutdown_leaves_no_job_queued_or_running(staff, panel, engine, export_dir, clock):
+    with Session(engine, expire_on_commit=False) as s:
+        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        assert member is not None
+    worker = jobs.ExportWorker(engine, export_dir, clock)
+    started = []
+    with Session(engine, expire_on_commit=False) as s:
+        for fmt in ("csv", "parquet", "dta"):
+            started.append(jobs.start_export(s, member, jobs.ExportRequest(format=fmt),
+                                             worker=worker, now=clock()).id)
+    worker.shutdown()  # at once: the running export is aborted, the queued ones never start
+    with Session(engine) as s:
+        ended = {j.id: j for j in s.exec(select(ExportJob)).all()}
+    assert set(ended) == set(started)
+    assert all(j.status in ("done", "failed") for j in ended.values())
+    assert ended[started[-1]].status == "failed"  # still queued when the worker stopped
+    kept = {p.name for p in export_dir.iterdir()} if export_dir.exists() else set()
+    for job in ended.values():
+        if job.status == "failed":
+            assert job.error == jobs.INTERRUPTED and job.archive_path is None
+            assert not any(job.id in name for name in kept)
+        else:
+            assert f"{job.id}.zip" in kept
+    assert not any(name.startswith(jobs.WORK_PREFIX) for name in kept)
