@@ -20,8 +20,9 @@ delivered, and by the end no simulated participant is active, so no later schedu
 invites them either. Missed surveys expire as the dispatcher would expire them.
 
 Steps are committed in batches (the services' own commits only flush inside one transaction
-per batch), so large studies are feasible. A study that already has participants is
-refused unless ``append`` is set; appended runs use fresh addresses.
+per batch), so large studies are feasible; should a service refuse a step, the batch in progress
+is rolled back and the error says how many steps stay committed. A study that already has
+participants is refused unless ``append`` is set; appended runs use fresh addresses.
 """
 
 from __future__ import annotations
@@ -248,7 +249,14 @@ def simulate(
         player = _Player(study_id, drawn)
         with _batches(own, options.batch_size) as batch:
             for step in _progress(steps, progress):
-                player.play(batch.session, step)
+                try:
+                    player.play(batch.session, step)
+                except AppError as exc:  # a service refused a step: say which, and what stays
+                    committed = batch.count - batch.count % batch.size
+                    raise SimulationError(
+                        f"a simulated {step.kind!r} step at {step.at:%Y-%m-%d %H:%M} UTC was "
+                        f"refused ({exc.message}); the {committed} steps before the current "
+                        "batch stay committed", code="simulation_failed") from exc
                 batch.step()
             batch.session.commit()
             player.expire(batch.session, end)
