@@ -148,9 +148,13 @@ def _archive(root: Path, job_id: str) -> Path:
 
 
 def _remove_job_files(root: Path, job_id: str) -> None:
+    """Best effort: a failed cleanup must not keep the job from being marked failed."""
     shutil.rmtree(_work_dir(root, job_id), ignore_errors=True)
     for path in (_archive(root, job_id), root / f"{job_id}{PARTIAL_SUFFIX}"):
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove %s", path)
 
 
 def zip_package(package: Path, target: Path) -> tuple[str, int]:
@@ -193,6 +197,10 @@ class ExportWorker:
             self._pending.add(job_id)
         self._pool.submit(self._run, job_id, options)
 
+    def shutdown_when_idle(self) -> None:
+        """Stop after every submitted export has finished."""
+        self._pool.shutdown(wait=True)
+
     def shutdown(self) -> None:
         """Stop: the running export is aborted (its files removed), queued ones are not
         started; all of them end failed."""
@@ -230,7 +238,13 @@ class ExportWorker:
     def _export(self, job_id: str, options: ExportOptions) -> None:
         work = _work_dir(self.root, job_id)
         package = work / "package"
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(
+                f"the server cannot write to its export directory {self.root} "
+                f"({exc.strerror or exc}); an operator must set WELLPANEL_EXPORT_DIR to a "
+                "writable directory", code="export_dir_unwritable") from exc
         result = service.export_panel(
             self.engine, dataclasses.replace(options, out=package),
             progress=self._reporter(job_id), now=self.clock())

@@ -321,3 +321,20 @@ def test_shutdown_leaves_no_job_queued_or_running(staff, panel, engine, export_d
         else:
             assert f"{job.id}.zip" in kept
     assert not any(name.startswith(jobs.WORK_PREFIX) for name in kept)
+
+
+def test_an_unwritable_export_directory_fails_the_job_with_a_clear_message(
+        staff, panel, engine, tmp_path, clock):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x", "utf-8")
+    worker = jobs.ExportWorker(engine, blocker / "exports", clock)
+    with Session(engine, expire_on_commit=False) as s:
+        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        assert member is not None
+        job_id = jobs.start_export(s, member, jobs.ExportRequest(), worker=worker,
+                                   now=clock()).id
+    worker.shutdown_when_idle()
+    with Session(engine) as s:
+        job = s.get(ExportJob, job_id)
+        assert job is not None and job.status == "failed"
+        assert "WELLPANEL_EXPORT_DIR" in (job.error or "")
