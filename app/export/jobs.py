@@ -399,16 +399,16 @@ def start_export(
 
 def list_jobs(session: Session, staff: StaffMember, *, limit: int = 200) -> list[ExportJob]:
     """The staff member's own jobs, newest first."""
-    session.expire_all()  # the worker updates jobs from its own sessions
+    # populate_existing: the worker updates jobs from its own sessions
     return list(session.exec(
         select(ExportJob).where(ExportJob.staff_id == staff.id)
-        .order_by(col(ExportJob.created_at).desc(), col(ExportJob.id)).limit(limit)).all())
+        .order_by(col(ExportJob.created_at).desc(), col(ExportJob.id)).limit(limit)
+        .execution_options(populate_existing=True)).all())
 
 
 def get_job(session: Session, staff: StaffMember, job_id: str) -> ExportJob:
     """One of the staff member's jobs; NotFound for an unknown id or someone else's job."""
-    session.expire_all()
-    job = session.get(ExportJob, job_id)
+    job = session.get(ExportJob, job_id, populate_existing=True)
     if job is None or job.staff_id != staff.id:
         raise NotFound(f"There is no export {job_id!r} of yours.", details={"field": "id"})
     return job
