@@ -2,7 +2,13 @@
 #   docker build -t wellpanel .
 #   docker run --rm -p 8000:8000 -e WELLPANEL_SECRET_KEY=... wellpanel        (SQLite in /data)
 # docker-compose.yml runs it on PostgreSQL.
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
+
+# pg_dump/pg_restore for `wellpanel backup/restore`; the major version matches the compose
+# server (postgres:15) and the PostgreSQL the tests run against (Debian 12's).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15 \
+    && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -159,7 +159,7 @@ def test_postgres_has_healthcheck_and_named_volume(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     pg = services["postgres"]
-    assert str(pg["image"]).startswith("postgres:16")
+    assert str(pg["image"]).startswith("postgres:15")
     test = pg["healthcheck"]["test"]
     assert "pg_isready" in (test if isinstance(test, str) else " ".join(test))
     volumes = pg.get("volumes") or []
@@ -170,6 +170,14 @@ def test_postgres_has_healthcheck_and_named_volume(
         (str(v) if isinstance(v, str) else v.get("target", "")).endswith("/var/lib/postgresql/data")
         for v in volumes
     )
+
+
+def test_image_has_a_pg_dump_matching_the_compose_server(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    # pg_dump refuses a server newer than itself: `wellpanel backup` in the container needs it
+    major = str(services["postgres"]["image"]).split(":")[1].split(".")[0]
+    assert f"postgresql-client-{major}" in DOCKERFILE.read_text()
 
 
 def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
@@ -300,7 +308,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_base_user_and_cmd() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    assert instructions[0] == ("FROM", "python:3.11-slim-bookworm")
     users = [rest for kw, rest in instructions if kw == "USER"]
     assert users and users[-1] not in {"root", "0"}, "the image runs as a non-root user"
     cmds = [rest for kw, rest in instructions if kw == "CMD"]
