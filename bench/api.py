@@ -2,8 +2,9 @@
 
 Starts a throw-away PostgreSQL server (as the tests do), loads the shipped study and seeds
 ``--participants`` consented participants with their baseline surveys open (WHO-5, PHQ-9 and
-GAD-7 each: three submissions per participant), each with a magic-link token. Then, one after the
-other with the same uvicorn settings (``--workers``, no access log):
+GAD-7 each: three submissions per participant), each with a magic-link token. Then two servers
+with the same uvicorn settings (``--workers``, default 1; no access log), measured alternately,
+``--rounds`` times each, so a busy machine weighs on both alike:
 
 - ``bare``: bench/apps/bare.py, a FastAPI app whose handler only validates the same JSON body with
   the same pydantic model (ResponseSubmit) on the same path: the floor for HTTP + parsing;
@@ -13,8 +14,8 @@ other with the same uvicorn settings (``--workers``, no access log):
 
 ``--concurrency`` async httpx clients in this process send every request (the same load
 generator for both, so its own cost is in both figures). Prints one JSON object per line:
-requests per second and p50/p99 latency for each, and the ratios (target: submit reaches at
-least half the bare throughput, with p99 under 3x the bare one's).
+requests per second and p50/p99 latency for each round and over all rounds, and the ratios
+(target: submit reaches at least half the bare throughput, with p99 under 3x the bare one's).
 
 ``--profile out.svg`` records the submit server with py-spy while it runs (only samples holding the
 GIL, i.e. CPU; a name not ending in .svg gets py-spy's raw collapsed stacks). The
@@ -59,43 +60,71 @@ def server_cpu_seconds(server: Any) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(name: str, server: Any, jobs: list[Any], concurrency: int,
-            profile: str | None = None) -> dict[str, Any]:
-    from tests.reliability.harness import percentile, run_load
+def summarize(name: str, outcomes: list[Any], elapsed: float, cpu: float,
+              **extra: Any) -> dict[str, Any]:
+    from tests.reliability.harness import percentile
 
-    # Warm up (imports, connection pools, caches) on a few jobs, not counted.
-    warm, timed = jobs[:concurrency], jobs[concurrency:]
-    asyncio.run(run_load([server.base_url], warm, concurrency=concurrency))
-    spy = None
-    if profile:
-        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-o",
-                                profile, "--subprocesses", "--pid", str(server.proc.pid),
-                                "--nonblocking", "--gil", "--rate", "400"]
-                               + (["--format", "raw"] if not profile.endswith(".svg") else []),
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        time.sleep(1)
-    cpu_before = server_cpu_seconds(server)
-    started = time.perf_counter()
-    outcomes = asyncio.run(run_load([server.base_url], timed, concurrency=concurrency))
-    elapsed = time.perf_counter() - started
-    cpu = server_cpu_seconds(server) - cpu_before
-    if spy is not None:
-        spy.send_signal(2)
-        spy.wait(30)
     ok = [o for o in outcomes if o.status is not None and 200 <= o.status < 300]
     statuses: dict[str, int] = {}
     for o in outcomes:
         statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
     latencies = [o.seconds for o in outcomes]
-    result = {"endpoint": name, "requests": len(outcomes), "ok": len(ok), "statuses": statuses,
-              "seconds": round(elapsed, 2), "rps": round(len(outcomes) / elapsed, 1),
-              "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
-              "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
-              "server_cpu_ms_per_request": round(cpu * 1000 / len(outcomes), 2),
-              "server_cpu_share": round(cpu / elapsed, 2)}
-    emit(**result)
-    return result
+    return {"endpoint": name, **extra, "requests": len(outcomes), "ok": len(ok),
+            "statuses": statuses, "seconds": round(elapsed, 2),
+            "rps": round(len(outcomes) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            "server_cpu_ms_per_request": round(cpu * 1000 / len(outcomes), 2),
+            "server_cpu_share": round(cpu / elapsed, 2)}
+
+
+def timed_load(server: Any, jobs: list[Any], concurrency: int) -> tuple[list[Any], float, float]:
+    from tests.reliability.harness import run_load
+
+    cpu_before = server_cpu_seconds(server)
+    started = time.perf_counter()
+    outcomes = asyncio.run(run_load([server.base_url], jobs, concurrency=concurrency))
+    return outcomes, time.perf_counter() - started, server_cpu_seconds(server) - cpu_before
+
+
+def start_profile(server: Any, path: str) -> subprocess.Popen[bytes]:
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-o", path,
+                            "--subprocesses", "--pid", str(server.proc.pid), "--nonblocking",
+                            "--gil", "--rate", "400"]
+                           + (["--format", "raw"] if not path.endswith(".svg") else []),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    return spy
+
+
+def compare(bare: Any, real: Any, jobs: list[Any], concurrency: int, rounds: int,
+            profile: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alternate bare and submit runs, `rounds` times each, so that whatever else the machine is
+    doing weighs on both alike; every submission job is answered once (the bare endpoint stores
+    nothing, so it gets the same bodies)."""
+    from tests.reliability.harness import run_load
+
+    warm, timed = jobs[:concurrency], jobs[concurrency:]
+    for server in (bare, real):  # imports, connection pools, caches: not counted
+        asyncio.run(run_load([server.base_url], warm, concurrency=concurrency))
+    totals: dict[str, list[Any]] = {"bare": [[], 0.0, 0.0], "submit": [[], 0.0, 0.0]}
+    spy = start_profile(real, profile) if profile else None
+    size = -(-len(timed) // rounds)
+    for i in range(rounds):
+        chunk = timed[i * size:(i + 1) * size]
+        for name, server in (("bare", bare), ("submit", real)):
+            outcomes, elapsed, cpu = timed_load(server, chunk, concurrency)
+            emit(**summarize(name, outcomes, elapsed, cpu, round=i + 1))
+            totals[name][0] += outcomes
+            totals[name][1] += elapsed
+            totals[name][2] += cpu
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+    results = {name: summarize(name, *totals[name], round="all") for name in totals}
+    for result in results.values():
+        emit(**result)
+    return results["bare"], results["submit"]
 
 
 def main() -> None:
@@ -103,6 +132,10 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating bare/submit runs (each submission is sent once)")
+    parser.add_argument("--submit-app", default="app.asgi:app",
+                        help="the ASGI app to measure (e.g. a variant under bench/apps)")
     parser.add_argument("--profile", help="write a py-spy flame graph of the submit server")
     args = parser.parse_args()
 
@@ -125,12 +158,10 @@ def main() -> None:
         bare = ServerProcess(url, app="bench.apps.bare:app", workers=args.workers,
                              log_path=logs / "bare.log").start()
         servers.append(bare)
-        baseline = measure("bare", bare, jobs, args.concurrency)
-        bare.stop()
-        real = ServerProcess(url, workers=args.workers, log_path=logs / "submit.log").start()
+        real = ServerProcess(url, app=args.submit_app, workers=args.workers,
+                             log_path=logs / "submit.log").start()
         servers.append(real)
-        submit = measure("submit", real, jobs, args.concurrency, profile=args.profile)
-        real.stop()
+        baseline, submit = compare(bare, real, jobs, args.concurrency, args.rounds, args.profile)
         throughput = submit["rps"] / baseline["rps"]
         p99 = submit["p99_ms"] / baseline["p99_ms"]
         emit(result={"submit_rps": submit["rps"], "bare_rps": baseline["rps"],
