@@ -69,4 +69,7 @@ def html_error(request: Request, exc: AppError) -> Response:
     if exc.status_code == 401 and request.url.path.startswith("/staff"):
         return RedirectResponse("/staff/login", status_code=303)
     lang = page_language(request)
-    return render(request, "error.html", lang, status_code=exc.status_code, error=exc)
+    # a real link (not history.back()) so the way out works without JavaScript
+    home = "/staff" if request.url.path.startswith("/staff") else "/p"
+    return render(request, "error.html", lang, status_code=exc.status_code, error=exc,
+                  home=home)

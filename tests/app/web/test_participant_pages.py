@@ -64,6 +64,7 @@ def test_form_without_csrf_is_refused(app, session):
     response = web.post("/join/keep4o-panel", data={
         "email": "x@example.org", "screening_adult": "yes", "screening_uses_ai_chat": "yes"})
     assert response.status_code == 403 and "text/html" in response.headers["content-type"]
+    assert 'href="/p"' in response.text and "javascript:" not in response.text  # no-JS way out
     session.rollback()
     assert session.exec(select(Participant)).all() == []
 
