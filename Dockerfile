@@ -39,6 +39,7 @@ RUN pip install --no-deps -e . && python -m compileall -q app analysis
 # Run as an unprivileged user; /data holds the SQLite database when no PostgreSQL is configured.
 RUN useradd --system --uid 10001 --home-dir /data --create-home --shell /usr/sbin/nologin wellpanel
 USER wellpanel
+RUN mkdir -p /data/exports  # owned by wellpanel, so the compose volume mounted here is writable
 ENV WELLPANEL_DATABASE_URL=sqlite:////data/wellpanel.db
 VOLUME ["/data"]
 

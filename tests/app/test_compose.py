@@ -381,3 +381,12 @@ def test_settings_table_lists_every_setting() -> None:
     for env in settings_env_names():
         assert f"`{env}`" in table
     assert str(PROJECT_ROOT) not in table, "defaults are shown the same in every checkout"
+
+
+def test_exports_land_on_a_named_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    export_dir = compose["x-wellpanel-environment"]["WELLPANEL_EXPORT_DIR"]
+    mounts = {str(v).split(":")[1] for v in services["api"].get("volumes") or []}
+    assert export_dir in mounts, "the api's export directory must be a volume"
+    assert "exports" in (compose.get("volumes") or {})
