@@ -50,8 +50,9 @@ def run_once(url: str, participants: int, waves: int, batch: int) -> dict[str, A
 
 
 def compare(backend: str, urls: list[str], participants: int, waves: int) -> None:
-    batched = run_once(urls[0], participants, waves, 400)
+    run_once(urls[2], 5, 2, 400)  # warm-up: imports, caches, the server's first plans
     single = run_once(urls[1], participants, waves, 1)
+    batched = run_once(urls[0], participants, waves, 400)
     emit(backend=backend, participants=participants, waves=waves, batch_size=400, **batched,
          baseline="commit every step (batch_size=1)",
          baseline_responses_per_s=single["responses_per_s"],
@@ -69,15 +70,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-simulate-") as tmp:
-        compare("sqlite", [f"sqlite:///{tmp}/a.db", f"sqlite:///{tmp}/b.db"],
-                args.participants, args.waves)
+        compare("sqlite", [f"sqlite:///{tmp}/{n}.db" for n in "abc"], args.participants,
+                args.waves)
     if args.no_postgres:
         return
     from tests.support.pg import PostgresServer
 
     server = PostgresServer.start()
     try:
-        urls = [server.url(server.create_database()) for _ in range(2)]
+        urls = [server.url(server.create_database()) for _ in range(3)]
         compare("postgresql", urls, args.participants, args.waves)
     finally:
         server.stop()
