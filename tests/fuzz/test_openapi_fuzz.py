@@ -96,3 +96,12 @@ def test_api_answers_without_5xx_and_as_documented(method, path, app, tokens: To
             assert isinstance(error["message"], str) and error["message"], response.text
 
     answers_as_documented()
+
+
+def test_an_id_past_64_bits_is_a_400_not_a_500(client, tokens: Tokens):  # type: ignore[no-untyped-def]
+    # Found by the fuzzer: SQLite's driver raised OverflowError (a 500) for such a path id.
+    response = client.post(f"/api/v1/me/withdrawal/{2**70}/confirm",
+                           json={"confirm_token": "x" * 20},
+                           headers=tokens.for_path("/api/v1/me"))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_value"
