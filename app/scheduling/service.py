@@ -132,21 +132,41 @@ def materialize_many(session: Session, people: Sequence[Planee], *, now: datetim
             assert protocol is not None
             versions = {k: v["version"] for k, v in protocol.content["instruments"].items()}
             plans[study_id] = (protocol, BulkPlanner(schedule_of(protocol)), versions)
-        held = _last_waves(session, [p.id for p in batch])
-        rows = []
+        latest = _latest_rows(session, [p.id for p in batch])
+        todo = []
         for person in batch:
             protocol, planner, versions = plans[person.study_id]
             end = until or planner.schedule.horizon_end(now)
-            slots = planner.slots(enrolled_at=person.enrolled_at, timezone=person.timezone,
-                                  until=end, participant_key=person.id)
-            rows.extend(_rows(person, protocol.version, versions, now, slots, held))
+            slots = list(planner.slots(enrolled_at=person.enrolled_at,
+                                       timezone=person.timezone, until=end,
+                                       participant_key=person.id))
+            last = latest.get(person.id)
+            # Planned with this very version and nothing later due in the horizon: up to date
+            # (the usual case on a tick), no need to look at which waves they hold.
+            if last is None or last[1] != protocol.version or slots[-1:] and \
+                    slots[-1].scheduled_at > last[0]:
+                todo.append((person, protocol.version, versions, slots))
+        held = _last_waves(session, [p.id for p, *_ in todo if p.id in latest])
+        rows = [row for person, version, versions, slots in todo
+                for row in _rows(person, version, versions, now, slots, held)]
         created += insert_instances(session, rows)
         session.commit()
     return created
 
 
+def _latest_rows(session: Session, ids: list[str]) -> dict[str, tuple[datetime, int]]:
+    """participant id -> (their latest scheduled_at, their oldest protocol version held)."""
+    return {p: (at, version) for p, at, version in session.exec(
+        select(SurveyInstance.participant_id, func.max(SurveyInstance.scheduled_at),
+               func.min(SurveyInstance.protocol_version))
+        .where(col(SurveyInstance.participant_id).in_(ids))
+        .group_by(col(SurveyInstance.participant_id))).all()}
+
+
 def _last_waves(session: Session, ids: list[str]) -> dict[tuple[str, str, str], int]:
     """(participant id, entry, instrument) -> the last wave held under any version."""
+    if not ids:
+        return {}
     return {(p, e, i): w for p, e, i, w in session.exec(
         select(SurveyInstance.participant_id, SurveyInstance.schedule_entry,
                SurveyInstance.instrument_key, func.max(SurveyInstance.wave))
