@@ -15,7 +15,7 @@ from app.audit.routes import router as audit_router
 from app.config import Settings, get_settings
 from app.consent.irb_routes import router as irb_consent_router
 from app.consent.routes import router as consent_router
-from app.core.errors import install_error_handlers
+from app.core.errors import document_errors, install_error_handlers
 from app.core.middleware import BodySizeLimit, JsonContentType
 from app.core.ratelimit import RateLimit
 from app.db import make_engine, utcnow
@@ -73,4 +73,5 @@ def create_app(
     app.include_router(compliance_router)
     app.include_router(export_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    document_errors(app)
     return app

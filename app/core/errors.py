@@ -12,7 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -68,6 +70,49 @@ class ValidationFailed(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "payload_too_large"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx answer (DESIGN.md, "Errors")."""
+
+    error: ErrorDetail
+
+
+def document_errors(app: FastAPI) -> None:
+    """Describe the real error body in the OpenAPI schema: every operation's 422 (which FastAPI
+    documents as its own HTTPValidationError shape) and a 4XX default point to ErrorBody."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(ErrorBody.model_json_schema(ref_template="#/components/schemas/"
+                                                      "{model}")["$defs"])
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        body.pop("$defs", None)
+        components["ErrorBody"] = body
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        ref = {"content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ErrorBody"}}}}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"] = {"description": "Validation failed", **ref}
+                responses.setdefault("4XX", {"description": "Refused (see error.code)", **ref})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
