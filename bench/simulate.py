@@ -1,12 +1,13 @@
 """Benchmark: `wellpanel simulate` throughput, committed in batches, on SQLite and PostgreSQL.
 
 Fills a fresh database (the shipped study) with ``--participants`` x ``--waves`` simulated
-participants through the services, once with the default batching (the services' commits release
-savepoints, one real commit per batch of steps) and, as the baseline measured in the same run,
+participants through the services, once with the default batching (the services' commits only
+flush, one real commit per batch of steps) and, as the baseline measured in the same run,
 once committing every step (``batch_size=1``, what calling the services one request at a time
 costs). Prints one JSON object per line: responses stored, seconds, responses per second, and
 the speed-up over the baseline. PostgreSQL is a throw-away server started as the tests do, with
-fsync off: commits cost it almost nothing, so batching gains there only on a real server.
+fsync off (commits cost it less than a real server's). Long batches (hundreds of steps) made
+PostgreSQL slower than a commit per step here, hence the default of a few tens.
 
 Run: ``.venv/bin/python bench/simulate.py [--participants 150] [--waves 10] [--no-postgres]``
 """
@@ -23,6 +24,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from app.simulate.service import DEFAULT_BATCH  # noqa: E402
 
 
 def emit(**fields: Any) -> None:
@@ -49,11 +52,11 @@ def run_once(url: str, participants: int, waves: int, batch: int) -> dict[str, A
             "responses_per_s": round(result.responses_per_second, 1)}
 
 
-def compare(backend: str, urls: list[str], participants: int, waves: int) -> None:
-    run_once(urls[2], 5, 2, 400)  # warm-up: imports, caches, the server's first plans
+def compare(backend: str, urls: list[str], participants: int, waves: int, batch: int) -> None:
+    run_once(urls[2], 5, 2, batch)  # warm-up: imports, caches, the server's first plans
     single = run_once(urls[1], participants, waves, 1)
-    batched = run_once(urls[0], participants, waves, 400)
-    emit(backend=backend, participants=participants, waves=waves, batch_size=400, **batched,
+    batched = run_once(urls[0], participants, waves, batch)
+    emit(backend=backend, participants=participants, waves=waves, batch_size=batch, **batched,
          baseline="commit every step (batch_size=1)",
          baseline_responses_per_s=single["responses_per_s"],
          baseline_seconds=single["seconds"],
@@ -66,12 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=150)
     parser.add_argument("--waves", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="steps per commit")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-simulate-") as tmp:
         compare("sqlite", [f"sqlite:///{tmp}/{n}.db" for n in "abc"], args.participants,
-                args.waves)
+                args.waves, args.batch)
     if args.no_postgres:
         return
     from tests.support.pg import PostgresServer
@@ -79,7 +83,8 @@ def main() -> None:
     server = PostgresServer.start()
     try:
         urls = [server.url(server.create_database()) for _ in range(3)]
-        compare("postgresql", urls, args.participants, args.waves)
+        compare("postgresql", urls, args.participants, args.waves,
+                args.batch)
     finally:
         server.stop()
 

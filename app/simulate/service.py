@@ -49,7 +49,9 @@ from app.simulate import draw
 from app.surveys.instruments import Instrument
 
 ACTOR = "simulate"
-DEFAULT_BATCH = 400  # steps per committed transaction
+# Steps per committed transaction: about twice as fast as a commit per step on both databases,
+# while long write transactions slow PostgreSQL down again (bench/simulate.py).
+DEFAULT_BATCH = 25
 
 
 class SimulationError(AppError):
@@ -68,7 +70,7 @@ class SimulateOptions:
     append: bool = False  # add to a study that already has participants
     effects: Mapping[str, Any] | None = None  # overrides of analysis.simulate's effects
     extras: bool = True  # also people who screen out, never consent or decline
-    batch_size: int = DEFAULT_BATCH
+    batch_size: int = DEFAULT_BATCH  # steps per commit
 
 
 @dataclass
