@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -50,6 +50,7 @@ class ParticipantContext:
     participant: Participant
     credential: ParticipantCredential
     identity_verified_at: datetime | None
+    consent_row: tuple[Any, ...] | None = None  # read with the token; the gate's inputs
 
 
 def _participant_token(request: Request, bearer: HTTPAuthorizationCredentials | None) -> str:
@@ -66,15 +67,18 @@ def current_participant(
 ) -> ParticipantContext:
     """The participant behind the magic-link token or browser session."""
     token = _participant_token(request, bearer)
-    found = auth.participant_for_token(session, token, now=now)
+    found = auth.participant_request_context(session, token, now=now)
     if found is None:
         raise Unauthorized("This link or session is not valid (it may have expired).")
-    participant, credential = found
-    # Using the emailed link proves the address belongs to this person.
-    verified = participants.mark_contact_verified(session, participant.id, now)
+    participant = found.participant
+    # Using the emailed link proves the address belongs to this person (the lookup read the
+    # contact already: only a first use has something to write).
+    verified = found.contact_verified_at
+    if found.has_contact and verified is None:
+        verified = participants.mark_contact_verified(session, participant.id, now)
     if session.dirty or session.new:
         session.commit()
-    return ParticipantContext(participant, credential, verified)
+    return ParticipantContext(participant, found.credential, verified, found.consent_row)
 
 
 ParticipantDep = Annotated[ParticipantContext, Depends(current_participant)]
@@ -84,7 +88,7 @@ def consent_gate(ctx: ParticipantDep, session: SessionDep) -> ParticipantContext
     """Guards every participant data endpoint: current consent, not withdrawn."""
     from app.consent import service as consent
 
-    consent.check_gate(session, ctx.participant)
+    consent.check_gate(session, ctx.participant, ctx.consent_row)
     return ctx
 
 

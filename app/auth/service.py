@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select, update
 
 from app.auth.models import STAFF_ROLES, ParticipantCredential, StaffMember, StaffSession
 from app.core.errors import Conflict, ValidationFailed
 from app.core.security import hash_token, new_token
 from app.db import utcnow
-from app.participants.models import Participant
+from app.participants.models import Contact, Participant
 
 
 def issue_participant_token(
@@ -26,18 +30,45 @@ def issue_participant_token(
 def participant_for_token(
     session: Session, token: str, *, now: datetime
 ) -> tuple[Participant, ParticipantCredential] | None:
-    found = session.exec(  # one round trip for both (this runs on every participant request)
-        select(ParticipantCredential, Participant)
-        .join(Participant, col(Participant.id) == ParticipantCredential.participant_id)
-        .where(ParticipantCredential.token_hash == hash_token(token))).first()
+    found = participant_request_context(session, token, now=now)
+    return None if found is None else (found.participant, found.credential)
+
+
+@lru_cache(maxsize=1)
+def _request_context_query() -> Any:
+    # Built once: composing the consent subqueries costs more CPU than running them.
+    from app.consent import service as consent
+
+    gate = consent.state_columns(Participant.id, Participant.study_id)
+    return (select(ParticipantCredential, Participant, Contact.participant_id,
+                   Contact.verified_at, *gate)
+            .join(Participant, col(Participant.id) == ParticipantCredential.participant_id)
+            .outerjoin(Contact, col(Contact.participant_id) == Participant.id)
+            .where(ParticipantCredential.token_hash == bindparam("token_hash")))
+
+
+@dataclass(frozen=True)
+class TokenLookup:
+    participant: Participant
+    credential: ParticipantCredential
+    has_contact: bool
+    contact_verified_at: datetime | None
+    consent_row: tuple[Any, ...]  # consent.state_columns() values, for the gate
+
+
+def participant_request_context(session: Session, token: str, *, now: datetime
+                                ) -> TokenLookup | None:
+    """What every participant request needs, in one round trip: the token's credential, its
+    participant, whether their contact is verified, and the consent gate's inputs."""
+    found = session.exec(_request_context_query(),  # type: ignore[call-overload]
+                         params={"token_hash": hash_token(token)}).first()
     if found is None:
         return None
-    credential, participant = found
+    credential, participant, contact_id, verified_at, *consent_row = found
     if credential.revoked_at is not None or credential.expires_at <= now:
         return None
-    return participant, credential
-
-
+    return TokenLookup(participant, credential, contact_id is not None, verified_at,
+                       tuple(consent_row))
 
 
 # ---- staff ---------------------------------------------------------------------------------

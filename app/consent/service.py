@@ -7,9 +7,12 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from markdown_it import MarkdownIt
+from sqlalchemy import bindparam
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
 from app.audit import service as audit
@@ -132,7 +135,6 @@ def _check_unchanged(
 # ---- reading versions ----------------------------------------------------------------------
 
 def current_version(session: Session, study_id: int) -> ConsentVersion:
-    from app.studies import service as studies
     from app.studies.models import ProtocolVersion
 
     # One round trip on the consent gate's path (every participant request); the two-step
@@ -144,6 +146,12 @@ def current_version(session: Session, study_id: int) -> ConsentVersion:
         ConsentVersion.study_id == study_id, ConsentVersion.version == current_name)).first()
     if version is not None:
         return version
+    return _current_version_stepwise(session, study_id)
+
+
+def _current_version_stepwise(session: Session, study_id: int) -> ConsentVersion:
+    from app.studies import service as studies
+
     name = studies.current_consent_version_name(session, study_id)
     return _version_by_name(session, study_id, name)
 
@@ -291,33 +299,76 @@ class ConsentState:
 
 
 def consent_state(session: Session, participant: Participant) -> ConsentState:
-    current = current_version(session, participant.study_id)
-    latest = session.exec(
-        select(ConsentRecord, ConsentVersion)
-        .join(ConsentVersion, col(ConsentVersion.id) == ConsentRecord.consent_version_id)
-        .where(ConsentRecord.participant_id == participant.id,
-               ConsentRecord.decision == "consent")
-        .order_by(col(ConsentVersion.ordinal).desc()).limit(1)
-    ).first()
-    if latest is None:
-        return ConsentState(None, current.version, needs_consent=True, needs_reconsent=False)
-    signed = latest[1]
-    floor = session.exec(
-        select(func.max(ConsentVersion.ordinal)).where(
-            ConsentVersion.study_id == participant.study_id,
-            col(ConsentVersion.requires_reconsent).is_(True),
-            ConsentVersion.ordinal <= current.ordinal)
-    ).one()
-    needs_reconsent = floor is not None and signed.ordinal < floor
-    return ConsentState(signed.version, current.version, needs_consent=False,
+    row = session.exec(_state_query(), params={  # type: ignore[call-overload]
+        "gate_participant_id": participant.id, "gate_study_id": participant.study_id}).one()
+    return state_from(session, participant, *row)
+
+
+@lru_cache(maxsize=1)
+def _state_query() -> Any:
+    # Built once: composing these subqueries costs more CPU than running them.
+    return select(*state_columns(bindparam("gate_participant_id"), bindparam("gate_study_id")))
+
+
+def state_columns(participant_id: Any, study_id: Any) -> tuple[Any, ...]:
+    """The consent state as scalar subqueries (current version and ordinal, signed version and
+    ordinal, reconsent floor), so the gate needs no round trip of its own: the auth query on
+    every participant request selects them next to the token (`participant_id` and `study_id`
+    may be its columns) and state_from() reads them. Slow to compose: build statements with
+    them once."""
+    from app.studies.models import ProtocolVersion
+
+    current, signed, floor = (aliased(ConsentVersion, name=name)
+                              for name in ("cv_current", "cv_signed", "cv_floor"))
+    current_name = (select(ProtocolVersion.consent_current)
+                    .where(ProtocolVersion.study_id == study_id)
+                    .order_by(col(ProtocolVersion.version).desc()).limit(1)
+                    .correlate_except(ProtocolVersion).scalar_subquery())
+
+    # correlate_except: the outer query's participant columns stay references at any depth.
+    def of_current(column: Any) -> Any:
+        return (select(column).where(current.study_id == study_id,
+                                     current.version == current_name).limit(1)
+                .correlate_except(current).scalar_subquery())
+
+    def of_signed(column: Any) -> Any:
+        return (select(column).select_from(ConsentRecord)
+                .join(signed, col(signed.id) == ConsentRecord.consent_version_id)
+                .where(ConsentRecord.participant_id == participant_id,
+                       ConsentRecord.decision == "consent")
+                .order_by(col(signed.ordinal).desc()).limit(1)
+                .correlate_except(ConsentRecord, signed).scalar_subquery())
+
+    current_ordinal = of_current(current.ordinal)
+    reconsent_floor = select(func.max(floor.ordinal)).where(
+        floor.study_id == study_id, col(floor.requires_reconsent).is_(True),
+        floor.ordinal <= current_ordinal).correlate_except(floor).scalar_subquery()
+    return (of_current(current.version), current_ordinal, of_signed(signed.version),
+            of_signed(signed.ordinal), reconsent_floor)
+
+
+def state_from(session: Session, participant: Participant, current_version_name: str | None,
+               current_ordinal: int | None, signed_version: str | None,
+               signed_ordinal: int | None, floor: int | None) -> ConsentState:
+    if current_version_name is None:  # misconfigured study: the step-by-step lookup names it
+        _current_version_stepwise(session, participant.study_id)
+        raise AssertionError("unreachable: the current consent version exists")
+    if signed_version is None:
+        return ConsentState(None, current_version_name, needs_consent=True,
+                            needs_reconsent=False)
+    needs_reconsent = floor is not None and signed_ordinal < floor  # type: ignore[operator]
+    return ConsentState(signed_version, current_version_name, needs_consent=False,
                         needs_reconsent=needs_reconsent)
 
 
-def check_gate(session: Session, participant: Participant) -> None:
-    """Raise unless the participant may send or read study data right now."""
+def check_gate(session: Session, participant: Participant,
+               state_row: tuple[Any, ...] | None = None) -> None:
+    """Raise unless the participant may send or read study data right now (`state_row`: the
+    state_columns() values when already read with the participant)."""
     if participant.status == "withdrawn":
         raise Forbidden("You have withdrawn from this study.", code="withdrawn")
-    state = consent_state(session, participant)
+    state = (consent_state(session, participant) if state_row is None
+             else state_from(session, participant, *state_row))
     if state.needs_consent:
         raise Forbidden("Please read and sign the consent form first.", code="consent_required",
                         details={"current_version": state.current_version})
