@@ -64,8 +64,11 @@ def make_engine(url: str, *, begin_immediate: bool = True, **kwargs: Any) -> Eng
         _configure_sqlite(engine, begin_immediate)
         return engine
     if "poolclass" not in kwargs:
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 20)
+        # At most 30 connections as before, all kept: with overflow connections, every burst past
+        # the pool's size opened new connections and closed them on return (a PostgreSQL backend
+        # started per request under load). The pool only grows to the concurrency it sees.
+        kwargs.setdefault("pool_size", 30)
+        kwargs.setdefault("max_overflow", 0)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
