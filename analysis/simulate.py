@@ -74,8 +74,11 @@ DEFAULT_EFFECTS: dict[str, OutcomeEffects] = {
     "gad7": OutcomeEffects(7, -0.01, -0.06, 0.15, 1.2, -0.06, 4.0, 0.07, 0.04, 2.5),
     "ucla3": OutcomeEffects(6, 0.0, -0.03, 0.08, 0.4, -0.02, 1.4, 0.02, 0.02, 0.9),
     "swls": OutcomeEffects(20, 0.02, 0.10, -0.25, -1.5, 0.10, 6, 0.05, 0.05, 3.5),
-    "social_contact": OutcomeEffects(3.5, 0.0, -0.03, -0.10, 0.2, 0.0, 1.6, 0.02, 0.02, 1.2),
-    "ai_dependence": OutcomeEffects(30, 0.05, 0.80, 2.0, 3.0, -0.2, 14, 0.25, 0.30, 8),
+    # social contact: sum 0-9 of 3 items, higher = more contact (an earlier 0-7 scale x 9/7)
+    "social_contact": OutcomeEffects(4.5, 0.0, -0.04, -0.13, 0.26, 0.0, 2.1, 0.026, 0.026, 1.5),
+    # AI dependence: mean 1-5 of 6 items, higher = more dependent (an earlier 0-100 scale
+    # mapped by 1 + 4 y / 100: slopes and SDs x 0.04)
+    "ai_dependence": OutcomeEffects(2.2, 0.002, 0.032, 0.08, 0.12, -0.008, 0.56, 0.01, 0.012, 0.32),
 }
 
 
@@ -137,10 +140,17 @@ def _pseudonyms(n: int, seed: int) -> list[str]:
     return [hashlib.sha256(f"sim:{seed}:{i}".encode()).hexdigest()[:16] for i in range(n)]
 
 
+# Distance between possible scores, as (numerator, denominator): sums step by 1, the WHO-5
+# percentage by 4, the mean of six 1-5 items by 1/6. Default (1, 1).
+_SCORE_STEPS: dict[str, tuple[int, int]] = {"who5": (4, 1), "ai_dependence": (1, 6)}
+
+
 def _round_score(k: str, y: np.ndarray) -> np.ndarray:
+    """Nearest possible score of the instrument, clipped to its scale (k/6 exactly as the
+    scorer's mean of six items gives it)."""
     inst = spec.INSTRUMENTS[k]
-    step = 4.0 if k == "who5" else 1.0
-    return np.clip(np.round(y / step) * step, inst.minimum, inst.maximum)
+    num, den = _SCORE_STEPS.get(k, (1, 1))
+    return np.clip(np.round(y * den / num) * num / den, inst.minimum, inst.maximum)
 
 
 def simulate_panel(

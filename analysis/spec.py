@@ -115,6 +115,9 @@ class Instrument:
         return None
 
 
+# The study's instrument files (surveys/instruments/<key>.yaml, which the exporter scores with)
+# are the source of truth for ranges and item counts; tests/analysis/test_spec_instruments.py
+# fails when these summaries drift from them.
 INSTRUMENTS: dict[str, Instrument] = {
     i.key: i
     for i in (
@@ -176,18 +179,20 @@ INSTRUMENTS: dict[str, Instrument] = {
         Instrument(
             "social_contact",
             "Social contact",
-            "days in the past week with meaningful in-person or voice contact, 0-7",
+            "sum score 0-9 of 3 items on the past 2 weeks (meeting in person, remote contact, "
+            "close people), each 0-3; higher = more social contact",
             0,
-            7,
+            9,
             True,
-            1,
+            3,
         ),
         Instrument(
             "ai_dependence",
             "AI dependence",
-            "dependence on AI companions, 0-100; higher = more dependent",
-            0,
-            100,
+            "mean score 1-5 of 6 agreement items (item 6 reverse-scored); higher = more "
+            "dependence on AI; subscales emotional_dependence and problematic_use (means 1-5)",
+            1,
+            5,
             False,
             6,
         ),

@@ -5,7 +5,9 @@ within- and between-person effects of GPT-4o hours and of an access loss are kno
 turns that panel into participants' scripts: a time-ordered list of steps (join, confirm the
 address, consent, answer a wave, withdraw...) with the exact answers of each questionnaire.
 Scores become item answers by inverting each instrument's scoring (item answers whose sum gives
-the drawn score), so the stored and scored responses reproduce the simulated panel.
+the drawn score), so the stored and scored responses reproduce the simulated panel. The
+simulator scores on the instruments' own scales and steps (``analysis.spec.INSTRUMENTS``
+follows the instrument files), so no conversion is needed.
 
 Wave ``w`` of the simulator is the study's baseline occasion (``w = 0``) or the biweekly
 occasion ``w`` (study day ``14 w``); the four-weekly instruments come with the even waves, as in
@@ -30,8 +32,6 @@ from app.surveys.instruments import Instrument
 
 USAGE_INSTRUMENT = "ai_usage"
 BASELINE_INSTRUMENT = "baseline"
-# The simulator draws AI dependence on 0-100; the study's instrument is a mean on 1-5.
-DEPENDENCE_SCALE = 25.0
 EMAIL_DOMAIN = "example.invalid"  # reserved (RFC 2606): nothing can ever be delivered there
 
 # Where people live: country -> (weight, language, time zone). Skewed like a real online panel,
@@ -176,26 +176,6 @@ def _spread(values: list[int], slots: Sequence[int], rooms: Sequence[int], lows:
     return extra
 
 
-def study_score(outcome: str, simulated: float) -> float:
-    """The simulator's score on the study instrument's scale (they differ only for AI
-    dependence: 0-100 in the simulator, a 1-5 item mean in the study)."""
-    if outcome == "ai_dependence":
-        mean = 1.0 + simulated / DEPENDENCE_SCALE
-        return min(5.0, max(1.0, round(mean * 6) / 6))
-    return simulated
-
-
-def truth_in_study_units(effects: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for k, e in effects.items():
-        e = dict(e)
-        if k == "ai_dependence":
-            e = {f: (1.0 + v / DEPENDENCE_SCALE if f == "intercept" else v / DEPENDENCE_SCALE)
-                 for f, v in e.items()}
-        out[k] = e
-    return out
-
-
 def usage_answers(rows: Sequence[Mapping[str, Any]], lost_model: str,
                   rng: np.random.Generator) -> dict[str, Any]:
     """The ai_usage answers of one wave from the simulator's usage rows (one per model)."""
@@ -286,8 +266,7 @@ def draw_study(
         people.append(person)
     if extras:
         people += _extras(len(people), n_participants, run, calendar, event, rng)
-    truth = dict(panel.truth)
-    truth["effects"] = truth_in_study_units(truth["effects"])
+    truth = dict(panel.truth)  # the simulator's scales are the instruments' (analysis.spec)
     truth["units"] = {
         "predictor": "hours_4o: hours per week with GPT-4o (ChatGPT + API), as exported",
         "time": "weeks since enrollment",
@@ -362,8 +341,7 @@ def _script(
             key = r["instrument"]
             if key not in instruments or pd.isna(r["score"]):
                 continue  # an instrument skipped at this wave: its survey expires
-            score = study_score(key, float(r["score"]))
-            answers[key] = answers_for_score(instruments[key], score, rng)
+            answers[key] = answers_for_score(instruments[key], float(r["score"]), rng)
         if w in usage_by_wave and USAGE_INSTRUMENT in instruments:
             answers[USAGE_INSTRUMENT] = usage_answers(usage_by_wave[w], lost_model, rng)
         if answers:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time
 import numpy as np
 import pytest
 
+from analysis import simulate as sim
 from app.simulate import draw
 from app.studies.service import resolve_instruments
 from app.surveys.scoring import safety_flags, score
@@ -66,13 +67,20 @@ def test_the_suicidal_ideation_item_is_rarely_raised_and_never_for_low_scores(in
     assert safety_flags(inst, draw.answers_for_score(inst, 27, rng)) == ["suicidal_ideation"]
 
 
-def test_the_simulators_dependence_scale_maps_onto_the_study_instrument():
-    assert draw.study_score("ai_dependence", 0) == 1
-    assert draw.study_score("ai_dependence", 100) == 5
-    assert draw.study_score("ai_dependence", 50) == 3
-    assert draw.study_score("who5", 48) == 48
-    truth = draw.truth_in_study_units({"ai_dependence": {"intercept": 30, "within": 0.8}})
-    assert truth["ai_dependence"] == {"intercept": 2.2, "within": pytest.approx(0.032)}
+def test_every_simulated_score_is_a_possible_score_of_the_study_instrument():
+    """The simulator scores on the instruments' own scales and steps, so every drawn score is
+    one of SCORES (each of which inverts, above) and no conversion sits between them."""
+    panel = sim.simulate_panel(300, 6, seed=4, outcomes=list(SCORES), rounding=True)
+    responses = panel["responses"].dropna(subset=["score"])
+    assert set(responses["instrument"]) == set(SCORES)
+    for key, group in responses.groupby("instrument"):
+        possible = {round(float(v), 9) for v in SCORES[key]}
+        drawn = {round(float(v), 9) for v in group["score"]}
+        assert drawn <= possible, (key, sorted(drawn - possible)[:5])
+    contact = responses.loc[responses["instrument"] == "social_contact", "score"]
+    assert contact.max() > 7  # the whole 0-9 sum, not an old 0-7 scale
+    dependence = responses.loc[responses["instrument"] == "ai_dependence", "score"]
+    assert dependence.min() >= 1 and (dependence != dependence.round()).any()  # 1-5 means
 
 
 def test_a_drawn_study_is_time_ordered_and_ends_before_now(instruments):
@@ -97,6 +105,9 @@ def test_a_drawn_study_is_time_ordered_and_ends_before_now(instruments):
     fates = {p.fate for p in study.people}
     assert {"completed", "ineligible", "never_consented", "declined"} <= fates
     assert study.truth["effects"]["who5"]["within"] == 0.4  # analysis.simulate's default
+    # the truth is on the instruments' scales already (AI dependence: a 1-5 mean)
+    assert study.truth["effects"]["ai_dependence"]["intercept"] == \
+        sim.DEFAULT_EFFECTS["ai_dependence"].intercept == 2.2
 
 
 def test_too_few_waves_or_participants_are_refused(instruments):
