@@ -196,7 +196,8 @@ BAD: list[tuple[str, Any, str, str, bool]] = [
 
 
 @pytest.mark.parametrize(("change", "value", "place", "reason", "schema_refuses"), BAD,
-                         ids=[f"{c}={v!r}" for c, v, *_ in BAD])
+                         ids=[f"{c}={'<deleted>' if v is DELETE else repr(v)}"
+                              for c, v, *_ in BAD])  # stable ids: pytest-xdist compares them
 def test_bad_input_is_refused_naming_the_place(change: str, value: Any, place: str, reason: str,
                                                schema_refuses: bool) -> None:
     data = with_change(change, value)
