@@ -24,7 +24,7 @@ def fit_moderation(
     + u0_i + uW_i xw_ti + e_ti``
 
     ``xw``/``xb`` are the within/between parts of the predictor, ``m_i`` the participant's mean
-    of the moderator, grand-mean centered (``<moderator>_between``): dependence (0-100),
+    of the moderator, grand-mean centered (``<moderator>_between``): AI dependence (1-5),
     framing (1 = a tool ... 5 = a partner) or the share of waves with companion use. ``gWM``
     (role ``interaction``) is the change of the within-person effect per unit of the moderator;
     ``gW`` is the within effect at the average moderator.
