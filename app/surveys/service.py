@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select, update
 
@@ -91,14 +92,41 @@ def _protocol_shas(session: Session, study_id: int, version: int) -> tuple[str, 
     return by_version[version], by_version[max(by_version)]
 
 
-def _submission_context(session: Session, participant: Participant, instance: SurveyInstance
+def _submission_context(session: Session, participant: Participant, instance: SurveyInstance,
+                        shas: tuple[str, str] | None = None
                         ) -> tuple[Instrument, list[str], str]:
-    """The pinned instrument, its languages and the study's default language, in one query."""
-    pinned_sha, latest_sha = _protocol_shas(session, participant.study_id,
-                                            instance.protocol_version)
+    """The pinned instrument, its languages and the study's default language, in one query
+    (none when `shas`, the pinned and newest protocol's, were read with the instance)."""
+    pinned_sha, latest_sha = shas or _protocol_shas(session, participant.study_id,
+                                                    instance.protocol_version)
     instrument, languages = _pinned_instrument(session, pinned_sha, instance.instrument_key)
     default = _content_by_sha(session, latest_sha)["study"]["default_language"]
     return instrument, languages, default
+
+
+@lru_cache(maxsize=1)
+def _instance_query() -> Any:
+    # Built once (composing a statement costs CPU on every submission).
+    pinned = (select(ProtocolVersion.sha256)
+              .where(ProtocolVersion.study_id == bindparam("study_id"),
+                     ProtocolVersion.version == SurveyInstance.protocol_version)
+              .correlate(SurveyInstance).scalar_subquery())
+    latest = (select(ProtocolVersion.sha256)
+              .where(ProtocolVersion.study_id == bindparam("study_id"))
+              .order_by(col(ProtocolVersion.version).desc()).limit(1).scalar_subquery())
+    return select(SurveyInstance, pinned, latest).where(
+        SurveyInstance.id == bindparam("instance_id"))
+
+
+def _instance_and_shas(session: Session, participant: Participant, instance_id: str
+                       ) -> tuple[SurveyInstance | None, tuple[str, str] | None]:
+    """The instance and the sha256 of its pinned and of the newest protocol, in one query."""
+    row = session.exec(_instance_query(), params={  # type: ignore[call-overload]
+        "instance_id": instance_id, "study_id": participant.study_id}).first()
+    if row is None:
+        return None, None
+    instance, pinned_sha, latest_sha = row
+    return instance, (pinned_sha, latest_sha) if pinned_sha is not None else None
 
 
 def instrument_of(session: Session, instance: SurveyInstance) -> tuple[Instrument, list[str]]:
@@ -187,7 +215,7 @@ def submit(
     now: datetime,
 ) -> SubmissionResult:
     request_sha = sha256_json({"instance": instance_id, "answers": answers})
-    instance = session.get(SurveyInstance, instance_id)
+    instance, shas = _instance_and_shas(session, participant, instance_id)
     if instance is None or instance.participant_id != participant.id or (
             instance.status != "open"):
         # A retry usually finds its survey answered: the stored result is the answer. A first
@@ -197,7 +225,7 @@ def submit(
             return replay
     instance = get_own_instance(session, participant, instance_id)
     _check_open(instance, now)
-    instrument, languages, default = _submission_context(session, participant, instance)
+    instrument, languages, default = _submission_context(session, participant, instance, shas)
     try:
         cleaned = validate_answers(instrument, answers)
     except AnswerValidationError as exc:
