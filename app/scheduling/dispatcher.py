@@ -31,7 +31,7 @@ from app.studies.models import ProtocolVersion
 from app.surveys.models import SurveyInstance
 
 log = logging.getLogger("wellpanel.scheduler")
-BATCH = 100_000  # instances claimed per UPDATE (one pass over the due rows); a transaction each
+BATCH = 20_000  # instances claimed per UPDATE; each batch is its own transaction
 
 
 @dataclass
