@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import service as auth
 from app.auth.models import ParticipantCredential, StaffMember
@@ -84,11 +85,17 @@ def current_participant(
 ParticipantDep = Annotated[ParticipantContext, Depends(current_participant)]
 
 
-def consent_gate(ctx: ParticipantDep, session: SessionDep) -> ParticipantContext:
-    """Guards every participant data endpoint: current consent, not withdrawn."""
+async def consent_gate(ctx: ParticipantDep, session: SessionDep) -> ParticipantContext:
+    """Guards every participant data endpoint: current consent, not withdrawn. (async: the
+    state was read with the token, so the check is no work for a worker thread; only a
+    study without its current consent version makes it look further.)"""
     from app.consent import service as consent
 
-    consent.check_gate(session, ctx.participant, ctx.consent_row)
+    row = ctx.consent_row
+    if row is None or row[0] is None:
+        await run_in_threadpool(consent.check_gate, session, ctx.participant, row)
+    else:
+        consent.check_gate(session, ctx.participant, row)
     return ctx
 
 
