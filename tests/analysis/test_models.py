@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,10 +131,7 @@ def test_user_errors_name_the_problem():
 
 
 def test_contrast_matches_manual_computation():
-    sleep = pd.read_csv(
-        __import__("pathlib").Path(__file__).resolve().parents[3]
-        / "shared/reference/sleepstudy.csv"
-    )
+    sleep = pd.read_csv(Path(__file__).resolve().parent / "reference" / "sleepstudy.csv")
     res = mixed.fit(sleep, "Reaction ~ Days", "Subject", random="~ Days")
     c = res.contrast({"Intercept": 1.0, "Days": 5.0})
     v = res.vcov.to_numpy()
