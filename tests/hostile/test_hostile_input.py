@@ -18,6 +18,7 @@ from sqlmodel import Session, func, select
 from app.audit.models import AuditEvent
 from app.auth import service as auth
 from app.surveys.models import SurveyResponse
+from tests.support.aio import run_async
 from tests.support.flows import STUDY, joined_and_consented
 
 JSON = {"content-type": "application/json"}
@@ -187,7 +188,7 @@ def _raw_asgi(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    run_async(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], start.get("headers", []), content

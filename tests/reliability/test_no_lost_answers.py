@@ -33,6 +33,7 @@ from tests.reliability.harness import (
     run_load,
     seed,
 )
+from tests.support.aio import run_async
 from tests.support.smtp import SMTPServer
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,7 @@ def test_concurrent_clients_and_retries_store_each_answer_once(db_url, engine, t
     assert len(jobs) == 660  # three surveys each
     server = ServerProcess(db_url, log_path=tmp_path / "server.log").start()
     try:
-        outcomes = asyncio.run(run_load([server.base_url], jobs, concurrency=32,
+        outcomes = run_async(run_load([server.base_url], jobs, concurrency=32,
                                         retry_share=0.25, concurrent_retry_share=0.1))
     finally:
         server.stop()
@@ -107,7 +108,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_answer(db_url, engine, tmp_pa
         await load
 
     try:
-        asyncio.run(load_and_kill())
+        run_async(load_and_kill())
     finally:
         server.kill()
     acknowledged = [o for o in outcomes if _ok(o)]
@@ -122,7 +123,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_answer(db_url, engine, tmp_pa
     pending = [j for j in jobs if j.instance_id not in done]
     restarted = ServerProcess(db_url, log_path=tmp_path / "server.log").start()
     try:
-        retried = asyncio.run(run_load([restarted.base_url], pending, concurrency=32))
+        retried = run_async(run_load([restarted.base_url], pending, concurrency=32))
     finally:
         restarted.stop()
     assert set(_statuses(retried)) == {201}
@@ -161,7 +162,7 @@ def test_two_servers_and_two_schedulers_share_one_postgres(
         processes += servers
         processes += [SchedulerProcess(db_url, smtp.port, log_path=tmp_path / f"sched{i}.log")
                       .start() for i in range(2)]
-        outcomes = asyncio.run(run_load([s.base_url for s in servers], jobs, concurrency=32,
+        outcomes = run_async(run_load([s.base_url for s in servers], jobs, concurrency=32,
                                         retry_share=0.2, concurrent_retry_share=0.15))
         for email in invited.values():
             smtp.wait_for(email, 1, timeout=60)
