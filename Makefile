@@ -13,7 +13,9 @@ PORT ?= 8000
 DEMO_DB ?= build/demo.db
 # Extra `wellpanel demo` arguments, e.g. `make demo DEMO_ARGS=--no-seed` (an empty study).
 DEMO_ARGS ?=
-# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-n 2"` or `PYTEST_ARGS="-m 'not browser'"`.
+# pytest-xdist workers (one per CPU by default; 0 runs in one process) and extra pytest
+# arguments, e.g. `make test PYTEST_ARGS="-m 'not browser'"`.
+PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
 # Playwright drives Debian's /usr/bin/chromium; it must never download a browser of its own.
@@ -82,7 +84,7 @@ test: $(VENV)/.stamp-dev system-deps
 	$(BIN)/ruff check --output-format concise . \
 		|| { lint=$$?; echo "ruff check failed (see above); running the tests anyway"; }; \
 	echo "== pytest"; \
-	$(BIN)/pytest $(PYTEST_ARGS) && exit $$lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) && exit $$lint
 
 # --- the rest ---------------------------------------------------------------------------------
 
