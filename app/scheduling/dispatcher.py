@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Engine, any_, func
+from sqlalchemy import Engine, any_, case, func, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select, update
 
 from app.config import Settings
+from app.db import UTCDateTime
 from app.notify import service as notify
 from app.notify.channels import Channel
 from app.notify.models import OutboxMessage
@@ -100,7 +101,10 @@ def expire_overdue(session: Session, now: datetime) -> int:
 
 def open_due(session: Session, now: datetime) -> tuple[int, int]:
     """Open planned instances whose time has come and queue one invitation per occasion:
-    batch by batch, one UPDATE ... RETURNING and one bulk INSERT of outbox rows each."""
+    batch by batch, one UPDATE ... RETURNING and one bulk INSERT of outbox rows each (on
+    PostgreSQL both in one statement, see _open_and_queue)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _open_due_postgresql(session, now)
     opened = invitations = 0
     while batch := _claim(session, now, [col(SurveyInstance.status) == "planned",
                                          col(SurveyInstance.scheduled_at) <= now,
@@ -112,6 +116,61 @@ def open_due(session: Session, now: datetime) -> tuple[int, int]:
         opened += len(batch)
     session.commit()
     return opened, invitations
+
+
+def _open_due_postgresql(session: Session, now: datetime) -> tuple[int, int]:
+    opened = invitations = 0
+    while True:
+        claimed, queued = session.execute(_open_and_queue(now)).one()
+        session.commit()
+        opened += claimed
+        invitations += queued
+        if claimed < BATCH:  # SKIP LOCKED found fewer: the rest is another scheduler's
+            return opened, invitations
+
+
+def _open_and_queue(now: datetime):  # type: ignore[no-untyped-def]
+    """One batch in one statement: claim due instances (UPDATE ... RETURNING, SKIP LOCKED)
+    and insert one invitation per claimed occasion from them (ON CONFLICT DO NOTHING), so the
+    rows never travel to Python and back. Returns (instances claimed, invitations queued)."""
+    due = [col(SurveyInstance.status) == "planned", col(SurveyInstance.scheduled_at) <= now,
+           col(SurveyInstance.closes_at) > now]
+    ids = select(SurveyInstance.id).where(*due).limit(BATCH).with_for_update(skip_locked=True)
+    claimed = (update(SurveyInstance)
+               .where(col(SurveyInstance.id) == any_(func.array(ids.scalar_subquery())), *due)
+               .values(status="open", opened_at=now)
+               .returning(SurveyInstance.participant_id, SurveyInstance.schedule_entry,
+                          SurveyInstance.wave, SurveyInstance.closes_at)
+               .cte("claimed"))
+    c = claimed.c
+    closes = func.min(c.closes_at)
+    occasions = (select(c.participant_id, literal("invitation"),
+                        func.concat("invitation:", c.participant_id, ":", c.schedule_entry,
+                                    ":", c.wave),
+                        literal("pending"), literal(0), literal(now, UTCDateTime),
+                        literal(now, UTCDateTime),
+                        func.json_build_object("entry", c.schedule_entry, "wave", c.wave,
+                                               "closes_at", _isoformat_utc(closes)))
+                 .group_by(c.participant_id, c.schedule_entry, c.wave)
+                 # one insertion order for every scheduler: no deadlock on a shared key
+                 .order_by(c.participant_id, c.schedule_entry, c.wave))
+    queued = (pg_insert(OutboxMessage)
+              .from_select(["participant_id", "kind", "dedupe_key", "status", "attempts",
+                            "next_attempt_at", "created_at", "payload"], occasions)
+              .on_conflict_do_nothing(index_elements=["dedupe_key"])
+              .returning(OutboxMessage.id)
+              .cte("queued"))
+    return select(select(func.count()).select_from(claimed).scalar_subquery(),
+                  select(func.count()).select_from(queued).scalar_subquery())
+
+
+def _isoformat_utc(moment):  # type: ignore[no-untyped-def]
+    """SQL for Python's datetime.isoformat() of a UTC timestamptz (the payload's format):
+    2026-11-02T09:00:00+00:00, with .ffffff only when there are microseconds."""
+    utc = func.timezone("UTC", moment)
+    micros = func.to_char(utc, "US")
+    return (func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')
+            + case((micros == "000000", ""), else_="." + micros) + "+00:00")
 
 
 def _one_per_occasion(instances: Iterable[_Due]) -> list[_Due]:

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlmodel import Session, func, select
+from sqlmodel import Session, delete, func, select
 
 from app.db import make_engine
+from app.notify.models import OutboxMessage
+from app.scheduling import dispatcher
 from app.scheduling import service as scheduling
 from app.scheduling.planner import BulkPlanner, plan_occurrences
 from app.scheduling.schedule import parse_schedule
@@ -100,6 +102,32 @@ def test_tick_planning_is_idempotent_and_matches_one_by_one_planning(session, cl
                         .where(SurveyInstance.participant_id == people[0].id)).all()
     assert sorted(rows) == sorted(expected)
     assert created + added == 5 * len(expected)
+
+
+def test_open_due_queues_one_invitation_per_occasion_with_the_payload_python_writes(
+        session, clock, loaded_study):
+    """Both backends (PostgreSQL builds the outbox rows in SQL): same keys, same payload text,
+    microseconds included."""
+    [person] = consented_participants(session, 1, now=clock(), prefix="payload")
+    session.execute(delete(SurveyInstance))  # only the rows below
+    now = clock()
+    closes = {3: now + timedelta(days=1, microseconds=250), 4: now + timedelta(days=2)}
+    rows = [(str(uuid.uuid4()), person.id, 1, "biweekly", instrument, "1.0", wave, position,
+             "planned", now - timedelta(minutes=5), "2026-11-02T10:00", "Europe/Berlin",
+             closes[wave], now)
+            for wave in closes for position, instrument in enumerate(("phq9", "who5"))]
+    scheduling.insert_instances(session, rows)
+    session.commit()
+    assert dispatcher.open_due(session, now) == (4, 2)
+    assert dispatcher.open_due(session, now) == (0, 0)
+    messages = session.exec(select(OutboxMessage).where(
+        OutboxMessage.participant_id == person.id, OutboxMessage.kind == "invitation")).all()
+    assert sorted((m.dedupe_key, m.payload, m.status, m.next_attempt_at) for m in messages) == [
+        (f"invitation:{person.id}:biweekly:{wave}",
+         {"entry": "biweekly", "wave": wave, "closes_at": closes[wave].isoformat()},
+         "pending", now)
+        for wave in (3, 4)]
+    assert ".000250+00:00" in messages[0].payload["closes_at"] + messages[1].payload["closes_at"]
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
