@@ -262,7 +262,10 @@ def test_participants_are_k_anonymous_on_the_quasi_identifiers(engine, populatio
     rows = participants[QI_COLUMNS].astype(object).where(participants[QI_COLUMNS].notna(), None)
     assert deidentify.check_k_anonymity(rows.values.tolist(), 5) >= 5
     q = result.deidentification["quasi_identifiers"]
-    assert q["k"] == 5 and q["k_anonymous"] is True and q["source"] == "defaults"
+    assert q["k"] == 5 and q["k_anonymous"] is True
+    # the default study declares its quasi-identifiers and a sensitive attribute (l-diversity)
+    assert q["source"] == "study file (quasi_identifiers)"
+    assert q["sensitive"] == "phq9_band" and q["l"] == 2
     assert q["suppressed"] == int(participants["qi_suppressed"].sum())
     assert q["suppressed_share"] <= 0.1
     assert set(q["generalization"]) == {"age_band", "gender", "country", "living_situation"}

@@ -161,8 +161,10 @@ def test_participants_who_answered_through_the_api(client, smtp, engine, tmp_pat
         person = joined_and_consented(client, smtp, email)
         surveys = {s["instrument"]: s["id"] for s in client.get(
             "/api/v1/me/surveys", headers=person.headers).json()}
+        # two PHQ-9 bands among the five: the study's l-diversity (l=2 on phq9_band) holds
+        phq9 = {f"phq9_{j}": (i % 2 if j < 9 else 0) for j in range(1, 10)}
         for key, answers in (("baseline", BASELINE), ("ai_usage", USAGE),
-                             ("who5", {f"who5_{j}": 3 for j in range(1, 6)})):
+                             ("who5", {f"who5_{j}": 3 for j in range(1, 6)}), ("phq9", phq9)):
             r = client.post(f"/api/v1/me/surveys/{surveys[key]}/responses",
                             json={"answers": answers},
                             headers=person.headers | {"Idempotency-Key": f"k-{i}-{key}"})
