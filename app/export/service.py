@@ -61,15 +61,8 @@ FORMATS = writers.FORMATS
 PID_LENGTH = 16  # hex characters of the HMAC-SHA256 (64 bits)
 MIN_KEY_BYTES = 16
 DEFAULT_CHUNK = 20_000
-USAGE_INSTRUMENT = "ai_usage"
+USAGE_INSTRUMENT = stream.USAGE_INSTRUMENT
 BASELINE_INSTRUMENT = "baseline"
-PURPOSE_VALUES = {  # contract purpose -> ai_usage option value
-    "companionship": "companionship_romance",
-    "emotional_support": "emotional_support",
-    "advice": "advice",
-    "work": "work",
-    "creative": "creative",
-}
 USED_4O_ITEM = "gpt4o_before_retirement"
 USED_4O_YES = {"less_than_weekly", "weekly", "several_times_weekly", "daily"}
 
