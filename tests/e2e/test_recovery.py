@@ -13,10 +13,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+from frictionless import validate
+from sqlalchemy import select
 
 from analysis.panel import load_panel
 from analysis.pipeline import run_analysis
+from app.export import deidentify
 from app.export.service import ExportOptions, export_panel
+from app.participants.models import Participant
 from app.simulate.service import SimulateOptions, simulate
 from tests.conftest import SURVEYS_DIR
 
@@ -37,6 +41,7 @@ def test_known_effects_survive_simulate_export_and_analyze(engine, tmp_path):
     out = tmp_path / "panel"
     export = export_panel(engine, ExportOptions(out=out, fmt="csv", profile="strict"))
     assert export.rows["participants"] == 100 - result.fates.get("delete_data", 0)
+    _package_is_valid_and_anonymous(engine, out, export)
     panel = load_panel(out)
     analysis = run_analysis(panel, outcomes=["who5"])
     fit = analysis.fits[("within_between", "who5", "")]
@@ -53,6 +58,24 @@ def test_known_effects_survive_simulate_export_and_analyze(engine, tmp_path):
     assert list(days.index) == list(range(8))
     assert all(abs(days[w] - 14 * w) <= 3 for w in days.index)
     _access_loss_is_visible(panel.usage)
+
+
+def _package_is_valid_and_anonymous(engine, out, export) -> None:  # type: ignore[no-untyped-def]
+    report = validate(str(out / "datapackage.json"))
+    assert report.valid, report.flatten(["type", "note"])
+    with engine.connect() as conn:
+        internal_ids = [row[0] for row in conn.execute(select(Participant.id))]
+    assert internal_ids
+    needles = [b"example.invalid", *(i.encode() for i in internal_ids)]
+    for f in out.rglob("*"):
+        if f.is_file():
+            content = f.read_bytes()
+            assert not any(n in content for n in needles), f
+    participants = pd.read_csv(out / "participants.csv", dtype=str, keep_default_na=False)
+    qi = [c for c in ("age_band", "gender", "region", "living_situation") if c in participants]
+    rows = participants[qi].replace("", None).values.tolist()
+    k = export.deidentification["quasi_identifiers"]["k"]
+    assert deidentify.check_k_anonymity(rows, k) >= k
 
 
 def _access_loss_is_visible(usage: pd.DataFrame) -> None:
