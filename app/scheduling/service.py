@@ -241,17 +241,6 @@ def _copy_instances(session: Session, rows: list[tuple[object, ...]]) -> int:
         return cur.rowcount
 
 
-def replan_future(session: Session, participant: Participant, *, now: datetime) -> int:
-    """Drop planned, not yet opened instances and plan them again (e.g. after a time-zone
-    change). Opened, sent or answered instances are never touched."""
-    for instance in session.exec(select(SurveyInstance).where(
-            SurveyInstance.participant_id == participant.id,
-            SurveyInstance.status == "planned", col(SurveyInstance.scheduled_at) > now)).all():
-        session.delete(instance)
-    session.flush()
-    return materialize(session, participant, now=now)
-
-
 def upcoming(session: Session, participant: Participant, *, now: datetime
              ) -> list[SurveyInstance]:
     return list(session.exec(select(SurveyInstance).where(
