@@ -10,7 +10,8 @@ import typer
 from sqlmodel import Session
 
 from analysis import cli as analysis_cli
-from app.config import Settings, get_settings
+from app.cli_support import fail, load_settings
+from app.config import Settings
 from app.export import cli as export_cli
 from app.ops import cli as ops_cli
 from app.scheduling import cli as scheduling_cli
@@ -37,11 +38,7 @@ simulate_cli.register(app)  # simulate
 
 
 def _settings() -> Settings:
-    try:
-        return get_settings()
-    except Exception as exc:  # pydantic's message names the variable at fault
-        typer.echo(f"error: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    return load_settings()
 
 
 def _session(settings: Settings) -> Session:
@@ -51,8 +48,7 @@ def _session(settings: Settings) -> Session:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 @db_app.command("upgrade")

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from app.cli_support import fail, load_settings
+
 export_app = typer.Typer(help="Anonymized exports for researchers.", no_args_is_help=True)
 
 
@@ -49,15 +51,10 @@ def panel(
 ) -> None:
     """Write the anonymized panel (participants, responses, usage, wide panel) as a Data
     Package with codebook and de-identification report, and record it in the audit ledger."""
-    from app.config import get_settings
     from app.db import make_engine
     from app.export.service import ExportError, ExportOptions, export_panel
 
-    try:
-        settings = get_settings()
-    except Exception as exc:  # pydantic names the variable at fault
-        _fail(f"invalid settings: {exc}")
-        return
+    settings = load_settings()
     engine = make_engine(settings.database_url)
     options = ExportOptions(
         out=out, fmt=fmt.strip().lower(), profile=profile.strip().lower(), study=study,
@@ -69,7 +66,7 @@ def panel(
     try:
         result = export_panel(engine, options, progress=show)
     except ExportError as exc:
-        _fail(exc.message)
+        fail(exc.message)
         return
     finally:
         engine.dispose()
@@ -89,11 +86,6 @@ def panel(
     )
     for name, f in sorted(result.files.items()):
         typer.echo(f"  {f['sha256']}  {name}")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,17 +11,12 @@ from typing import Annotated
 
 import typer
 
+from app.cli_support import load_settings
 from app.ops.backup import BackupError, Outcome
 
 
 def _database_url() -> str:
-    from app.config import get_settings
-
-    try:
-        return get_settings().database_url
-    except Exception as exc:  # pydantic's message names the variable at fault
-        typer.echo(f"error: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    return load_settings().database_url
 
 
 def _report(verb: str, outcome: Outcome) -> None:

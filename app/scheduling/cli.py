@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli_support import fail, load_settings
 from app.scheduling.compliance import ComplianceReport
 
 
@@ -25,16 +26,11 @@ def compliance(
     median time to answer; then who missed several surveys in a row (IRB pseudonyms only)."""
     from sqlmodel import Session
 
-    from app.config import get_settings
     from app.core.errors import AppError
     from app.db import make_engine, utcnow
     from app.scheduling import compliance as service
 
-    try:
-        settings = get_settings()
-    except Exception as exc:  # pydantic names the variable at fault
-        _fail(f"invalid settings: {exc}")
-        return
+    settings = load_settings()
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
@@ -42,7 +38,7 @@ def compliance(
             report = service.compliance(session, found, secret_key=settings.secret_key,
                                         now=utcnow(), missed_in_a_row=missed_in_a_row)
     except AppError as exc:
-        _fail(exc.message)
+        fail(exc.message)
         return
     finally:
         engine.dispose()
@@ -84,11 +80,6 @@ def _duration(seconds: float | None) -> str:
     if seconds < 86_400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86_400:.1f} d"
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
