@@ -97,10 +97,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def settings(db_url: str, smtp: SMTPServer) -> Settings:
+def settings(db_url: str, smtp: SMTPServer, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, environment="test", secret_key="test-secret-0123456789",
                     smtp_host="127.0.0.1", smtp_port=smtp.port, notify_channel="smtp",
-                    base_url="http://testserver", log_json=False)
+                    base_url="http://testserver", log_json=False,
+                    export_dir=tmp_path / "exports")  # never ./exports in the checkout
 
 
 @pytest.fixture

@@ -20,11 +20,6 @@ PHQ9 = {f"phq9_{i}": 1 for i in range(1, 10)}
 EXPORT_TIMEOUT_MS = 180_000
 
 
-@pytest.fixture
-def settings(settings, tmp_path):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={"export_dir": tmp_path / "exports"})
-
-
 def _staff_token(engine, name: str, role: str) -> str:  # type: ignore[no-untyped-def]
     with Session(engine) as s:
         return auth.add_staff(s, name, role)

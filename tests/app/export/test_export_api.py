@@ -33,12 +33,6 @@ DEADLINE_SECONDS = 180
 
 
 @pytest.fixture
-def settings(settings, tmp_path):  # type: ignore[no-untyped-def]
-    """The shared settings, with exports kept in the test's own directory."""
-    return settings.model_copy(update={"export_dir": tmp_path / "exports"})
-
-
-@pytest.fixture
 def export_dir(settings) -> Path:  # type: ignore[no-untyped-def]
     return settings.export_dir
 

@@ -21,11 +21,6 @@ DEADLINE_SECONDS = 300
 
 
 @pytest.fixture
-def settings(settings, tmp_path):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={"export_dir": tmp_path / "exports"})
-
-
-@pytest.fixture
 def panel(engine, loaded_study) -> Seeder:  # type: ignore[no-untyped-def]
     seeder = Seeder(engine)
     seeder.populate(14, 3, seed=11)
