@@ -35,10 +35,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def live_server(settings, loaded_study) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+def live_server(settings, loaded_study, clock) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """The app on a real port, on the test's clock: the same clock as the `client` fixture, so a
+    link issued through one is judged by the other at the same time (never the real date)."""
     port = free_port()
     settings = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
