@@ -1,7 +1,9 @@
-"""Participant-facing text from locale files (app/locales/<language>.yaml).
+"""Participant-facing text from locale files (app/locales/<language>/<section>.yaml).
 
 A flat lookup with English fallback is all the pages need; gettext's compile step would add a
-build artefact for no gain here. A test checks that every language has every English key.
+build artefact for no gain here. Each file holds one top-level section (`join`, `consent`, ...)
+so that a change to one part of the pages touches one file per language. A test checks that
+every language has every English key.
 """
 
 from __future__ import annotations
@@ -33,10 +35,23 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def load_tree(language: str) -> dict[str, Any]:
+    """The language's sections merged from its files; a section defined twice is an error."""
+    tree: dict[str, Any] = {}
+    for path in sorted((LOCALES_DIR / language).glob("*.yaml")):
+        part = yaml.safe_load(path.read_text("utf-8")) or {}
+        if not isinstance(part, dict):
+            raise ValueError(f"{path}: a locale file must be a mapping")
+        twice = sorted(set(part) & set(tree))
+        if twice:
+            raise ValueError(f"{path}: section {twice[0]!r} is defined in another file too")
+        tree.update(part)
+    return tree
+
+
 @lru_cache
 def catalog(language: str) -> dict[str, str]:
-    path = LOCALES_DIR / f"{language}.yaml"
-    return _flatten(yaml.safe_load(path.read_text("utf-8")) or {}) if path.is_file() else {}
+    return _flatten(load_tree(language))
 
 
 def negotiate(requested: str | None, accept_language: str | None = None) -> str:

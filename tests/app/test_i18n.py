@@ -48,17 +48,28 @@ LITERAL_CALL = re.compile(r"""(?<![\w.])t\(\s*(['"])([^'"{}\s]+)\1\s*([,)~+])"""
 FSTRING_CALL = re.compile(r"""(?<![\w.])t\(\s*f(['"])([^'"{]*)\{""")
 
 
-def _locale_path(language: str) -> Path:
-    return i18n.LOCALES_DIR / f"{language}.yaml"
+def _locale_dir(language: str) -> Path:
+    return i18n.LOCALES_DIR / language
 
 
 @cache
 def _raw(language: str) -> dict[str, Any]:
-    path = _locale_path(language)
-    assert path.is_file(), f"{path} is missing"
-    tree = yaml.safe_load(path.read_text("utf-8"))
-    assert isinstance(tree, dict), f"{path} is not a mapping"
+    folder = _locale_dir(language)
+    files = sorted(folder.glob("*.yaml"))
+    assert files, f"{folder} has no locale files"
+    tree: dict[str, Any] = {}
+    for path in files:
+        part = yaml.safe_load(path.read_text("utf-8"))
+        assert isinstance(part, dict), f"{path} is not a mapping"
+        assert not set(part) & set(tree), f"{path} repeats a section of another file"
+        tree.update(part)
     return tree
+
+
+@pytest.mark.parametrize("language", OTHER_LANGUAGES)
+def test_same_files_as_english(language: str) -> None:
+    names = lambda lang: sorted(p.name for p in _locale_dir(lang).glob("*.yaml"))  # noqa: E731
+    assert names(language) == names("en")
 
 
 def _leaves(tree: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
