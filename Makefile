@@ -23,13 +23,15 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHON
 
-.PHONY: help venv install install-dev system-deps pg-install demo test lint format bench \
+.PHONY: help venv install install-dev system-deps pg-install demo test test-at lint format bench \
 	clean distclean
 
 help:
 	@echo "make demo       run the demo server (SQLite, default study seeded with simulated"
 	@echo "                participants) on http://$(HOST):$(PORT); DEMO_ARGS=--no-seed for none"
 	@echo "make test       ruff check + the whole test suite (SQLite, PostgreSQL, SMTP, Chromium)"
+	@echo "make test-at AT=2031-03-10  the test suite with the system clock moved to that date"
+	@echo "                (Debian's faketime; proves no test depends on today's date)"
 	@echo "make lint       ruff check"
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make bench      run each bench/*.py (JSON lines)"
@@ -85,6 +87,14 @@ test: $(VENV)/.stamp-dev system-deps
 		|| { lint=$$?; echo "ruff check failed (see above); running the tests anyway"; }; \
 	echo "== pytest"; \
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) && exit $$lint
+
+# Installs happen on the real clock (package downloads check certificate dates); only pytest,
+# and the servers and browser it starts, run on the moved clock.
+AT ?= 2029-06-15
+test-at: $(VENV)/.stamp-dev system-deps
+	@scripts/install-system-deps.sh faketime
+	@echo "== pytest with the clock at $(AT) 12:00 UTC"
+	TZ=UTC faketime '$(AT) 12:00:00' $(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # --- the rest ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 #   postgres  PostgreSQL server binaries (initdb, pg_ctl)     -> postgresql
 #   browser   Debian's Chromium for the Playwright tests      -> chromium chromium-driver
 #             and a CJK font for the Chinese pages            -> fonts-noto-cjk
+#   faketime  libfaketime, for `make test-at`                  -> faketime
 #
 # Nothing is installed when everything is present (no network, no root needed). Otherwise the
 # script runs `apt-get update` once and installs the missing packages: directly as root, through
@@ -47,8 +48,13 @@ for component in "${want[@]}"; do
                 missing+=(fonts-noto-cjk)
             fi
             ;;
+        faketime)
+            if ! command -v faketime >/dev/null 2>&1; then
+                missing+=(faketime)
+            fi
+            ;;
         *)
-            echo "install-system-deps: unknown component '$component' (venv, postgres, browser)" >&2
+            echo "install-system-deps: unknown component '$component' (venv, postgres, browser, faketime)" >&2
             exit 2
             ;;
     esac
