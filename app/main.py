@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.audit.routes import router as audit_router
+from app.auth.routes import router as sign_out_router
 from app.config import Settings, get_settings
 from app.consent.irb_routes import router as irb_consent_router
 from app.consent.routes import router as consent_router
@@ -25,13 +26,18 @@ from app.notify.routes import router as notify_router
 from app.ops.health import router as health_router
 from app.ops.metrics import Metrics, RequestMetrics
 from app.ops.metrics import router as metrics_router
+from app.participants.data_routes import router as my_data_router
 from app.participants.routes import router as participants_router
 from app.scheduling.routes import router as compliance_router
 from app.surveys.routes import router as surveys_router
 from app.surveys.staff_routes import router as safety_router
+from app.web.account_routes import router as account_web_router
 from app.web.common import html_error, is_web_request
+from app.web.help_routes import router as help_web_router
+from app.web.language_routes import router as language_router
 from app.web.routes import router as web_router
 from app.web.staff_routes import router as staff_web_router
+from app.web.submitted_routes import router as submitted_web_router
 from app.web.survey_routes import router as survey_web_router
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
@@ -72,6 +78,10 @@ def create_app(
     app.include_router(notify_router)
     app.include_router(compliance_router)
     app.include_router(export_router)
+    app.include_router(language_router)  # the header's language switch
+    for router in (sign_out_router, my_data_router, account_web_router, submitted_web_router):
+        app.include_router(router)  # participant controls: sign out, my data, after a survey
+    app.include_router(help_web_router)  # the public "Need help now?" page
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_errors(app)
     return app

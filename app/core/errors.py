@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("wellpanel.errors")
@@ -149,21 +150,22 @@ HtmlErrors = tuple[Callable[[Request], bool], Callable[[Request, AppError], Resp
 def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None:
     """JSON error bodies for the API; `html` renders pages for browser routes instead."""
 
-    def respond(request: Request, err: AppError) -> Response:
+    async def respond(request: Request, err: AppError) -> Response:
         if html is not None and html[0](request):
-            return html[1](request, err)
+            # in a worker thread: the page may look up the signed-in participant's language
+            return await run_in_threadpool(html[1], request, err)
         return error_response(err)
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
-        return respond(request, exc)
+        return await respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = validation_details(list(exc.errors()))
         first = details[0] if details else {"field": "request", "problem": "invalid"}
-        return respond(request, ValidationFailed(f"{first['field']}: {first['problem']}",
-                                                 details=details))
+        return await respond(request, ValidationFailed(
+            f"{first['field']}: {first['problem']}", details=details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -172,7 +174,8 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
         if exc.status_code == 400 and "parsing the body" in message:
             code, message = "invalid_body", ("The request body is not valid UTF-8 JSON, or is "
                                              "nested too deeply to read.")
-        return respond(request, AppError(message, code=code, status_code=exc.status_code))
+        return await respond(request, AppError(message, code=code,
+                                               status_code=exc.status_code))
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> Response:
@@ -180,15 +183,15 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
         # PostgreSQL, a number past the column's range). Never log str(exc): it holds the SQL
         # parameters, which can be answers or addresses.
         log.warning("database refused a value", extra={"error": type(exc.orig).__name__})
-        return respond(request, AppError(
+        return await respond(request, AppError(
             "A value in the request cannot be stored (for example a NUL character in text, or "
             "a number out of range).", code="invalid_value", status_code=400))
 
     @app.exception_handler(OverflowError)
     async def _too_big(request: Request, _exc: OverflowError) -> Response:
         # SQLite's driver raises this itself (not a DataError) for an id past 64 bits.
-        return respond(request, AppError("A number in the request is out of range.",
-                                         code="invalid_value", status_code=400))
+        return await respond(request, AppError("A number in the request is out of range.",
+                                               code="invalid_value", status_code=400))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,12 @@ since a participant's token also works as a bearer token on the whole API.
 
 Each rule limits requests per client IP and, where the request names a target (the email address
 of an enrollment), per target as well, so neither one address can be flooded with links nor the
-enrollment answer be timed across many addresses from one client. Limits use a moving window
+enrollment answer be timed across many addresses from one client. Only a request that actually
+sent a message to its target counts against the target's limit (its route calls
+`count_message_sent`): a person who gets the join form wrong five times, or whose address someone
+else mistyped, can still get their own link, while links to one address stay limited. (The check
+comes before the request and the count after it, so concurrent requests can pass a spent limit
+together; the per-IP limit, counted up front, bounds that.) Limits use a moving window
 (the `limits` library) and are kept in memory **per process**: with several server processes
 (uvicorn --workers N, or several containers) each one counts on its own, so the effective limit
 is N times the setting. Targets are kept only as keyed hashes, never as addresses.
@@ -29,6 +34,7 @@ from urllib.parse import parse_qs
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +42,7 @@ from app.config import Settings
 from app.core.errors import AppError, error_response
 
 UNLIMITED = ("/healthz", "/readyz", "/metrics", "/static/")
+MESSAGE_SENT = "wellpanel.message_sent"  # scope key: this request sent a message to its target
 HtmlErrors = tuple[Callable[[Request], bool], Callable[[Request, AppError], Any]]
 
 
@@ -96,17 +103,21 @@ class RateLimit:
         ip = client[0] if client else "unknown"
         retry = self._waiting_after_failures(ip)
         rule = self._rule_for(scope)
+        target: str | None = None
         if retry is None and rule is not None:
             retry = self._spend(rule, rule.per_ip, "ip", ip)
             if retry is None and rule.target_field and rule.per_target:
                 body, receive = await _buffered(receive)
-                target = _field(scope, body, rule.target_field)
-                if target:
-                    retry = self._spend(rule, rule.per_target, "target", self._digest(target))
+                address = _field(scope, body, rule.target_field)
+                if address:
+                    target = self._digest(address)
+                    retry = self._waiting(rule, rule.per_target, "target", target)
         if retry is not None:
             await self._refuse(scope, receive, send, retry)
             return
         await self.app(scope, receive, self._counting_failures(send, ip))
+        if rule is not None and target is not None and scope.get(MESSAGE_SENT):
+            self._spend(rule, rule.per_target, "target", target)
 
     def _waiting_after_failures(self, ip: str) -> int | None:
         """Seconds to wait when this IP has spent its failed authentications (a token guesser
@@ -136,6 +147,16 @@ class RateLimit:
         return hmac.new(self.key, target.strip().lower().encode("utf-8", "surrogatepass"),
                         "sha256").hexdigest()
 
+    def _waiting(self, rule: Rule, items: list[RateLimitItem], kind: str, who: str
+                 ) -> int | None:
+        """The seconds to wait if a limit is already spent, without counting this request."""
+        waits = []
+        for item in items:
+            if not self.limiter.test(item, rule.name, kind, who):
+                reset = self.limiter.get_window_stats(item, rule.name, kind, who).reset_time
+                waits.append(max(1, math.ceil(reset - time.time())))
+        return max(waits) if waits else None
+
     def _spend(self, rule: Rule, items: list[RateLimitItem], kind: str, who: str) -> int | None:
         """Count one hit against every limit; the seconds to wait if any is exhausted."""
         waits = []
@@ -150,11 +171,17 @@ class RateLimit:
                           details={"retry_after": retry})
         request = Request(scope, receive)
         if self.html is not None and self.html[0](request):
-            response = self.html[1](request, err)
+            response = await run_in_threadpool(self.html[1], request, err)
         else:
             response = error_response(err)
         response.headers["Retry-After"] = str(retry)
         await response(scope, receive, send)
+
+
+def count_message_sent(request: Request) -> None:
+    """Called by a route that sent a message to the address its request named: only such
+    requests count against that address's limit."""
+    request.scope[MESSAGE_SENT] = True
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:

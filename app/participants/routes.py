@@ -6,6 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 
 from app.auth.deps import ConsentedParticipantDep, NowDep, ParticipantDep, SessionDep
 from app.consent import service as consent
+from app.core.ratelimit import count_message_sent
 from app.i18n import translator
 from app.notify.dispatch import deliver_in_background
 from app.participants import service as participants
@@ -49,6 +50,7 @@ def enroll(
     t = translator(body.language)
     if not eligible:
         return EnrollmentAnswer(eligible=False, message=t("join.ineligible"))
+    count_message_sent(request)  # only now does the address's sign-up limit count it
     deliver_in_background(request.app, background)
     return EnrollmentAnswer(eligible=True, message=t("join.check_email"))
 
@@ -92,6 +94,7 @@ def request_email_change(
 ) -> EmailChangeAnswer:
     """Always the same answer: it never tells whether the address is already in the study."""
     participants.request_email_change(session, ctx.participant, body.email, now=now)
+    count_message_sent(request)
     deliver_in_background(request.app, background)
     return EmailChangeAnswer(message=translator(ctx.participant.language)("settings.email_sent"))
 

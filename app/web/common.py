@@ -2,30 +2,65 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
+from app.auth.deps import PARTICIPANT_COOKIE
 from app.config import SUPPORTED_LANGUAGES
 from app.core.errors import AppError, Forbidden
 from app.core.security import constant_time_equal, new_token
-from app.i18n import LANGUAGE_NAMES, negotiate, translator
+from app.i18n import LANGUAGE_NAMES, Translator, catalog, negotiate, translator
+from app.participants.timezones import local_date, local_datetime
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-TEMPLATES.env.filters["localtime"] = lambda moment, zone: moment.astimezone(
-    ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+@pass_context
+def _localtime(context: Context, moment: datetime | None, zone: str) -> str:
+    """{{ moment | localtime(zone) }}: date and time in the zone and the page language."""
+    return "" if moment is None else local_datetime(moment, zone, context.get("lang") or "en")
+
+
+@pass_context
+def _localdate(context: Context, moment: datetime | None, zone: str) -> str:
+    """{{ moment | localdate(zone) }}: the calendar day in the zone, in the page language."""
+    return "" if moment is None else local_date(moment, zone, context.get("lang") or "en")
+
+
+TEMPLATES.env.filters["localtime"] = _localtime
+TEMPLATES.env.filters["localdate"] = _localdate
 CSRF_COOKIE = "wp_csrf"
 CSRF_FIELD = "csrf_token"
+LANG_COOKIE = "wp_lang"  # an anonymous visitor's language (the header switch, or ?lang=)
+LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
 WEB_PREFIXES = ("/join", "/p/", "/staff", "/demo/")
 
 
+def offered(language: object) -> str | None:
+    """`language` if it is one the pages are offered in, else None (never echo anything else)."""
+    return language if isinstance(language, str) and language in SUPPORTED_LANGUAGES else None
+
+
+def chosen_language(request: Request) -> str | None:
+    """A visitor's own choice: ?lang= on this address, else the language-switch cookie."""
+    return offered(request.query_params.get("lang")) or offered(request.cookies.get(LANG_COOKIE))
+
+
 def page_language(request: Request, preferred: str | None = None) -> str:
-    return negotiate(request.query_params.get("lang") or preferred,
-                     request.headers.get("accept-language"))
+    """`preferred` (a signed-in participant's stored language) wins, then the visitor's choice,
+    then Accept-Language; anything not offered is ignored."""
+    return offered(preferred) or chosen_language(request) or negotiate(
+        None, request.headers.get("accept-language"))
 
 
 def render(
@@ -37,12 +72,31 @@ def render(
         t=translator(lang), lang=lang, csrf_field=CSRF_FIELD, csrf_token=csrf,
         ui_languages=[(code, LANGUAGE_NAMES[code]) for code in SUPPORTED_LANGUAGES],
         language_names=LANGUAGE_NAMES, demo=settings.environment == "demo",
+        # where the header's language switch returns to (checked again when it is posted)
+        here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
     )
     response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
     if request.cookies.get(CSRF_COOKIE) != csrf:
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
                             secure=settings.secure_cookies, path="/")
+    remember_language(request, response, lang)
     return response
+
+
+def remember_language(request: Request, response: Response, lang: str) -> None:
+    """Keep a visitor's ?lang= choice for the next pages; drop a language cookie that is not
+    one of ours (forged or stale) instead of sending it back forever."""
+    cookie = request.cookies.get(LANG_COOKIE)
+    if offered(request.query_params.get("lang")) == lang and cookie != lang:
+        set_language_cookie(request, response, lang)
+    elif cookie is not None and offered(cookie) is None:
+        response.delete_cookie(LANG_COOKIE, path="/")
+
+
+def set_language_cookie(request: Request, response: Response, lang: str) -> None:
+    response.set_cookie(LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, httponly=True,
+                        samesite="lax", secure=request.app.state.settings.secure_cookies,
+                        path="/")
 
 
 async def form_with_csrf(request: Request) -> dict[str, Any]:
@@ -62,14 +116,52 @@ async def form_with_csrf(request: Request) -> dict[str, Any]:
 
 def is_web_request(request: Request) -> bool:
     path = request.url.path
-    return path in ("/", "/p", "/staff") or path.startswith(WEB_PREFIXES)
+    return path in ("/", "/p", "/staff", "/help") or path.startswith(WEB_PREFIXES)
 
 
 def html_error(request: Request, exc: AppError) -> Response:
-    if exc.status_code == 401 and request.url.path.startswith("/staff"):
+    staff = request.url.path.startswith("/staff")
+    if exc.status_code == 401 and staff:
         return RedirectResponse("/staff/login", status_code=303)
-    lang = page_language(request)
+    stored = None if staff else signed_in_language(request)
+    lang = page_language(request, stored)
+    # Participants read a localized text chosen by the error's code, never the server's
+    # English; staff pages keep the message, which names the field or role at fault.
+    message = exc.message if staff else error_text(translator(lang), exc)
     # a real link (not history.back()) so the way out works without JavaScript
-    home = "/staff" if request.url.path.startswith("/staff") else "/p"
+    home = "/staff" if staff else "/p" if stored else "/join"
     return render(request, "error.html", lang, status_code=exc.status_code, error=exc,
-                  home=home)
+                  message=message, home=home)
+
+
+ERROR_KEYS = "error.codes."
+
+
+def error_text(t: Translator, exc: AppError) -> str:
+    """The participant's text for an error: error.codes.<code>, else error.codes.generic."""
+    key = ERROR_KEYS + exc.code
+    if key not in catalog("en"):
+        key = ERROR_KEYS + "generic"
+    retry = exc.details.get("retry_after") if isinstance(exc.details, dict) else None
+    minutes = math.ceil(retry / 60) if isinstance(retry, int | float) and retry > 0 else 1
+    return t(key, minutes=minutes)
+
+
+def signed_in_language(request: Request) -> str | None:
+    """The stored language of the participant whose browser session this is, if any: set by
+    the page's own sign-in check, else looked up here (a 404, 429 or CSRF error is raised
+    before or without it)."""
+    known = getattr(request.state, "participant_language", None)
+    if known:
+        return str(known)
+    token = request.cookies.get(PARTICIPANT_COOKIE)
+    if not token:
+        return None
+    from app.auth import service as auth
+
+    try:
+        with Session(request.app.state.engine) as session:
+            found = auth.participant_for_token(session, token, now=request.app.state.clock())
+    except SQLAlchemyError:
+        return None  # the error page must still render when the database cannot answer
+    return found[0].language if found else None

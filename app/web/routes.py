@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
-from zoneinfo import available_timezones
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,16 +19,22 @@ from app.auth.deps import (
     SettingsDep,
     current_participant,
 )
+from app.consent import copy_mail
 from app.consent import service as consent
 from app.consent.models import ConsentSubmit
-from app.core.errors import AppError, NotFound, Unauthorized, ValidationFailed
+from app.core.errors import AppError, Conflict, NotFound, Unauthorized, ValidationFailed
+from app.core.ratelimit import count_message_sent
 from app.notify.dispatch import deliver_in_background
+from app.participants import erasure
 from app.participants import service as participants
 from app.participants.models import EmailChangeRequest, EnrollmentCreate, SettingsUpdate
+from app.participants.timezones import canonical_zone
 from app.studies import service as studies
 from app.studies.models import Study
 from app.surveys import service as surveys
-from app.web.common import form_with_csrf, page_language, render
+from app.web.common import form_with_csrf, offered, page_language, render
+from app.web.consent_view import document_notes, requested_document_language
+from app.web.zone_field import same_zone, zone_field
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +43,10 @@ def web_participant(request: Request, session: SessionDep, now: NowDep) -> Parti
     """The participant of this browser session; API bearer tokens are not used on pages."""
     if not request.cookies.get(PARTICIPANT_COOKIE):
         raise Unauthorized("Please open the personal link we emailed you.")
-    return current_participant(request, session, None, now)
+    ctx = current_participant(request, session, None, now)
+    # An error page raised later in this request is in the participant's language too.
+    request.state.participant_language = ctx.participant.language
+    return ctx
 
 
 WebParticipant = Annotated[ParticipantContext, Depends(web_participant)]
@@ -50,8 +58,10 @@ def root(settings: SettingsDep) -> RedirectResponse:
 
 
 @router.get("/join")
-def join_default(settings: SettingsDep) -> RedirectResponse:
-    return RedirectResponse(f"/join/{settings.default_study}", status_code=303)
+def join_default(request: Request, settings: SettingsDep) -> RedirectResponse:
+    lang = offered(request.query_params.get("lang"))  # a shared /join?lang=.. link keeps it
+    return RedirectResponse(f"/join/{settings.default_study}" + (f"?lang={lang}" if lang else ""),
+                            status_code=303)
 
 
 def _study_and_protocol(session: SessionDep, key: str) -> tuple[Study, dict[str, Any]]:
@@ -60,11 +70,11 @@ def _study_and_protocol(session: SessionDep, key: str) -> tuple[Study, dict[str,
 
 
 @router.get("/join/{key}", response_class=HTMLResponse)
-def join_page(key: str, request: Request, session: SessionDep) -> HTMLResponse:
+def join_page(key: str, request: Request, session: SessionDep, now: NowDep) -> HTMLResponse:
     study, protocol = _study_and_protocol(session, key)
     lang = page_language(request)
     return render(request, "join.html", lang, study=study, protocol=protocol,
-                  values={"timezone": "UTC"}, errors={})
+                  values={}, errors={}, **zone_field(lang, now, None))
 
 
 def _enrollment_from_form(form: dict[str, Any], protocol: dict[str, Any], lang: str
@@ -96,9 +106,11 @@ async def join_submit(
         errors = {d["field"].replace(".", "_"): "join.error_screening" for d in exc.details}
     if errors:
         return render(request, "join.html", lang, status_code=422, study=study,
-                      protocol=protocol, values=form, errors=errors)
+                      protocol=protocol, values=form, errors=errors,
+                      **zone_field(lang, now, form.get("timezone")))
     if not eligible:
         return render(request, "ineligible.html", lang, study=study, protocol=protocol)
+    count_message_sent(request)  # only now does the address's sign-up limit count it
     deliver_in_background(request.app, background)
     return render(request, "check_email.html", lang, study=study, protocol=protocol)
 
@@ -144,8 +156,16 @@ def consent_page(request: Request, ctx: WebParticipant, session: SessionDep) -> 
     participant = ctx.participant
     if participant.status == "withdrawn":
         return RedirectResponse("/p", status_code=303)
+    if participant.status == "declined":  # nothing more to sign: their decline and what it did
+        return _declined_page(session, participant)
     lang = page_language(request, participant.language)
     return _render_consent(request, session, participant, lang, {}, {})
+
+
+def _declined_page(session: SessionDep, participant: Any) -> RedirectResponse:
+    declined = [r for r in consent.public_records(session, participant)
+                if r.decision == "decline"]
+    return RedirectResponse(f"/p/consent/records/{declined[-1].id}", status_code=303)
 
 
 def _render_consent(request: Request, session: SessionDep, participant: Any, lang: str,
@@ -153,17 +173,20 @@ def _render_consent(request: Request, session: SessionDep, participant: Any, lan
                     status_code: int = 200) -> HTMLResponse:
     study = session.get(Study, participant.study_id)
     protocol = studies.current_protocol(session, participant.study_id)
-    doc_lang = request.query_params.get("doc") or values.get("language") or lang
-    document = consent.document_for(session, study, doc_lang, protocol["default_language"])  # type: ignore[arg-type]
+    requested = requested_document_language(request.query_params.get("doc"),
+                                            values.get("language"), lang)
+    # a document language that does not exist falls back to the page's, then the default
+    document = consent.document_for(session, study, requested, protocol["default_language"],  # type: ignore[arg-type]
+                                    prefer=(lang,))
     state = consent.consent_state(session, participant)
     return render(request, "consent.html", lang, status_code=status_code, study=study,
                   protocol=protocol, document=document, state=state, values=values,
-                  errors=errors)
+                  errors=errors, **document_notes(document, requested))
 
 
 @router.post("/p/consent", response_class=HTMLResponse)
 async def consent_submit(request: Request, ctx: WebParticipant, session: SessionDep,
-                         now: NowDep) -> Response:
+                         now: NowDep, background: BackgroundTasks) -> Response:
     form = await form_with_csrf(request)
     participant = ctx.participant
     lang = page_language(request, participant.language)
@@ -181,7 +204,14 @@ async def consent_submit(request: Request, ctx: WebParticipant, session: Session
         session.rollback()
         return _render_consent(request, session, participant, lang, form,
                                {exc.code: exc.message}, status_code=422)
+    except Conflict as exc:  # e.g. a decline sent from a page opened before signing
+        session.rollback()
+        if exc.code == "declined":
+            return _declined_page(session, participant)
+        return _render_consent(request, session, participant, lang, form,
+                               {exc.code: exc.message}, status_code=409)
     session.commit()
+    deliver_in_background(request.app, background)  # the signed copy, by email
     return RedirectResponse(f"/p/consent/records/{record.id}?done=1", status_code=303)
 
 
@@ -190,9 +220,37 @@ def consent_copy(record_id: int, request: Request, ctx: WebParticipant,
                  session: SessionDep) -> HTMLResponse:
     copy = consent.signed_copy(session, ctx.participant, record_id)
     lang = page_language(request, ctx.participant.language)
-    return render(request, "consent_copy.html", lang, copy=copy,
+    return render(request, "consent_copy.html", lang, copy=copy, zone=ctx.participant.timezone,
                   body_html=consent.render_markdown(copy.body_md),
-                  just_done=request.query_params.get("done") == "1")
+                  just_done=request.query_params.get("done") == "1",
+                  can_email=copy.record.decision == "consent"
+                  and ctx.participant.status != "withdrawn"
+                  and erasure.has_contact(session, ctx.participant.id),
+                  emailed=COPY_EMAILED.get(request.query_params.get("emailed", "")))
+
+
+# ?emailed= after asking for the copy by email -> what the copy page says
+COPY_EMAILED = {"sent": "consent_flow.email_sent", "limit": "consent_flow.email_limit",
+                "no_address": "consent_flow.email_no_address"}
+
+
+@router.post("/p/consent/records/{record_id}/email")
+async def consent_copy_email(record_id: int, request: Request, ctx: WebParticipant,
+                             session: SessionDep, now: NowDep,
+                             background: BackgroundTasks) -> RedirectResponse:
+    """Email the signed copy again; redirects back, so a reload never asks twice."""
+    await form_with_csrf(request)
+    try:
+        copy_mail.email_again(session, ctx.participant, record_id, now=now)
+        outcome = "sent"  # also when the same copy is on its way already (a double click)
+    except copy_mail.CopyEmailLimit:
+        outcome = "limit"
+    except Conflict:
+        outcome = "no_address"
+    session.commit()
+    deliver_in_background(request.app, background)
+    return RedirectResponse(f"/p/consent/records/{record_id}?emailed={outcome}#email-copy",
+                            status_code=303)
 
 
 @router.get("/p/withdraw", response_class=HTMLResponse)
@@ -239,7 +297,6 @@ async def withdraw_confirm(request: Request, ctx: WebParticipant, session: Sessi
 # The same services as the JSON API (so the same audit entries); every change is a POST with
 # CSRF that redirects back (?done=...) so a reload never repeats it.
 
-TIMEZONES = sorted(available_timezones())
 UPCOMING_SHOWN = 5  # occasions
 SETTINGS_DONE = {"paused": "settings.done_paused", "resumed": "settings.done_resumed",
                  "preferences": "settings.done_preferences", "email": "settings.email_sent"}
@@ -288,11 +345,14 @@ def _render_settings(request: Request, session: SessionDep, participant: Any, no
                      status_code: int = 200, errors: dict[str, str] | None = None,
                      values: dict[str, Any] | None = None) -> HTMLResponse:
     lang = page_language(request, participant.language)
+    posted = (values or {}).get("timezone")
+    chosen = posted if posted and canonical_zone(posted) else participant.timezone
     return render(request, "settings.html", lang, status_code=status_code,
-                  participant=participant, timezones=TIMEZONES,
+                  participant=participant,
                   upcoming=_upcoming_occasions(session, participant, now),
                   done=SETTINGS_DONE.get(request.query_params.get("done", "")),
-                  errors=errors or {}, values=values or {})
+                  errors=errors or {}, values=values or {},
+                  **zone_field(lang, now, chosen, keep_unlisted=chosen == participant.timezone))
 
 
 @router.get("/p/settings", response_class=HTMLResponse)
@@ -320,9 +380,11 @@ async def settings_preferences(request: Request, ctx: WebParticipant, session: S
     form = await form_with_csrf(request)
     if (gated := _gate_page(session, ctx.participant)) is not None:
         return gated
+    zone = form.get("timezone") or None
+    if zone is not None and same_zone(zone, ctx.participant.timezone):
+        zone = None  # unchanged: also a stored alias (US/Eastern) or a zone from before the list
     try:
-        update = SettingsUpdate(timezone=form.get("timezone") or None,
-                                language=form.get("language") or None)
+        update = SettingsUpdate(timezone=zone, language=form.get("language") or None)
     except ValidationError as exc:
         errors = {str(e["loc"][0]): f"settings.error_{e['loc'][0]}" for e in exc.errors()}
         return _render_settings(request, session, ctx.participant, now, status_code=422,
@@ -345,6 +407,7 @@ async def settings_email(request: Request, ctx: WebParticipant, session: Session
         return _render_settings(request, session, ctx.participant, now, status_code=422,
                                 errors={"email": "settings.error_email"}, values=form)
     participants.request_email_change(session, ctx.participant, wanted.email, now=now)
+    count_message_sent(request)
     deliver_in_background(request.app, background)
     return RedirectResponse("/p/settings?done=email", status_code=303)
 

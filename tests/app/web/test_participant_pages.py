@@ -64,7 +64,7 @@ def test_form_without_csrf_is_refused(app, session):
     response = web.post("/join/keep4o-panel", data={
         "email": "x@example.org", "screening_adult": "yes", "screening_uses_ai_chat": "yes"})
     assert response.status_code == 403 and "text/html" in response.headers["content-type"]
-    assert 'href="/p"' in response.text and "javascript:" not in response.text  # no-JS way out
+    assert 'href="/join"' in response.text and "javascript:" not in response.text  # no-JS way out
     session.rollback()
     assert session.exec(select(Participant)).all() == []
 
@@ -82,7 +82,7 @@ def test_pages_need_the_link_and_bad_links_explain_themselves(app):
     web = TestClient(app)
     assert web.get("/p").status_code == 401
     bad = web.get("/p/login/not-a-real-token")
-    assert bad.status_code == 401 and "not valid" in bad.text
+    assert bad.status_code == 401 and "This link is no longer valid." in bad.text
 
 
 def test_withdraw_in_two_steps_through_pages(app, smtp, session):
