@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PField
@@ -127,9 +127,14 @@ class ScoresPublic(BaseModel):
 
 
 class CrisisResource(BaseModel):
+    """One entry of the crisis help: a line of the participant's country, an emergency number
+    (kind "emergency"; no phone when the country is unknown), or a directory."""
+
+    kind: Literal["line", "emergency", "directory"] = "line"
     name: str
     phone: str | None = None
     url: str | None = None
+    hours: str | None = None  # "24/7" or the opening times in the participant's language
 
 
 class SubmissionResult(BaseModel):

@@ -8,6 +8,7 @@ return the stored result; a unique constraint settles concurrent duplicates.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from types import SimpleNamespace
@@ -21,7 +22,9 @@ from sqlmodel import Session, col, delete, select, update
 from app.audit import service as audit
 from app.core.errors import AppError, Conflict, NotFound, ValidationFailed
 from app.core.security import canonical_json, sha256_json
+from app.i18n import translator
 from app.participants.models import Participant
+from app.studies import crisis
 from app.studies import service as studies
 from app.studies.models import ProtocolVersion
 from app.surveys.answers import AnswerValidationError, validate_answers
@@ -381,25 +384,77 @@ def _scores(row: ResponseScore, instrument: Instrument) -> ScoresPublic:
 
 # ---- safety --------------------------------------------------------------------------------
 
-def participant_country(session: Session, participant_id: str) -> str | None:
+def _crisis_config(session: Session, study_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The study file's crisis_resources block and the protocol's pinned instruments."""
+    protocol = studies.latest_protocol(session, study_id)
+    if protocol is None:
+        raise NotFound("This study has no protocol loaded yet.")
+    return (protocol.content["study"].get("crisis_resources") or {},
+            protocol.content.get("instruments") or {})
+
+
+def _offered(config: dict[str, Any], instruments: dict[str, Any]) -> list[str]:
+    try:
+        return crisis.offered_countries(config, instruments)
+    except (KeyError, ValueError):  # a protocol loaded before crisis_resources had this shape
+        return []
+
+
+def participant_country(session: Session, participant: Participant,
+                        config: dict[str, Any] | None = None) -> str | None:
+    """The participant's latest answer to the question the study file names as giving their
+    country (crisis_resources.country_from); None before it is answered."""
+    if config is None:
+        config, _ = _crisis_config(session, participant.study_id)
+    source = config.get("country_from")
+    if not source:
+        return None
     answers = session.exec(select(SurveyResponse.answers).where(
-        SurveyResponse.participant_id == participant_id,
-        SurveyResponse.instrument_key == "baseline")).first()
-    country = (answers or {}).get("country")
-    return country if isinstance(country, str) and len(country) == 2 else None
+        SurveyResponse.participant_id == participant.id,
+        SurveyResponse.instrument_key == source["instrument"])
+        .order_by(col(SurveyResponse.submitted_at).desc())).all()
+    for answer in answers:
+        value = (answer or {}).get(source["item"])
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def crisis_help(session: Session, participant: Participant, language: str, *,
+                full_list: bool = False) -> crisis.CrisisHelp:
+    """The participant's country's lines and emergency numbers (None when the country is
+    unknown: not answered, or an answer such as "other"), the directories and, with
+    `full_list`, every offered country (theirs first)."""
+    config, instruments = _crisis_config(session, participant.study_id)
+    country = participant_country(session, participant, config)
+    return crisis.crisis_help(config, country, language,
+                              _offered(config, instruments) if full_list else None)
+
+
+def study_crisis_help(session: Session, study_id: int, language: str) -> crisis.CrisisHelp:
+    """Every offered country's lines and emergency numbers, for a visitor nobody knows."""
+    config, instruments = _crisis_config(session, study_id)
+    return crisis.crisis_help(config, None, language, _offered(config, instruments))
 
 
 def crisis_resources(session: Session, participant: Participant) -> list[CrisisResource]:
-    """The participant's country's resources first, then the study's defaults."""
-    config = studies.current_protocol(session, participant.study_id).get("crisis_resources", {})
-    country = participant_country(session, participant.id)
-    entries = list(config.get("by_country", {}).get(country or "", []))
-    entries += config.get("default", [])
-    if not entries:
-        entries = [{"name": {"en": "Please contact your local emergency number or a crisis "
-                                   "line now."}}]
-    return [CrisisResource(name=studies.localized(e["name"], participant.language),
-                           phone=e.get("phone"), url=e.get("url")) for e in entries]
+    """The API's flat list: the participant's country's lines, then its emergency numbers (or
+    the advice to call the local one), then the directories; in the participant's language."""
+    language = participant.language
+    found = crisis_help(session, participant, language)
+    t = translator(language)
+    entries: list[CrisisResource] = []
+    if found.country is not None:
+        entries += [CrisisResource(kind="line", name=line.name, phone=line.phone, url=line.url,
+                                   hours=crisis.ALWAYS_OPEN if line.always_open else line.hours)
+                    for line in found.country.lines]
+        entries += [CrisisResource(kind="emergency", name=t(f"help.emergency_{e.service}"),
+                                   phone=e.number) for e in found.country.emergency]
+    else:
+        entries.append(CrisisResource(kind="emergency", name=t("help.call_local_emergency")))
+    entries += [CrisisResource(kind="directory", name=d.name, url=d.url)
+                for d in found.directory]
+    return entries
 
 
 # ---- erasure -------------------------------------------------------------------------------
@@ -482,3 +537,105 @@ def safety_event_public(session: Session, secret_key: str, event: SafetyEvent
         id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
         flag=event.flag, instrument=response.instrument_key if response else "",
         created_at=event.created_at, acknowledged_at=event.acknowledged_at, note=event.note)
+
+
+# ---- reading answers back to the participant -----------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerShown:
+    """One answered item as the participant reads it: the question and the chosen labels."""
+
+    item: str
+    question: str
+    value: Any  # as stored
+    answer: list[str]  # option labels (or the number or text typed), in the page language
+
+
+@dataclass(frozen=True)
+class SavedAnswers:
+    instance_id: str
+    instrument: str
+    instrument_version: str
+    title: str
+    language: str  # of the question texts and labels shown (may differ from the one answered in)
+    answered_language: str
+    submitted_at: datetime
+    answers: list[AnswerShown]
+
+
+def _shown(item: Any, value: Any) -> list[str]:
+    labels = {str(option.value): option.label for option in item.options}
+    values = value if isinstance(value, list) else [value]
+    return [labels.get(str(v), str(v)) for v in values]
+
+
+def _read_back(response: SurveyResponse, localized: LocalizedInstrument) -> SavedAnswers:
+    return SavedAnswers(
+        instance_id=response.instance_id, instrument=response.instrument_key,
+        instrument_version=response.instrument_version, title=localized.title,
+        language=localized.language, answered_language=response.language,
+        submitted_at=response.submitted_at,
+        answers=[AnswerShown(item.id, item.text, response.answers[item.id],
+                             _shown(item, response.answers[item.id]))
+                 for item in localized.items if item.id in response.answers])
+
+
+def saved_answers(session: Session, participant: Participant, instance: SurveyInstance
+                  ) -> SavedAnswers | None:
+    """The stored answers of one of the participant's questionnaires, with question texts and
+    option labels in their language (None when nothing is stored)."""
+    response = session.exec(select(SurveyResponse).where(
+        SurveyResponse.instance_id == instance.id,
+        SurveyResponse.participant_id == participant.id)).first()
+    if response is None:
+        return None
+    return _read_back(response, localized(session, participant, instance))
+
+
+def occasion_finished(session: Session, instance: SurveyInstance) -> bool:
+    """True when nothing of this instance's occasion is left to answer (all submitted or
+    closed), i.e. the questionnaire set is over."""
+    return not any(s.status in ("planned", "open") for s in occasion_of(session, instance))
+
+
+def own_responses(session: Session, participant: Participant) -> list[dict[str, Any]]:
+    """Every stored response of the participant, read back (questions and chosen labels in
+    their language) with its scores: their part of "download my data"."""
+    rows = session.exec(
+        select(SurveyResponse, SurveyInstance, ResponseScore)
+        .join(SurveyInstance, col(SurveyInstance.id) == SurveyResponse.instance_id)
+        .outerjoin(ResponseScore, col(ResponseScore.response_id) == SurveyResponse.id)
+        .where(SurveyResponse.participant_id == participant.id)
+        .order_by(col(SurveyResponse.submitted_at), col(SurveyResponse.id))).all()
+    out = []
+    for response, instance, row in rows:
+        instrument, _ = instrument_of(session, instance)
+        readable = _read_back(response, localized(session, participant, instance))
+        out.append({
+            "instance_id": instance.id, "schedule_entry": instance.schedule_entry,
+            "wave": instance.wave, "instrument": response.instrument_key,
+            "instrument_version": response.instrument_version, "title": readable.title,
+            "answered_in_language": response.language,
+            "translation_status": response.translation_status,
+            "submitted_at": response.submitted_at,
+            "answers": [{"item": a.item, "question": a.question, "value": a.value,
+                         "answer": a.answer} for a in readable.answers],
+            "scores": _scores(row, instrument).model_dump() if row is not None else None,
+        })
+    return out
+
+
+def own_safety_events(session: Session, participant: Participant) -> list[dict[str, Any]]:
+    """Safety events about the participant: what was flagged, when, and whether the study team
+    has looked at it. The staff note and the reviewer's id stay out: the note is free text
+    written by staff that may name staff members or other people (their data, not the
+    participant's); the team can be asked for it through the contact in the consent document."""
+    rows = session.exec(
+        select(SafetyEvent, SurveyResponse.instrument_key, SurveyResponse.instance_id)
+        .join(SurveyResponse, col(SurveyResponse.id) == SafetyEvent.response_id)
+        .where(SafetyEvent.participant_id == participant.id)
+        .order_by(col(SafetyEvent.created_at), col(SafetyEvent.id))).all()
+    return [{"id": event.id, "flag": event.flag, "instrument": instrument,
+             "instance_id": instance_id, "created_at": event.created_at,
+             "reviewed_by_study_team_at": event.acknowledged_at}
+            for event, instrument, instance_id in rows]
