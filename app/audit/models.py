@@ -17,7 +17,7 @@ class AuditEvent(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     occurred_at: datetime = Field(sa_type=UTCDateTime, index=True)
-    actor: str = Field(max_length=200)
+    actor: str = Field(max_length=200, index=True)
     action: str = Field(max_length=100, index=True)
     target: str | None = Field(default=None, max_length=200, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

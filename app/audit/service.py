@@ -233,3 +233,17 @@ def _classify_moved_or_edited(row: AuditEvent, following: AuditEvent | None) -> 
     return BrokenLink(seq=row.id, problem="deleted",
                       message=f"row {row.id} was deleted and later rows renumbered "
                       f"(the row now at {row.id} was written as row {original})")
+
+
+def entries_about(session: Session, subject: str, targets: set[str]) -> list[AuditEvent]:
+    """Ledger rows whose actor is ``subject`` or whose target is ``subject`` or one of
+    ``targets`` (e.g. a participant and their consent records), oldest first."""
+    names = sorted(targets | {subject})
+    found: dict[int, AuditEvent] = {}
+    for chunk in range(0, len(names), 500):  # bounded IN lists
+        for row in session.exec(select(AuditEvent).where(
+                col(AuditEvent.target).in_(names[chunk:chunk + 500]))).all():
+            found[row.id] = row
+    for row in session.exec(select(AuditEvent).where(AuditEvent.actor == subject)).all():
+        found[row.id] = row
+    return [found[seq] for seq in sorted(found)]

@@ -71,6 +71,42 @@ def participant_request_context(session: Session, token: str, *, now: datetime
                        tuple(consent_row))
 
 
+def sign_out(session: Session, credential: ParticipantCredential, *, now: datetime) -> None:
+    """Revoke the one credential this request came with (this browser's session), audited.
+
+    The caller commits; the ledger names the participant and the kind of credential only."""
+    from app.audit import service as audit
+
+    session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                 .where(col(ParticipantCredential.id) == credential.id,
+                        col(ParticipantCredential.revoked_at).is_(None))
+                 .values(revoked_at=now))
+    audit.append(session, actor=f"participant:{credential.participant_id}",
+                 action="participant.sign_out", target=f"participant:{credential.participant_id}",
+                 details={"credential": credential.kind}, now=now)
+
+
+def sign_out_everywhere(session: Session, participant_id: str, *, now: datetime
+                        ) -> dict[str, int]:
+    """Revoke every live session and every outstanding magic link of the participant, audited
+    with how many of each (the caller commits). Returns those counts."""
+    from app.audit import service as audit
+
+    revoked: dict[str, int] = {}
+    for kind in ("session", "link"):
+        result = session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                              .where(col(ParticipantCredential.participant_id) == participant_id,
+                                     col(ParticipantCredential.kind) == kind,
+                                     col(ParticipantCredential.revoked_at).is_(None),
+                                     col(ParticipantCredential.expires_at) > now)
+                              .values(revoked_at=now))
+        revoked[f"{kind}s_revoked"] = int(result.rowcount)
+    audit.append(session, actor=f"participant:{participant_id}",
+                 action="participant.sign_out_everywhere", target=f"participant:{participant_id}",
+                 details=revoked, now=now)
+    return revoked
+
+
 # ---- staff ---------------------------------------------------------------------------------
 
 def add_staff(session: Session, name: str, role: str, *, now: datetime | None = None) -> str:

@@ -646,3 +646,34 @@ def confirm_withdrawal_by_policy(
     return confirm_withdrawal(
         session, participant, withdrawal_id, token,
         delete_allowed=protocol["data_policy"]["delete_on_withdrawal"], now=now)
+
+
+# ---- the participant's own data (for "download my data") -----------------------------------
+
+def own_consent_records(session: Session, participant: Participant) -> list[dict[str, Any]]:
+    """Every consent decision of the participant with the statements' texts as they read them
+    (the document itself is identified by its hash; its copy is on the consent pages)."""
+    versions = {v.id: v for v in session.exec(select(ConsentVersion).where(
+        ConsentVersion.study_id == participant.study_id)).all()}
+    out = []
+    for record, version_name in records_of(session, participant.id):
+        version = versions[record.consent_version_id]
+        texts = {s["id"]: _text(s["text"], record.language) for s in version.statements}
+        out.append({
+            "id": record.id, "version": version_name, "approval_ref": version.approval_ref,
+            "decision": record.decision, "language": record.language,
+            "document_sha256": record.document_sha256, "signature_name": record.signature_name,
+            "signature_meaning": record.signature_meaning,
+            "statements": [{"id": s, "text": texts.get(s, "")} for s in record.statements],
+            "decided_at": record.decided_at, "identity_method": record.identity_method,
+            "identity_verified_at": record.identity_verified_at})
+    return out
+
+
+def own_withdrawals(session: Session, participant: Participant) -> list[dict[str, Any]]:
+    """The participant's withdrawal requests, confirmed or not (never the confirmation token)."""
+    rows = session.exec(select(Withdrawal).where(Withdrawal.participant_id == participant.id)
+                        .order_by(col(Withdrawal.requested_at), col(Withdrawal.id))).all()
+    return [{"id": w.id, "scope": w.scope, "requested_at": w.requested_at,
+             "confirmed_at": w.confirmed_at, "data_deleted": w.data_deleted,
+             "outcome_note": w.outcome_note} for w in rows]

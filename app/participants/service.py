@@ -290,3 +290,32 @@ def confirm_email_change(session: Session, participant: Participant, token: str,
                  details={"email_change_id": change.id, "other_requests_cancelled": others},
                  now=now)
     session.commit()
+
+
+# ---- the participant's own data (for "download my data") -----------------------------------
+
+def own_record(session: Session, participant: Participant) -> dict[str, object]:
+    """The participant's record as they may see it (the internal id never leaves the server)."""
+    study = session.get(Study, participant.study_id)
+    return {"study": study.key if study else None, "status": participant.status,
+            "language": participant.language, "timezone": participant.timezone,
+            "joined_at": participant.created_at, "enrolled_at": participant.enrolled_at,
+            "withdrawn_at": participant.withdrawn_at}
+
+
+def own_contact(session: Session, participant: Participant) -> dict[str, object] | None:
+    """Their contact address and whether it was confirmed (None once erased)."""
+    contact = session.get(Contact, participant.id)
+    if contact is None:
+        return None
+    return {"email": contact.email, "verified_at": contact.verified_at,
+            "updated_at": contact.updated_at}
+
+
+def own_email_changes(session: Session, participant: Participant) -> list[dict[str, object]]:
+    """Their requests to change the address (never the link's token hash)."""
+    rows = session.exec(select(EmailChange).where(EmailChange.participant_id == participant.id)
+                        .order_by(col(EmailChange.created_at), col(EmailChange.id))).all()
+    return [{"id": c.id, "new_email": c.new_email, "requested_at": c.created_at,
+             "expires_at": c.expires_at, "confirmed_at": c.confirmed_at,
+             "cancelled_at": c.cancelled_at} for c in rows]

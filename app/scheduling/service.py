@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
@@ -247,3 +249,61 @@ def upcoming(session: Session, participant: Participant, *, now: datetime
         SurveyInstance.participant_id == participant.id,
         col(SurveyInstance.status).in_(("planned", "open")), col(SurveyInstance.closes_at) > now)
         .order_by(col(SurveyInstance.scheduled_at), col(SurveyInstance.position))).all())
+
+
+def own_schedule(session: Session, participant: Participant) -> list[dict[str, object]]:
+    """Every survey instance of the participant (past, open, planned, cancelled) with its times
+    and status: their part of "download my data"."""
+    rows = session.exec(select(SurveyInstance).where(
+        SurveyInstance.participant_id == participant.id)
+        .order_by(col(SurveyInstance.scheduled_at), col(SurveyInstance.schedule_entry),
+                  col(SurveyInstance.wave), col(SurveyInstance.position))).all()
+    return [{"instance_id": i.id, "schedule_entry": i.schedule_entry, "wave": i.wave,
+             "instrument": i.instrument_key, "instrument_version": i.instrument_version,
+             "protocol_version": i.protocol_version, "status": i.status,
+             "opens_at": i.scheduled_at, "local_time": i.local_time, "timezone": i.timezone,
+             "closes_at": i.closes_at, "opened_at": i.opened_at,
+             "first_viewed_at": i.first_viewed_at, "completed_at": i.completed_at}
+            for i in rows]
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """How far a participant is through the study, for the thank-you page."""
+
+    sets_completed: int  # occasions (entry and wave) with every questionnaire answered
+    sets_planned: int  # occasions the study's schedule plans from enrollment to its last day
+    week: int | None  # study week of today (1-based), None without a study length
+    weeks: int | None
+
+
+def progress(session: Session, participant: Participant, *, now: datetime) -> StudyProgress:
+    """Questionnaire sets done and planned in all, and the study week, from the schedule of the
+    study's current protocol (so an amendment's new length counts)."""
+    protocol = studies.latest_protocol(session, participant.study_id)
+    assert protocol is not None and participant.enrolled_at is not None
+    schedule = schedule_of(protocol)
+    zone = ZoneInfo(participant.timezone)
+    enrolled_local = participant.enrolled_at.astimezone(zone)
+    planned = sum(len(entry.cadence.days(enrolled_weekday=enrolled_local.weekday(),
+                                         study_length_days=schedule.study_length_days))
+                  for entry in schedule.entries)
+    states: dict[tuple[str, int], set[str]] = {}
+    for entry, wave, status in session.exec(
+            select(SurveyInstance.schedule_entry, SurveyInstance.wave, SurveyInstance.status)
+            .where(SurveyInstance.participant_id == participant.id,
+                   SurveyInstance.status != "cancelled")).all():
+        states.setdefault((entry, wave), set()).add(status)
+    completed = sum(1 for statuses in states.values() if statuses == {"completed"})
+    if schedule.study_length_days is None:
+        return StudyProgress(completed, max(planned, completed), None, None)
+    weeks = max(1, schedule.study_length_days // 7)
+    day = (now.astimezone(zone).date() - enrolled_local.date()).days
+    return StudyProgress(completed, max(planned, completed), min(day // 7 + 1, weeks), weeks)
+
+
+def next_occasion(session: Session, participant: Participant, *, now: datetime
+                  ) -> SurveyInstance | None:
+    """The first planned questionnaire that opens after ``now`` (None when none is planned)."""
+    return next((i for i in upcoming(session, participant, now=now)
+                 if i.status == "planned" and i.scheduled_at > now), None)

@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import NowDep, SessionDep
 from app.consent import service as consent
-from app.core.errors import ValidationFailed
+from app.core.errors import Conflict, ValidationFailed
 from app.surveys import service as surveys
 from app.surveys.answers import lenient_value, visible_items
 from app.web.common import form_with_csrf, page_language, render
 from app.web.routes import WebParticipant
+from app.web.submitted_routes import saved_page, saved_url, url_after_submission
 
 router = APIRouter(prefix="/p/surveys", include_in_schema=False)
 RESERVED_FIELDS = {"csrf_token", "idempotency_key", "lang"}
@@ -44,9 +45,13 @@ def _render_survey(request: Request, session: SessionDep, ctx: WebParticipant, i
     step, total = _progress(session, instance)
     conditions = {i.id: i.show_if.model_dump(exclude_none=True)
                   for i in survey.items if i.show_if is not None}
-    return render(request, "survey.html", lang, status_code=status_code, survey=survey,
-                  instance=instance, values=values, errors=errors, step=step, total=total,
-                  idempotency_key=idempotency_key, conditions_json=json.dumps(conditions))
+    response = render(request, "survey.html", lang, status_code=status_code, survey=survey,
+                      instance=instance, values=values, errors=errors, step=step, total=total,
+                      idempotency_key=idempotency_key, conditions_json=json.dumps(conditions))
+    # Not kept in the browser's history cache: going back to it after submitting asks the
+    # server again, which then shows the saved answers instead of the filled-in form.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/{instance_id}", response_class=HTMLResponse)
@@ -56,8 +61,8 @@ def survey_page(instance_id: str, request: Request, ctx: WebParticipant, session
     if redirect:
         return redirect
     instance = surveys.get_own_instance(session, ctx.participant, instance_id)
-    if instance.status == "completed":
-        return RedirectResponse("/p", status_code=303)
+    if instance.status == "completed":  # back, reload, an old link: show what was saved
+        return saved_page(request, session, ctx.participant, instance, now)
     surveys.mark_viewed(session, instance, now)
     return _render_survey(request, session, ctx, instance, now, {}, {}, str(uuid.uuid4()))
 
@@ -83,13 +88,22 @@ async def survey_submit(instance_id: str, request: Request, ctx: WebParticipant,
     if redirect:
         return redirect
     instance = surveys.get_own_instance(session, ctx.participant, instance_id)
+    if instance.status == "completed":  # posted again (back, then submit; a reload): no store
+        return RedirectResponse(saved_url(instance.id), status_code=303)
     instrument, _ = surveys.instrument_of(session, instance)
     answers = _answers_from_form(form, instrument)
     key = str(form.get("idempotency_key") or uuid.uuid4())
     try:
         result = surveys.submit(session, ctx.participant, instance_id, answers, key, now=now)
+    except Conflict as exc:  # a twin request (another key) was stored a moment earlier
+        session.rollback()
+        if exc.code != "already_completed":
+            raise
+        return RedirectResponse(saved_url(instance.id), status_code=303)
     except ValidationFailed as exc:
         session.rollback()
+        if exc.code == "idempotency_key_reused":  # a twin with other answers won the race
+            return RedirectResponse(saved_url(instance.id), status_code=303)
         if not isinstance(exc.details, list):
             raise
         errors: dict[str, list[dict[str, Any]]] = {}
@@ -98,9 +112,10 @@ async def survey_submit(instance_id: str, request: Request, ctx: WebParticipant,
         return _render_survey(request, session, ctx, instance, now, form, errors, key,
                               status_code=422)
     lang = page_language(request, ctx.participant.language)
-    following = surveys.open_instances(session, ctx.participant, now)
-    next_url = f"/p/surveys/{following[0].id}" if following else "/p"
+    next_url = (saved_url(instance.id) if result.replayed
+                else url_after_submission(session, ctx.participant, instance, now))
     if result.show_crisis_resources:
-        return render(request, "crisis.html", lang, resources=result.crisis_resources,
-                      next_url=next_url)
+        # Their country's lines and emergency numbers, in the page language.
+        return render(request, "crisis.html", lang, next_url=next_url,
+                      help=surveys.crisis_help(session, ctx.participant, lang))
     return RedirectResponse(next_url, status_code=303)

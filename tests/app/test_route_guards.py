@@ -20,6 +20,11 @@ CONSENT_EXEMPT = {
     ("GET", "/api/v1/me/consent/records/{record_id}/copy.pdf"),
     ("POST", "/api/v1/me/withdrawal"),
     ("POST", "/api/v1/me/withdrawal/{withdrawal_id}/confirm"),
+    # Signing out and reading one's own data work whatever the consent state: a participant
+    # who declined or withdrew keeps access to their data until their session ends.
+    ("POST", "/api/v1/me/sign-out"),
+    ("POST", "/api/v1/me/sign-out-everywhere"),
+    ("GET", "/api/v1/me/data"),
 }
 PUBLIC = {
     ("GET", "/api/v1/studies/{key}"),
