@@ -73,7 +73,7 @@ def test_new_participant_completes_the_baseline(live_server, browser, smtp, sess
     first_item.locator("input").first.check()
     page.click("button[type=submit]")
     expect(page.locator("#error-summary")).to_be_visible()
-    expect(page.locator("p.error").first).to_be_visible()
+    expect(page.locator(".item .error").first).to_be_visible()
     shot("4-errors")
     page.reload()
     expect(page.locator(".item").first.locator("input").first).to_be_checked()
