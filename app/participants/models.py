@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
 from pydantic import Field as PField
@@ -10,6 +9,7 @@ from sqlmodel import Field, SQLModel
 
 from app.config import SUPPORTED_LANGUAGES
 from app.db import UTCDateTime
+from app.participants.timezones import canonical_zone
 
 # enrolled: joined, consent not yet given; active: consented; declined: declined consent;
 # paused: no invitations for now; withdrawn: never contacted or scheduled again.
@@ -72,13 +72,12 @@ class ScreeningTally(SQLModel, table=True):
 
 # ---- API schemas ---------------------------------------------------------------------------
 
-_TIMEZONES = frozenset(available_timezones())
-
-
 def check_timezone(value: str) -> str:
-    if value not in _TIMEZONES:
+    """A zone of the offered list; a deprecated alias (US/Eastern) becomes the zone it means."""
+    zone = canonical_zone(value)
+    if zone is None:
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin")
-    return value
+    return zone
 
 
 def check_language(value: str) -> str:
