@@ -17,6 +17,7 @@ from starlette.routing import Match
 
 from app.auth import service as auth
 from app.auth.deps import PARTICIPANT_COOKIE, NowDep, SessionDep
+from app.config import SUPPORTED_LANGUAGES
 from app.core.errors import ValidationFailed
 from app.participants import service as participants
 from app.web.common import form_with_csrf, offered, set_language_cookie
@@ -31,8 +32,9 @@ async def switch_language(request: Request, session: SessionDep, now: NowDep
     form = await form_with_csrf(request)
     language = offered(form.get("language"))
     if language is None:
-        raise ValidationFailed("language: choose one of the languages these pages offer.",
-                               code="unsupported_language", details={"field": "language"})
+        raise ValidationFailed(
+            f"language: not one of the offered languages ({', '.join(SUPPORTED_LANGUAGES)}).",
+            code="unsupported_language", details={"field": "language"})
     participant = _signed_in(request, session, now)
     if participant is not None:
         participants.change_settings(session, participant, timezone=None, language=language,
