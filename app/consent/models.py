@@ -93,6 +93,24 @@ class ConsentSubmit(BaseModel):
         return value.strip() if value is not None else None
 
 
+class LanguageStatus(BaseModel):
+    """Who wrote one language version of a consent document and whether the ethics committee
+    approved it (the study file's consent/versions/*/languages). A version that only lists its
+    languages has them all covered by its approval, with no status given."""
+
+    status: Literal["original", "study_translation"] | None = None
+    approved: bool = True
+
+    @property
+    def kind(self) -> str:
+        """original | approved_translation | study_translation | approved | not_approved"""
+        if self.status == "original":
+            return "original"
+        if self.status == "study_translation":
+            return "approved_translation" if self.approved else "study_translation"
+        return "approved" if self.approved else "not_approved"
+
+
 class ConsentRecordPublic(BaseModel):
     id: int
     study: str
@@ -106,6 +124,14 @@ class ConsentRecordPublic(BaseModel):
     decided_at: datetime
     identity_method: str
     identity_verified_at: datetime | None
+    # the version's approval and its language versions as they stood when the record was made
+    approval_ref: str | None = None
+    language_versions: dict[str, LanguageStatus] = PField(default_factory=dict)
+
+
+class ConsentCopyEmail(BaseModel):
+    queued: bool  # False: the same copy was asked for minutes ago and is on its way already
+    per_day: int  # how many copies may be emailed in 24 hours
 
 
 class StatementPublic(BaseModel):
@@ -126,6 +152,7 @@ class ConsentDocumentPublic(BaseModel):
     body_html: str
     statements: list[StatementPublic]
     signature_meaning: str
+    language_versions: dict[str, LanguageStatus] = PField(default_factory=dict)
 
 
 class WithdrawalRequest(BaseModel):
@@ -163,6 +190,8 @@ class ConsentVersionReview(BaseModel):
     published_at: datetime
     current: bool
     languages: dict[str, str]  # language -> document SHA-256
+    language_versions: dict[str, LanguageStatus] = PField(default_factory=dict)
+    sections: dict[str, str] = PField(default_factory=dict)  # required element -> section id
 
 
 class ConsentLogEntry(BaseModel):

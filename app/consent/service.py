@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from markdown_it import MarkdownIt
 from sqlalchemy import bindparam
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
 from app.audit import service as audit
+from app.consent.document import render_markdown
 from app.consent.models import (
     ConsentDocument,
     ConsentDocumentPublic,
@@ -25,6 +25,7 @@ from app.consent.models import (
     ConsentSubmit,
     ConsentVersion,
     ConsentVersionReview,
+    LanguageStatus,
     StatementPublic,
     Withdrawal,
 )
@@ -170,25 +171,44 @@ def documents_of(session: Session, version_id: int) -> dict[str, ConsentDocument
         select(ConsentDocument).where(ConsentDocument.consent_version_id == version_id)).all()}
 
 
-_markdown = MarkdownIt("commonmark", {"html": False})
+def language_versions(languages: list[str] | dict[str, Any]) -> dict[str, LanguageStatus]:
+    """A version's `languages` from the study file: a list (all covered by its approval) or a
+    mapping language -> {status, approved}."""
+    if isinstance(languages, dict):
+        return {lang: LanguageStatus(**spec) for lang, spec in languages.items()}
+    return {lang: LanguageStatus() for lang in languages}
 
 
-def render_markdown(text: str) -> str:
-    """Consent text is trusted study material, but raw HTML in it is still not rendered."""
-    return _markdown.render(text)
+def language_versions_of(
+    session: Session, study_id: int, version_name: str, at: datetime | None = None
+) -> dict[str, LanguageStatus]:
+    """The language versions of a consent version as the study file said at `at` (now if
+    None): a translation approved later was still unapproved when someone signed it."""
+    from app.studies import service as studies
+
+    for content in ((studies.protocol_at(session, study_id, at),) if at else ()) + (
+            studies.current_protocol(session, study_id),):
+        spec = next((v for v in content["consent"]["versions"]
+                     if v["version"] == version_name), None)
+        if spec is not None:
+            return language_versions(spec["languages"])
+    return {}
 
 
 def document_for(
     session: Session, study: Study, language: str, default_language: str,
-    version: ConsentVersion | None = None,
+    version: ConsentVersion | None = None, prefer: Iterable[str] = (),
 ) -> ConsentDocumentPublic:
+    """The consent document in `language`, else in the first of `prefer` there is one in, else
+    in the study's default language (else any)."""
     assert study.id is not None
     version = version or current_version(session, study.id)
     docs = documents_of(session, version.id)  # type: ignore[arg-type]
     available = sorted(docs)
-    chosen = language if language in docs else (
-        default_language if default_language in docs else available[0])
+    chosen = next((lang for lang in (language, *prefer, default_language) if lang in docs),
+                  available[0])
     doc = docs[chosen]
+    statuses = language_versions_of(session, study.id, version.version)
     return ConsentDocumentPublic(
         study=study.key, version=version.version, approval_ref=version.approval_ref,
         language=chosen, available_languages=available,
@@ -198,6 +218,7 @@ def document_for(
                                     required=s.get("required", True))
                     for s in version.statements],
         signature_meaning=_text(version.signature_meaning, chosen),
+        language_versions={lang: statuses.get(lang, LanguageStatus()) for lang in available},
     )
 
 
@@ -220,6 +241,7 @@ def record_decision(
     if participant.status == "withdrawn":
         raise Forbidden("You have withdrawn from this study; nothing more can be recorded.",
                         code="withdrawn")
+    _check_decision_allowed(session, participant, submit.decision)
     if identity_verified_at is None:
         raise Forbidden("Please open the link we emailed you first, to confirm your address.",
                         code="identity_not_confirmed")
@@ -257,9 +279,11 @@ def record_decision(
     session.add(participant)
     session.flush()
     if submit.decision == "consent":
+        from app.consent import copy_mail
         from app.scheduling import service as scheduling
 
         scheduling.plan_at_enrollment(session, participant, now=now)
+        copy_mail.queue_on_signing(session, participant, record.id, now=now)  # type: ignore[arg-type]
     audit.append(session, actor=f"participant:{participant.id}",
                  action=f"consent.{'sign' if submit.decision == 'consent' else 'decline'}",
                  target=f"consent_record:{record.id}",
@@ -268,7 +292,33 @@ def record_decision(
                           "statements": record.statements},
                  old_value={"status": old_status}, new_value={"status": participant.status},
                  now=now)
+    if submit.decision == "decline":
+        from app.participants import erasure
+
+        # Someone who said no is never written to again: the address goes now, in this
+        # transaction (its own audit row, without the address).
+        erasure.erase_contact(session, participant, actor=f"participant:{participant.id}",
+                              reason="declined", now=now)
     return record
+
+
+def _check_decision_allowed(session: Session, participant: Participant, decision: str) -> None:
+    """Declining is for people who have not consented; after a decline nothing more is taken."""
+    if participant.status == "declined":
+        raise Conflict("You declined to take part in this study, and your email address was "
+                       "erased. To take part after all, please join again with your email "
+                       "address.", code="declined")
+    if decision == "decline" and _has_consented(session, participant.id):
+        raise Conflict("You have already consented, so there is nothing to decline. To stop "
+                       "taking part, please withdraw from the study instead (Withdraw, on the "
+                       "study page).", code="already_consented",
+                       details={"withdraw": "/api/v1/me/withdrawal"})
+
+
+def _has_consented(session: Session, participant_id: str) -> bool:
+    return session.exec(select(ConsentRecord.id).where(
+        ConsentRecord.participant_id == participant_id,
+        ConsentRecord.decision == "consent").limit(1)).first() is not None
 
 
 def _check_signature(version: ConsentVersion, submit: ConsentSubmit) -> None:
@@ -487,16 +537,22 @@ def review_versions(session: Session) -> list[ConsentVersionReview]:
                         .join(Study, col(Study.id) == ConsentVersion.study_id)
                         .order_by(col(Study.key), col(ConsentVersion.ordinal))).all()
     currents: dict[int, str] = {}
+    specs: dict[tuple[int, str], dict[str, Any]] = {}
     for version, key in rows:
         if version.study_id not in currents:
             currents[version.study_id] = studies.current_consent_version_name(
                 session, version.study_id)
+            specs.update({(version.study_id, v["version"]): v for v in studies.current_protocol(
+                session, version.study_id)["consent"]["versions"]})
+        spec = specs.get((version.study_id, version.version), {})
         out.append(ConsentVersionReview(
             study=key, version=version.version, ordinal=version.ordinal,
             approval_ref=version.approval_ref, requires_reconsent=version.requires_reconsent,
             published_at=version.published_at,
             current=currents[version.study_id] == version.version,
             languages={lang: d.sha256 for lang, d in documents_of(session, version.id).items()},  # type: ignore[arg-type]
+            language_versions=language_versions(spec.get("languages", [])),
+            sections=spec.get("sections", {}),
         ))
     return out
 
@@ -599,7 +655,9 @@ def consent_log_csv(entries: list[ConsentLogEntry]) -> str:
 
 # ---- the participant's own records ---------------------------------------------------------
 
-def to_public(record: ConsentRecord, version: str, study_key: str) -> ConsentRecordPublic:
+def to_public(record: ConsentRecord, version: str, study_key: str, *,
+              approval_ref: str | None = None,
+              language_versions: dict[str, LanguageStatus] | None = None) -> ConsentRecordPublic:
     return ConsentRecordPublic(
         id=record.id, study=study_key, version=version,  # type: ignore[arg-type]
         decision=record.decision, language=record.language,
@@ -607,6 +665,7 @@ def to_public(record: ConsentRecord, version: str, study_key: str) -> ConsentRec
         signature_meaning=record.signature_meaning, statements=record.statements,
         decided_at=record.decided_at, identity_method=record.identity_method,
         identity_verified_at=record.identity_verified_at,
+        approval_ref=approval_ref, language_versions=language_versions or {},
     )
 
 
@@ -631,8 +690,10 @@ def signed_copy(session: Session, participant: Participant, record_id: int) -> S
     version = _version_by_name(session, study.id, version_name)
     doc = documents_of(session, version.id)[record.language]  # type: ignore[arg-type]
     texts = {s["id"]: _text(s["text"], record.language) for s in version.statements}
-    return SignedCopy(to_public(record, version_name, study.key), doc.body_md,
-                      [texts[s] for s in record.statements if s in texts])
+    public = to_public(record, version_name, study.key, approval_ref=version.approval_ref,
+                       language_versions=language_versions_of(session, study.id, version_name,
+                                                              at=record.decided_at))
+    return SignedCopy(public, doc.body_md, [texts[s] for s in record.statements if s in texts])
 
 
 def confirm_withdrawal_by_policy(

@@ -22,6 +22,7 @@ from app.consent import service as consent
 from app.core.errors import AppError, NotFound
 from app.core.security import sha256_json, sha256_text
 from app.db import utcnow
+from app.studies import consent_checks, crisis
 from app.studies.models import LoadResult, ProtocolVersion, Study
 
 
@@ -47,12 +48,21 @@ def read_study_file(path: Path, surveys_dir: Path) -> dict[str, Any]:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
         raise StudyLoadError(
-            f"{path}: {where}: {first.message}",
-            details=[{"path": "/".join(str(p) for p in e.absolute_path), "problem": e.message}
+            f"{path}: {where}: {_problem(first)}",
+            details=[{"path": "/".join(str(p) for p in e.absolute_path), "problem": _problem(e)}
                      for e in errors[:20]],
         )
     _check_semantics(path, data)
     return data
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    """The schema's own wording (errorMessage) for a value of the wrong form (pattern, anyOf);
+    jsonschema's for the rest (a missing key says which)."""
+    wording = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if not wording or error.validator not in ("pattern", "anyOf", "oneOf"):
+        return error.message
+    return wording if isinstance(error.instance, dict) else f"{error.instance!r}: {wording}"
 
 
 def _check_semantics(path: Path, data: dict[str, Any]) -> None:
@@ -77,6 +87,16 @@ def _check_semantics(path: Path, data: dict[str, Any]) -> None:
         if missing:
             raise StudyLoadError(f"{path}: consent/versions/{i}/signature_meaning: "
                                  f"no text for {', '.join(sorted(missing))}")
+    _raise_first(path, consent_checks.language_problems(data)
+                 + consent_checks.element_map_problems(data))
+
+
+def _raise_first(path: Path, problems: list[tuple[str, str]]) -> None:
+    """Refuse the file naming its first problem; the details list them all."""
+    if problems:
+        where, problem = problems[0]
+        raise StudyLoadError(f"{path}: {where}: {problem}",
+                             details=[{"path": w, "problem": p} for w, p in problems[:20]])
 
 
 def read_consent_documents(
@@ -123,7 +143,18 @@ def resolve_instruments(
                        "languages": languages,
                        "definition": instrument.model_dump(mode="json", exclude_unset=True)}
     _check_schedule(path, study, pinned)
+    _check_feedback(path, study, pinned)
     return pinned
+
+
+def _check_feedback(path: Path, study: dict[str, Any], pinned: dict[str, dict[str, Any]]) -> None:
+    """participant_feedback names scores its instruments really define."""
+    from app.surveys import feedback
+
+    found = feedback.problems(study, pinned)
+    if found:
+        raise StudyLoadError(f"{path}: {found[0]}",
+                             details=[{"path": p.split(":")[0], "problem": p} for p in found])
 
 
 def _check_schedule(path: Path, study: dict[str, Any], pinned: dict[str, dict[str, Any]]) -> None:
@@ -144,12 +175,16 @@ def load_study(
     now = now or utcnow()
     data = read_study_file(path, surveys_dir)
     documents = read_consent_documents(data, surveys_dir)
+    _raise_first(path, consent_checks.document_problems(data, documents, surveys_dir))
     content = {
         "study": data,
         "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}
                               for v, docs in documents.items()},
         "instruments": resolve_instruments(path, data, surveys_dir),
     }
+    crisis_problem = crisis.problem(data, content["instruments"])
+    if crisis_problem:  # checked before anything is stored
+        raise StudyLoadError(f"{path}: {crisis_problem}")
     digest = sha256_json(content)
 
     study = session.exec(select(Study).where(Study.key == data["key"])).first()
@@ -216,6 +251,20 @@ def current_protocol(session: Session, study_id: int) -> dict[str, Any]:
     if latest is None:
         raise NotFound("This study has no protocol loaded yet.")
     return latest.content["study"]
+
+
+def protocol_at(session: Session, study_id: int, moment: datetime) -> dict[str, Any]:
+    """The study file content in force at `moment`: the newest version loaded by then (the
+    first version if `moment` precedes every load)."""
+    loads = session.exec(select(ProtocolVersion.version, ProtocolVersion.loaded_at)
+                         .where(ProtocolVersion.study_id == study_id)
+                         .order_by(col(ProtocolVersion.version))).all()
+    if not loads:
+        raise NotFound("This study has no protocol loaded yet.")
+    in_force = [version for version, loaded_at in loads if loaded_at <= moment] or [loads[0][0]]
+    return session.exec(select(ProtocolVersion.content).where(
+        ProtocolVersion.study_id == study_id, ProtocolVersion.version == in_force[-1])).one()[
+        "study"]
 
 
 def protocol_count(session: Session, study_id: int) -> int:

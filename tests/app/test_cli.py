@@ -29,7 +29,7 @@ def test_study_load_is_idempotent(db_url):
     first = run(db_url, "study", "load", str(STUDY_FILE))
     second = run(db_url, "study", "load", str(STUDY_FILE))
     assert first.returncode == 0 and "protocol version 1 (new protocol version)" in first.stdout
-    assert "published consent 1.0" in first.stdout
+    assert "published consent 1.0, 1.1" in first.stdout
     assert second.returncode == 0 and "protocol version 1 (unchanged)" in second.stdout
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from fastapi.testclient import TestClient
 
+from app.config import PROJECT_ROOT
 from tests.support.smtp import SMTPServer
 
 STUDY = "keep4o-panel"
 ELIGIBLE = {"adult": True, "uses_ai_chat": True}
 STATEMENTS = ["read_information", "voluntary", "data_use", "adult_confirmed"]
+# the consent version new participants sign: the shipped study file's current one
+_STUDY_FILE = PROJECT_ROOT / "surveys" / "studies" / f"{STUDY}.yaml"
+CONSENT_VERSION: str = yaml.safe_load(_STUDY_FILE.read_text("utf-8"))["consent"]["current"]
 
 
 @dataclass
@@ -44,7 +49,7 @@ def join(client: TestClient, smtp: SMTPServer, email: str, **kwargs: Any) -> Per
 
 
 def consent_body(**overrides: Any) -> dict[str, Any]:
-    body = {"version": "1.0", "language": "en", "decision": "consent",
+    body = {"version": CONSENT_VERSION, "language": "en", "decision": "consent",
             "signature_name": "Alex Example", "statements": list(STATEMENTS)}
     body.update(overrides)
     return body

@@ -32,12 +32,17 @@ class StudyCopy:
                             languages: tuple[str, ...] = ("en",)) -> None:
         data = self.read()
         base = dict(data["consent"]["versions"][-1])
-        base.update(version=version, requires_reconsent=requires_reconsent,
+        new = dict(base)
+        new.update(version=version, requires_reconsent=requires_reconsent,
                     approval_ref=f"IRB amendment {version}", languages=list(languages))
-        data["consent"]["versions"].append(base)
+        data["consent"]["versions"].append(new)
         data["consent"]["current"] = version
         for lang in languages:
+            # the base version's text (so it keeps every section the elements map to), amended
+            source = self.consent_doc(base["version"], lang)
+            text = source.read_text("utf-8") if source.is_file() else ""
             doc = self.consent_doc(version, lang)
             doc.parent.mkdir(parents=True, exist_ok=True)
-            doc.write_text(f"# Consent version {version}\n\nAmended text for {lang}.\n", "utf-8")
+            doc.write_text(f"# Consent version {version}\n\nAmended text for {lang}.\n\n{text}",
+                           "utf-8")
         self.write(data)

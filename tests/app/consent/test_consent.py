@@ -10,7 +10,13 @@ from app.consent.models import ConsentRecord
 from app.participants.models import Participant
 from app.studies import service as studies
 from app.studies.models import Study
-from tests.support.flows import STATEMENTS, consent_body, join, joined_and_consented
+from tests.support.flows import (
+    CONSENT_VERSION,
+    STATEMENTS,
+    consent_body,
+    join,
+    joined_and_consented,
+)
 from tests.support.studyfiles import StudyCopy
 
 
@@ -21,7 +27,7 @@ def _count(session: Session, model) -> int:  # type: ignore[no-untyped-def]
 def test_signing_records_everything_an_irb_asks_for(client, smtp, session):
     person = join(client, smtp, "ana@example.org")
     doc = client.get("/api/v1/me/consent/document?lang=de", headers=person.headers).json()
-    assert doc["language"] == "de" and doc["version"] == "1.0"
+    assert doc["language"] == "de" and doc["version"] == CONSENT_VERSION
     assert len(doc["sha256"]) == 64 and "<h1>" in doc["body_html"]
     body = consent_body(language="de", signature_name="Ana Beispiel")
     response = client.post("/api/v1/me/consent", json=body, headers=person.headers)
@@ -35,7 +41,7 @@ def test_signing_records_everything_an_irb_asks_for(client, smtp, session):
     assert record["identity_verified_at"] is not None
     assert record["decided_at"].endswith(("Z", "+00:00"))
     me = client.get("/api/v1/me", headers=person.headers).json()
-    assert me["status"] == "active" and me["consent_version"] == "1.0"
+    assert me["status"] == "active" and me["consent_version"] == CONSENT_VERSION
     actions = [e.action for e in session.exec(select(AuditEvent)).all()]
     assert actions.count("consent.sign") == 1
 
@@ -43,9 +49,11 @@ def test_signing_records_everything_an_irb_asks_for(client, smtp, session):
 def test_document_says_when_a_language_is_missing(client, smtp):
     person = join(client, smtp, "li@example.org", language="zh-CN")
     doc = client.get("/api/v1/me/consent/document", headers=person.headers).json()
-    assert doc["requested_language_available"] is False
-    assert doc["language"] == "en"
-    assert doc["available_languages"] == ["de", "en", "pt-BR"]
+    assert doc["requested_language_available"] is True and doc["language"] == "zh-CN"
+    missing = client.get("/api/v1/me/consent/document?lang=ja", headers=person.headers).json()
+    assert missing["requested_language_available"] is False
+    assert missing["language"] == "en"
+    assert missing["available_languages"] == ["de", "en", "pt-BR", "zh-CN"]
 
 
 @pytest.mark.parametrize(("override", "code", "field"), [
@@ -83,8 +91,8 @@ def test_unknown_version_and_unknown_fields_are_refused(client, smtp, session):
 
 def test_decline_is_recorded(client, smtp, session):
     person = join(client, smtp, "no@example.org")
-    response = client.post("/api/v1/me/consent", headers=person.headers,
-                           json={"version": "1.0", "language": "en", "decision": "decline"})
+    response = client.post("/api/v1/me/consent", headers=person.headers, json={
+        "version": CONSENT_VERSION, "language": "en", "decision": "decline"})
     assert response.status_code == 201
     assert response.json()["decision"] == "decline"
     assert session.exec(select(Participant)).one().status == "declined"
@@ -139,7 +147,7 @@ def test_invalid_study_file_names_the_place(tmp_path, session):
 def test_reconsent_blocks_until_the_new_version_is_signed(client, smtp, session, tmp_path):
     person = joined_and_consented(client, smtp, "re@example.org")
     participant = session.exec(select(Participant)).one()
-    consent.check_gate(session, participant)  # passes on version 1.0
+    consent.check_gate(session, participant)  # passes on the current version
     copy = StudyCopy(tmp_path)
     copy.add_consent_version("2.0", requires_reconsent=True)
     studies.load_study(session, copy.file, copy.surveys, actor="test")
@@ -161,7 +169,7 @@ def test_reconsent_blocks_until_the_new_version_is_signed(client, smtp, session,
 def test_amendment_without_reconsent_keeps_people_going(client, smtp, session, tmp_path):
     joined_and_consented(client, smtp, "keep@example.org")
     copy = StudyCopy(tmp_path)
-    copy.add_consent_version("1.1", requires_reconsent=False)
+    copy.add_consent_version("1.2", requires_reconsent=False)
     studies.load_study(session, copy.file, copy.surveys, actor="test")
     participant = session.exec(select(Participant)).one()
     consent.check_gate(session, participant)

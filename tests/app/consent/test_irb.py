@@ -36,12 +36,11 @@ def test_irb_routes_check_the_role(client, staff, path):
 
 def test_consent_versions_show_hashes_and_approval(client, staff):
     versions = client.get("/api/v1/irb/consent-versions", headers=staff["irb"]).json()
-    assert len(versions) == 1
-    v = versions[0]
-    assert v["version"] == "1.0" and v["current"] is True
-    assert v["approval_ref"].startswith("IRB-2026-0412")
-    assert set(v["languages"]) == {"en", "de", "pt-BR"}
-    assert all(len(h) == 64 for h in v["languages"].values())
+    assert [(v["version"], v["current"]) for v in versions] == [("1.0", False), ("1.1", True)]
+    assert all(v["approval_ref"].startswith("IRB-2026-0412") for v in versions)
+    assert set(versions[0]["languages"]) == {"en", "de", "pt-BR"}
+    assert set(versions[1]["languages"]) == {"en", "de", "pt-BR", "zh-CN"}
+    assert all(len(h) == 64 for v in versions for h in v["languages"].values())
 
 
 def test_consent_log_filters_csv_and_history(client, smtp, staff, session, clock, settings):

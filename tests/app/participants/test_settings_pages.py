@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from app.audit.models import AuditEvent
 from app.participants.models import Contact, Participant
-from tests.support.flows import STATEMENTS
+from tests.support.flows import CONSENT_VERSION, STATEMENTS
 
 
 def _csrf(html: str) -> str:
@@ -28,7 +28,7 @@ def _browser_participant(app, smtp, email: str) -> TestClient:  # type: ignore[n
     consent_page = web.get(smtp.to(email)[-1].link().replace("http://testserver", ""),
                            follow_redirects=True)
     signed = web.post("/p/consent", data={
-        "csrf_token": _csrf(consent_page.text), "version": "1.0", "language": "en",
+        "csrf_token": _csrf(consent_page.text), "version": CONSENT_VERSION, "language": "en",
         "decision": "consent", "signature_name": "Page Tester", "statements": STATEMENTS},
         follow_redirects=True)
     assert signed.status_code == 200
@@ -42,7 +42,8 @@ def test_settings_page_pause_time_zone_and_language(app, smtp, session):
     assert 'href="/p/settings"' in home.text
     page = web.get("/p/settings")
     assert page.status_code == 200 and 'id="upcoming"' in page.text
-    assert "opens 2026-11-16 18:00 (Europe/Berlin)" in page.text  # first biweekly survey
+    # Babel (CLDR) puts a narrow no-break space before AM/PM
+    assert "opens Nov 16, 2026, 6:00\u202fPM (Europe/Berlin)" in page.text  # first biweekly
     token = _csrf(page.text)
 
     assert web.post("/p/settings/pause", data={"action": "pause"}).status_code == 403  # no CSRF
@@ -61,7 +62,7 @@ def test_settings_page_pause_time_zone_and_language(app, smtp, session):
                      follow_redirects=True)
     assert moved.status_code == 200 and '<html lang="de">' in moved.text
     assert "Ihre Einstellungen wurden gespeichert." in moved.text
-    assert "2026-11-16 18:00 (Asia/Tokyo)" in moved.text
+    assert "16. Nov. 2026, 18:00 (Asia/Tokyo)" in moved.text  # German date, local wall time
 
     session.rollback()
     participant = session.exec(select(Participant)).one()

@@ -8,7 +8,7 @@ from sqlmodel import func, select
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
-from tests.support.flows import join, joined_and_consented
+from tests.support.flows import CONSENT_VERSION, join, joined_and_consented
 
 BASELINE = ["baseline", "who5", "phq9", "gad7", "ucla3", "swls", "social_contact", "ai_usage",
             "ai_dependence"]
@@ -37,7 +37,7 @@ def test_consent_creates_the_baseline_surveys(client, smtp):
     gated = client.get("/api/v1/me/surveys", headers=person.headers)
     assert gated.status_code == 403 and gated.json()["error"]["code"] == "consent_required"
     client.post("/api/v1/me/consent", headers=person.headers, json={
-        "version": "1.0", "language": "en", "signature_name": "B",
+        "version": CONSENT_VERSION, "language": "en", "signature_name": "B",
         "statements": ["read_information", "voluntary", "data_use", "adult_confirmed"]})
     assert sorted(_open(client, person)) == sorted(BASELINE)
 

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from app.participants.models import Participant
+from tests.support.flows import CONSENT_VERSION
 
 
 def _csrf(html: str) -> str:
@@ -36,11 +37,11 @@ def test_join_consent_and_copy_in_german(app, smtp, session):
     assert 'lang="de"' in home.text and "Studieninformation" in home.text
     token = _csrf(home.text)
     missing = web.post("/p/consent?lang=de", data={
-        "csrf_token": token, "version": "1.0", "language": "de", "decision": "consent",
+        "csrf_token": token, "version": CONSENT_VERSION, "language": "de", "decision": "consent",
         "signature_name": "Web Tester", "statements": ["read_information", "voluntary"]})
     assert missing.status_code == 422 and 'role="alert"' in missing.text
     signed = web.post("/p/consent?lang=de", data={
-        "csrf_token": token, "version": "1.0", "language": "de", "decision": "consent",
+        "csrf_token": token, "version": CONSENT_VERSION, "language": "de", "decision": "consent",
         "signature_name": "Web Tester",
         "statements": ["read_information", "voluntary", "data_use", "adult_confirmed"]},
         follow_redirects=True)
@@ -91,7 +92,7 @@ def test_withdraw_in_two_steps_through_pages(app, smtp, session):
     web.get(smtp.to("leave@example.org")[-1].link().replace("http://testserver", ""))
     page = web.get("/p/consent")
     web.post("/p/consent", data={
-        "csrf_token": _csrf(page.text), "version": "1.0", "language": "en",
+        "csrf_token": _csrf(page.text), "version": CONSENT_VERSION, "language": "en",
         "decision": "consent", "signature_name": "Leaver",
         "statements": ["read_information", "voluntary", "data_use", "adult_confirmed"]})
     choose = web.get("/p/withdraw")
