@@ -10,13 +10,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import service as auth
 from app.auth.deps import PARTICIPANT_COOKIE, NowDep, SessionDep, SettingsDep
-from app.core.errors import NotFound
 from app.participants import own_data
 from app.web.common import form_with_csrf, page_language, render
 from app.web.routes import WebParticipant
 
 router = APIRouter(include_in_schema=False)
-DOWNLOADS = {"my-data.json": "json", "my-data.zip": "csv"}
 
 
 def _signed_out(request: Request, settings: SettingsDep, lang: str, everywhere: bool
@@ -72,13 +70,18 @@ def data_page(request: Request, ctx: WebParticipant) -> HTMLResponse:
                   csv_files=own_data.CSV_FILES)
 
 
-@router.get("/p/data/{name}")
-def data_download(name: str, ctx: WebParticipant, session: SessionDep, now: NowDep
-                  ) -> Response:
-    fmt = DOWNLOADS.get(name)
-    if fmt is None:
-        raise NotFound("There is no such download.")
+def _download(ctx: WebParticipant, session: SessionDep, now: NowDep, fmt: str) -> Response:
     body, media_type, filename = own_data.download(session, ctx.participant, fmt, via="web",
                                                    now=now)
     session.commit()
     return Response(body, media_type=media_type, headers=own_data.attachment_headers(filename))
+
+
+@router.get("/p/data/my-data.json")
+def data_download_json(ctx: WebParticipant, session: SessionDep, now: NowDep) -> Response:
+    return _download(ctx, session, now, "json")
+
+
+@router.get("/p/data/my-data.zip")
+def data_download_csv(ctx: WebParticipant, session: SessionDep, now: NowDep) -> Response:
+    return _download(ctx, session, now, "csv")

@@ -32,6 +32,7 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
         ("POST", "/api/v1/me/surveys/{instance_id}/responses"): answers,
         ("GET", "/p/consent/records/{record_id}"): None,
         ("GET", "/p/surveys/{instance_id}"): None,
+        ("GET", "/p/surveys/{instance_id}/thanks"): None,
         ("POST", "/p/surveys/{instance_id}"): {"csrf_token": "c" * 32, "who5_1": "3"},
     }
     with_ids = {(m, r.path) for r in _api_routes(app.routes) for m in r.methods

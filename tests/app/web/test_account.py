@@ -280,6 +280,8 @@ def test_thank_you_page_is_not_shown_for_an_unfinished_set(app, smtp, session):
     _page_post(web, who5, _answers(session, who5))
     early = web.get(f"/p/surveys/{who5.id}/thanks")
     assert early.status_code == 303 and early.headers["location"] == f"/p/surveys/{who5.id}"
+    stranger, _ = _signed_in(app, smtp, "stranger@example.org")
+    assert stranger.get(f"/p/surveys/{who5.id}/thanks").status_code == 404  # not theirs
 
 
 def test_crisis_page_comes_first_and_continues_to_the_thank_you_page(app, smtp, session):
