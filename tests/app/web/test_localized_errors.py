@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,10 @@ from app.core.errors import _HTTP_CODES
 from app.i18n import catalog, translator
 from app.main import create_app
 from app.surveys.models import SurveyInstance
-from tests.support.flows import STATEMENTS, STUDY
+from tests.support.flows import STATEMENTS
+from tests.support.pages import signed_in_browser
 
 GENEROUS = "1000/minute"
-
-
-def _address(name: str) -> str:
-    """A fresh address: the SMTP sink lives for the whole run, across both databases."""
-    return f"{name}-{uuid.uuid4().hex[:8]}@example.org"
 
 
 def _other(lang: str) -> str:
@@ -32,29 +27,10 @@ def _other(lang: str) -> str:
     return "de" if lang != "de" else "pt-BR"
 
 
-def _path(link: str) -> str:
-    return link.replace("http://testserver", "")
-
-
 def _signed_in(app, smtp, lang: str, *, consented: bool = True) -> TestClient:  # type: ignore[no-untyped-def]
     """A browser that joined in `lang` and opened its link; then its own settings (Accept-Language
     and the language cookie) are set to another language, so only the stored one can win."""
-    web = TestClient(app)
-    email = _address(f"err-{lang.lower()}")
-    page = web.get(f"/join/{STUDY}?lang={lang}")
-    joined = web.post(f"/join/{STUDY}", data={
-        "csrf_token": web.cookies["wp_csrf"], "lang": lang, "email": email,
-        "timezone": "Europe/Berlin", "screening_adult": "yes", "screening_uses_ai_chat": "yes"})
-    assert page.status_code == 200 and joined.status_code == 200, joined.text
-    opened = web.get(_path(smtp.wait_for(email)[-1].link()), follow_redirects=False)
-    assert opened.status_code == 303
-    if consented:
-        version = web.get("/api/v1/me").json()["consent_current_version"]
-        signed = web.post("/p/consent", data={
-            "csrf_token": web.cookies["wp_csrf"], "version": version, "language": "en",
-            "decision": "consent", "signature_name": "Err Tester", "statements": STATEMENTS},
-            follow_redirects=False)
-        assert signed.status_code == 303, signed.text
+    web = signed_in_browser(app, smtp, lang, consented=consented)
     web.headers["Accept-Language"] = _other(lang)
     web.cookies.set("wp_lang", _other(lang))
     return web
