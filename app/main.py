@@ -33,6 +33,7 @@ from app.surveys.routes import router as surveys_router
 from app.surveys.staff_routes import router as safety_router
 from app.web.account_routes import router as account_web_router
 from app.web.common import html_error, is_web_request
+from app.web.feedback_routes import router as feedback_web_router
 from app.web.help_routes import router as help_web_router
 from app.web.language_routes import router as language_router
 from app.web.routes import router as web_router
@@ -82,6 +83,7 @@ def create_app(
     for router in (sign_out_router, my_data_router, account_web_router, submitted_web_router):
         app.include_router(router)  # participant controls: sign out, my data, after a survey
     app.include_router(help_web_router)  # the public "Need help now?" page
+    app.include_router(feedback_web_router)  # /p/feedback, when the study file enables it
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_errors(app)
     return app

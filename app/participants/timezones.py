@@ -177,6 +177,12 @@ def local_date(moment: datetime, zone: str, language: str) -> str:
                            locale=babel_locale(language))
 
 
+def local_day_month(moment: datetime, zone: str, language: str) -> str:
+    """A short day in the zone for chart axes, e.g. "Nov 3" / "3. Nov." / "11月3日"."""
+    return format_skeleton("MMMd", _aware(moment), tzinfo=_zone_info(zone),
+                           locale=babel_locale(language))
+
+
 def local_datetime(moment: datetime, zone: str, language: str) -> str:
     """Date and time in the zone and language, with the zone shown.
 

@@ -113,6 +113,53 @@ def line_chart(x_labels: Sequence[str], series: Mapping[str, Sequence[float | No
     return "".join(out)
 
 
+def trend_chart(x_labels: Sequence[str], values: Sequence[float | None], *, title: str,
+                y_min: float, y_max: float, value_format: str = ".0f", width: int = 360,
+                height: int = 200) -> str:
+    """One score over time on its whole possible range (y_min..y_max), for a participant's page.
+
+    Scales with its container (viewBox; the page's CSS sets the width), so it fits a phone. No
+    legend: the heading names the score and a table beside it lists every value. None (not
+    scored) leaves a gap.
+    """
+    left, right, top, bottom = 34, 14, 12, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = len(x_labels)
+    span = (y_max - y_min) or 1.0
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = left + (i * plot_w / (n - 1) if n > 1 else plot_w / 2)
+        return x, top + plot_h - (min(max(v, y_min), y_max) - y_min) / span * plot_h
+
+    desc = "; ".join(f"{label}: {_label(v, value_format) if v is not None else '-'}"
+                     for label, v in zip(x_labels, values, strict=True)) or "no data"
+    out = _open(width, height, title, desc, "trend")
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h - frac * plot_h
+        out.append(f'<line class="grid" x1="{left}" x2="{_n(left + plot_w)}" y1="{_n(y)}" '
+                   f'y2="{_n(y)}" stroke="#cbd5e0"/>'
+                   f'<text x="{left - 4}" y="{_n(y + 4)}" text-anchor="end" font-size="11">'
+                   f"{escape(_label(y_min + frac * span, value_format))}</text>")
+    every = max(1, -(-n // 5))  # at most ~5 x labels fit a phone
+    for i, label in enumerate(x_labels):
+        if i % every == 0 or i == n - 1:
+            x, _ = xy(i, y_min)
+            out.append(f'<text x="{_n(x)}" y="{_n(top + plot_h + 18)}" text-anchor="middle" '
+                       f'font-size="11">{escape(label)}</text>')
+    for run in _runs(values):
+        points = " ".join(f"{_n(x)},{_n(y)}" for x, y in (xy(i, values[i]) for i in run))  # type: ignore[arg-type]
+        out.append(f'<polyline class="line" fill="none" stroke="{PALETTE[0]}" '
+                   f'stroke-width="2" points="{points}"/>')
+    for i, v in enumerate(values):
+        if v is not None:
+            x, y = xy(i, v)
+            out.append(f'<circle class="point" cx="{_n(x)}" cy="{_n(y)}" r="4" '
+                       f'fill="{PALETTE[0]}"><title>{escape(x_labels[i])}: '
+                       f"{escape(_label(v, value_format))}</title></circle>")
+    out.append("</svg>")
+    return "".join(out)
+
+
 def _runs(values: Sequence[float | None]) -> list[list[int]]:
     """Index runs of known values: a line never bridges a gap."""
     runs: list[list[int]] = []

@@ -14,6 +14,7 @@ from app.auth import service as auth
 from app.auth.deps import STAFF_COOKIE, NowDep, SessionDep, SettingsDep
 from app.consent import service as consent
 from app.core.errors import NotFound
+from app.surveys import feedback
 from app.surveys import service as surveys
 from app.web.common import form_with_csrf
 from app.web.console_common import (
@@ -90,8 +91,10 @@ def staff_home(request: Request, member: WebStaff, session: SessionDep,
 
 @router.get("/irb/consent-versions", response_class=HTMLResponse)
 def versions_page(request: Request, member: Reviewer, session: SessionDep) -> HTMLResponse:
-    return _staff_render(request, "staff/consent_versions.html", member,
-                         versions=consent.review_versions(session))
+    versions = consent.review_versions(session)
+    return _staff_render(request, "staff/consent_versions.html", member, versions=versions,
+                         feedback_settings=feedback.settings_for(session,
+                                                                 [v.study for v in versions]))
 
 
 def _parse_day(value: str | None) -> date | None:
