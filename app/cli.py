@@ -14,6 +14,7 @@ from app.cli_support import fail, load_settings
 from app.config import Settings
 from app.export import cli as export_cli
 from app.ops import cli as ops_cli
+from app.participants import cli as participants_cli
 from app.scheduling import cli as scheduling_cli
 from app.simulate import cli as simulate_cli
 
@@ -33,6 +34,7 @@ app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 export_cli.register(app)  # export panel
 ops_cli.register(app)  # backup, restore
+participants_cli.register(app)  # participants erase-expired-contacts
 scheduling_cli.register(app)  # compliance
 simulate_cli.register(app)  # simulate
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import Response
 
 from app.auth.deps import NowDep, ParticipantDep, SessionDep
+from app.consent import copy_mail
 from app.consent import service as consent
 from app.consent.copy import consent_pdf
 from app.consent.models import (
+    ConsentCopyEmail,
     ConsentDocumentPublic,
     ConsentRecordPublic,
     ConsentSubmit,
@@ -18,6 +20,7 @@ from app.consent.models import (
     WithdrawalStarted,
 )
 from app.i18n import translator
+from app.notify.dispatch import deliver_in_background
 from app.studies import service as studies
 from app.studies.models import Study
 
@@ -38,12 +41,15 @@ def get_consent_document(
 
 @router.post("/consent", response_model=ConsentRecordPublic, status_code=201)
 def submit_consent(
-    body: ConsentSubmit, ctx: ParticipantDep, session: SessionDep, now: NowDep
+    body: ConsentSubmit, ctx: ParticipantDep, session: SessionDep, now: NowDep,
+    request: Request, background: BackgroundTasks,
 ) -> ConsentRecordPublic:
     record = consent.record_decision(session, ctx.participant, body,
                                      identity_verified_at=ctx.identity_verified_at, now=now)
-    session.commit()
-    return consent.signed_copy(session, ctx.participant, record.id).record  # type: ignore[arg-type]
+    answer = consent.signed_copy(session, ctx.participant, record.id).record  # type: ignore[arg-type]
+    session.commit()  # and no read after it: delivery needs the (SQLite) write lock
+    deliver_in_background(request.app, background)  # the signed copy, by email
+    return answer
 
 
 @router.get("/consent/records", response_model=list[ConsentRecordPublic])
@@ -66,6 +72,17 @@ def download_consent_pdf(record_id: int, ctx: ParticipantDep, session: SessionDe
     filename = f"consent-{copy.record.study}-{copy.record.version}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.post("/consent/records/{record_id}/email", response_model=ConsentCopyEmail,
+             status_code=202)
+def email_consent_copy(record_id: int, ctx: ParticipantDep, session: SessionDep, now: NowDep,
+                       request: Request, background: BackgroundTasks) -> ConsentCopyEmail:
+    """Email the signed copy (PDF) again; asking twice within minutes sends one."""
+    queued = copy_mail.email_again(session, ctx.participant, record_id, now=now)
+    session.commit()
+    deliver_in_background(request.app, background)
+    return ConsentCopyEmail(queued=queued, per_day=copy_mail.COPY_EMAILS_PER_DAY)
 
 
 @router.post("/withdrawal", response_model=WithdrawalStarted, status_code=201)

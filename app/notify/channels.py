@@ -16,11 +16,24 @@ log = logging.getLogger("wellpanel.notify")
 
 
 @dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str = "application/pdf"
+
+    @property
+    def summary(self) -> str:
+        """Name and size only: what logs and the console may show of an attachment."""
+        return f"{self.filename} ({len(self.content)} bytes, {self.mime_type})"
+
+
+@dataclass(frozen=True)
 class Message:
     to: str
     subject: str
     body: str
     language: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 class Channel(Protocol):
@@ -36,8 +49,13 @@ class SMTPChannel:
         email["From"] = self.settings.mail_from
         email["To"] = message.to
         email["Subject"] = message.subject
-        email["Content-Language"] = message.language
         email.set_content(message.body)
+        for attachment in message.attachments:
+            maintype, subtype = attachment.mime_type.split("/", 1)
+            email.add_attachment(attachment.content, maintype=maintype, subtype=subtype,
+                                 filename=attachment.filename)
+        # After the attachments: turning the message multipart moves Content-* headers inward.
+        email["Content-Language"] = message.language
         s = self.settings
         with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30) as smtp:
             if s.smtp_starttls:
@@ -55,7 +73,8 @@ class ConsoleChannel:
 
     def send(self, message: Message) -> None:
         self.recent.append(message)
-        print(f"\n--- message (console channel) ---\nSubject: {message.subject}\n\n"
+        attached = "".join(f"Attachment: {a.summary}\n" for a in message.attachments)
+        print(f"\n--- message (console channel) ---\nSubject: {message.subject}\n{attached}\n"
               f"{message.body}\n---------------------------------\n", flush=True)
 
 

@@ -7,15 +7,17 @@ an erased address means nothing is sent, and no link token is stored in the outb
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, select
 
 from app.auth import service as auth
 from app.config import Settings
-from app.i18n import translator
-from app.notify.channels import Message
+from app.i18n import Translator, translator
+from app.notify.channels import Attachment, Message
 from app.notify.models import OutboxMessage
 from app.participants.models import Contact, Participant
+from app.participants.timezones import local_datetime
 from app.studies import service as studies
 from app.studies.models import Study
 
@@ -25,8 +27,11 @@ OCCASION_KINDS = ("invitation", "reminder")
 # confirmation link and no login link; email_change_taken is the neutral notice sent instead to
 # the owner of an address someone asked to use.
 EMAIL_CHANGE_KINDS = ("email_change", "email_change_taken")
+# consent_copy carries the signed consent as a PDF attachment (built now from the record id in
+# its payload) and no login link: people keep and forward such a copy.
+ATTACHMENT_KINDS = ("consent_copy",)
 MESSAGE_KINDS = ("magic_link", "already_enrolled", *OCCASION_KINDS,
-                 *EMAIL_CHANGE_KINDS)  # each has email.<kind>.*
+                 *EMAIL_CHANGE_KINDS, *ATTACHMENT_KINDS)  # each has email.<kind>.*
 
 
 def _occasion_still_due(session: Session, participant: Participant, message: OutboxMessage,
@@ -69,13 +74,49 @@ def render_message(
     if address_and_link is None:
         return None
     to, link = address_and_link
-    params = {"study": title, "link": link, **{k: str(v) for k, v in message.payload.items()}}
+    attachments = _attachments(session, participant, message)
+    if attachments is None:
+        return None
+    params = {"study": title, "link": link, **_payload_params(message.payload, participant)}
     return Message(
         to=to,
         subject=t(f"email.{message.kind}.subject", **params),
-        body=t(f"email.{message.kind}.body", **params),
+        body=_with_help_line(t(f"email.{message.kind}.body", **params), t, settings,
+                             participant.language),
         language=participant.language,
+        attachments=attachments,
     )
+
+
+def _attachments(session: Session, participant: Participant, message: OutboxMessage
+                 ) -> tuple[Attachment, ...] | None:
+    """What the message carries (built now, never stored); None when it has nothing to carry."""
+    if message.kind != "consent_copy":
+        return ()
+    from app.consent import copy_mail
+
+    attachment = copy_mail.signed_copy_attachment(session, participant, message.payload)
+    return None if attachment is None else (attachment,)
+
+
+def _payload_params(payload: dict[str, Any], participant: Participant) -> dict[str, str]:
+    """The payload as text; a time (a key ending in _at) in the participant's zone and language
+    as they are now, at send time, with the zone named (never UTC as queued)."""
+    params = {key: str(value) for key, value in payload.items()}
+    for key, value in payload.items():
+        if key.endswith("_at") and isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            params[key] = local_datetime(moment, participant.timezone, participant.language)
+    return params
+
+
+def _with_help_line(body: str, t: Translator, settings: Settings, language: str) -> str:
+    """Every message ends with where crisis lines are (added here once, not in each text)."""
+    url = f"{settings.base_url}/help?lang={language}"
+    return f"{body.rstrip()}\n\n{t('help.email_footer', url=url)}\n"
 
 
 def _address_and_link(session: Session, message: OutboxMessage, contact_email: str,
@@ -91,8 +132,8 @@ def _address_and_link(session: Session, message: OutboxMessage, contact_email: s
             return None
         new_email, token = issued
         return new_email, f"{settings.base_url}/p/email/confirm/{token}"
-    if message.kind == "email_change_taken":
-        return contact_email, ""  # a notice only; nobody asked this person for a link
+    if message.kind in ("email_change_taken", *ATTACHMENT_KINDS):
+        return contact_email, ""  # a notice or a copy to keep: no login link in it
     token = auth.issue_participant_token(
         session, message.participant_id, "link", timedelta(days=settings.magic_link_ttl_days),
         now=now)

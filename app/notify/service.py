@@ -41,6 +41,16 @@ def queue(
     return message
 
 
+def queued_since(session: Session, participant_id: str, kind: str, since: datetime
+                 ) -> list[tuple[str, datetime]]:
+    """(dedupe key, queued at) of the participant's messages of ``kind`` queued after ``since``,
+    whatever became of them: for callers that limit how often something may be asked for."""
+    rows = session.exec(select(OutboxMessage.dedupe_key, OutboxMessage.created_at).where(
+        OutboxMessage.participant_id == participant_id, OutboxMessage.kind == kind,
+        col(OutboxMessage.created_at) > since)).all()
+    return [(key, at) for key, at in rows]
+
+
 def cancel_pending(session: Session, participant_id: str, *, now: datetime) -> int:
     result = session.exec(  # type: ignore[call-overload]
         update(OutboxMessage)

@@ -113,13 +113,17 @@ def mark_contact_verified(session: Session, participant_id: str, now: datetime) 
     return contact.verified_at
 
 
-def forget_contact(session: Session, participant_id: str) -> None:
+def forget_contact(session: Session, participant_id: str) -> int:
     """After withdrawal the address is erased, so nobody can contact the person again.
 
-    Requested address changes (pending or not) hold addresses too and go with it.
+    Requested address changes (pending or not) hold addresses too and go with it. Returns how
+    many rows were erased (0: nothing was held, or another transaction erased it first).
     """
-    session.exec(delete(EmailChange).where(EmailChange.participant_id == participant_id))  # type: ignore[call-overload]
-    session.exec(delete(Contact).where(Contact.participant_id == participant_id))  # type: ignore[call-overload]
+    changes = session.exec(delete(EmailChange).where(  # type: ignore[call-overload]
+        EmailChange.participant_id == participant_id)).rowcount
+    contacts = session.exec(delete(Contact).where(  # type: ignore[call-overload]
+        Contact.participant_id == participant_id)).rowcount
+    return changes + contacts
 
 
 def erase_research_data(session: Session, participant_id: str) -> int:

@@ -1,5 +1,6 @@
 """One dispatcher tick: open what is due, expire what is overdue, queue invitations and
-reminders, deliver the outbox.
+reminders, complete ended schedules and erase contact details past retention
+(app/participants/erasure.py), deliver the outbox.
 
 Set-based: instances change state in batches, each one conditional UPDATE ... RETURNING (with
 FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers) in its own transaction, and the
@@ -26,6 +27,7 @@ from app.db import UTCDateTime
 from app.notify import service as notify
 from app.notify.channels import Channel
 from app.notify.models import OutboxMessage
+from app.participants import erasure
 from app.participants.models import Participant
 from app.scheduling import service as scheduling
 from app.studies.models import ProtocolVersion
@@ -46,6 +48,8 @@ class TickReport:
     failed: int = 0
     retry: int = 0
     cancelled: int = 0
+    completed: int = 0  # participants whose schedule ended
+    contacts_erased: int = 0  # contact details past the study's retention period
 
 
 def tick(engine: Engine, settings: Settings, channel: Channel, *, now: datetime) -> TickReport:
@@ -55,6 +59,8 @@ def tick(engine: Engine, settings: Settings, channel: Channel, *, now: datetime)
         report.expired = expire_overdue(session, now)
         report.opened, report.invitations = open_due(session, now)
         report.reminders = queue_reminders(session, now)
+        retention = erasure.erase_expired_contacts(session, now=now)
+        report.completed, report.contacts_erased = retention.completed, retention.contacts_erased
     counts = notify.deliver_due(engine, settings, channel, now=now)
     for outcome, n in counts.items():
         setattr(report, outcome, n)

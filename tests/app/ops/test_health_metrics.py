@@ -108,7 +108,8 @@ def test_metrics_label_routes_by_template_and_read_the_database(app, client, smt
     assert instance_id not in text and person.token not in text and "12345" not in text
     assert "BREW" not in text
     assert _metric(text, "wellpanel_database_up") == 1
-    assert _metric(text, "wellpanel_outbox_messages", status="sent") == 1  # the magic link
+    # the magic link and the signed consent copy
+    assert _metric(text, "wellpanel_outbox_messages", status="sent") == 2
     assert _metric(text, "wellpanel_notification_failures", state="failed") == 0
     assert _metric(text, "wellpanel_scheduler_lag_seconds") == 0
 
@@ -118,7 +119,7 @@ def test_metrics_label_routes_by_template_and_read_the_database(app, client, smt
     tick(engine, settings, app.state.channel, now=clock.now)
     after = _scrape(client)
     assert _metric(after, "wellpanel_scheduler_lag_seconds") == 0
-    assert _metric(after, "wellpanel_outbox_messages", status="sent") >= 2  # the invitation
+    assert _metric(after, "wellpanel_outbox_messages", status="sent") >= 3  # the invitation
 
 
 def test_failed_notifications_are_counted(app, client, smtp, session):
