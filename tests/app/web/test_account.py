@@ -162,8 +162,14 @@ def test_sign_out_in_the_participants_language_and_with_an_ended_session(app, sm
     web, _ = _signed_in(app, smtp, "raus@example.org", lang="de")
     home = web.get("/p")
     assert "Abmelden" in home.text
+    old = web.cookies["wp_session"]
     out = web.post("/p/sign-out", data={"csrf_token": _csrf(home.text)}, follow_redirects=True)
     assert out.status_code == 200 and "Sie sind abgemeldet" in out.text
+    # The old cookie value now gets the "please open your link" page, in German.
+    web.cookies.set("wp_session", old)
+    again = web.get("/p")
+    assert again.status_code == 401 and 'lang="de"' in again.text
+    assert "Bitte öffnen Sie den persönlichen Link" in again.text
     # Signing out again with the dead cookie (an old tab) is no error page either.
     stale = TestClient(app, follow_redirects=False,
                        cookies={"wp_session": "no-such-session", "wp_csrf": "c" * 20})
