@@ -69,7 +69,8 @@ def create_app(
     # read a body.
     app.add_middleware(RateLimit, settings=settings, html=(is_web_request, html_error))
     app.add_middleware(JsonContentType)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       html=(is_web_request, html_error))
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (participants_router, consent_router, surveys_router, irb_consent_router,
                    audit_router, safety_router, web_router, survey_web_router, staff_web_router):

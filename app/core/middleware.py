@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError, PayloadTooLarge, error_response
+
+HtmlErrors = tuple[Callable[[Request], bool], Callable[[Request, AppError], Any]]
 
 JSON_API_PREFIX = "/api/"
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodySizeLimit:
-    """Reject bodies over `max_bytes` (by Content-Length, or while streaming) with 413."""
+    """Reject bodies over `max_bytes` (by Content-Length, or while streaming) with 413 (a page
+    for browser routes when `html` is given, as the error handlers do)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, html: HtmlErrors | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.html = html
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: AppError) -> None:
+        request = Request(scope, receive)  # (the page reads headers and cookies, not the body)
+        if self.html is not None and self.html[0](request):
+            response = await run_in_threadpool(self.html[1], request, err)
+        else:
+            response = error_response(err)
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,10 +43,10 @@ class BodySizeLimit:
         if length is not None and not length.strip().isdigit():
             bad = AppError("The Content-Length header is not a whole number of bytes.",
                            code="invalid_header", details={"header": "Content-Length"})
-            await error_response(bad)(scope, receive, send)
+            await self._refuse(scope, receive, send, bad)
             return
         if length is not None and int(length) > self.max_bytes:
-            await error_response(too_large)(scope, receive, send)
+            await self._refuse(scope, receive, send, too_large)
             return
         received = 0
 
@@ -45,7 +62,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await error_response(too_large)(scope, receive, send)
+            await self._refuse(scope, receive, send, too_large)
 
 
 class _TooLarge(Exception):

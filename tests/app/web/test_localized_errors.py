@@ -74,6 +74,10 @@ def test_each_error_a_participant_can_meet_is_in_their_language(app, smtp, sessi
                        "record_id")
     _assert_error_page(web.get("/p/withdraw/confirm"), lang, "method_not_allowed", 405,
                        "Method Not Allowed")
+    # a body over the size limit (a very long free-text answer)
+    _assert_error_page(web.post("/p/settings/email", data={"csrf_token": csrf,
+                                                           "email": "x" * 70_000}),
+                       lang, "payload_too_large", 413, "The request body is larger than")
     # a language the pages do not offer, posted to the header's switch
     _assert_error_page(web.post("/p/language", data={"csrf_token": csrf, "language": "xx"}),
                        lang, "unsupported_language", 422, "not one of the offered languages")
