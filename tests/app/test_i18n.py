@@ -38,6 +38,7 @@ KNOWN_DYNAMIC_PREFIXES = {
     "consent.error_",  # consent.html: t('consent.error_' ~ code)
     "withdraw.confirm_",  # withdraw.html: t('withdraw.confirm_' ~ scope)
     "withdraw.explain_",  # consent/routes.py: t(f"withdraw.explain_{body.scope}")
+    "withdrawn.note_",  # withdrawn.html: t('withdrawn.note_' ~ outcome)
     "answer.",  # survey.html: t('answer.' ~ e.code, **e.params)
     "email.",  # notify/render.py: t(f"email.{message.kind}.subject")
 }
@@ -265,6 +266,7 @@ def test_keys_for_known_dynamic_values_exist_in_english() -> None:
         + list(MESSAGE_KEYS.values())
         + [f"email.{kind}.{part}" for kind in MESSAGE_KINDS for part in ("subject", "body")]
         + [key for _, key, _ in NAV]
+        + [f"withdrawn.note_{outcome}" for outcome in ("kept", "erased", "not_erased")]
         + ["staff.login_failed", "staff.pseudonym_unknown", "withdraw.error_scope",
            "join.error_screening", f"copy.identity_{IDENTITY_METHOD}"]
     )
