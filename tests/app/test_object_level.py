@@ -26,11 +26,13 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
     calls = {
         ("GET", "/api/v1/me/consent/records/{record_id}"): None,
         ("GET", "/api/v1/me/consent/records/{record_id}/copy.pdf"): None,
+        ("POST", "/api/v1/me/consent/records/{record_id}/email"): None,
         ("POST", "/api/v1/me/withdrawal/{withdrawal_id}/confirm"):
             {"confirm_token": ids["confirm_token"]},
         ("GET", "/api/v1/me/surveys/{instance_id}"): None,
         ("POST", "/api/v1/me/surveys/{instance_id}/responses"): answers,
         ("GET", "/p/consent/records/{record_id}"): None,
+        ("POST", "/p/consent/records/{record_id}/email"): {"csrf_token": "c" * 32},
         ("GET", "/p/surveys/{instance_id}"): None,
         ("GET", "/p/surveys/{instance_id}/thanks"): None,
         ("POST", "/p/surveys/{instance_id}"): {"csrf_token": "c" * 32, "who5_1": "3"},

@@ -18,6 +18,7 @@ CONSENT_EXEMPT = {
     ("GET", "/api/v1/me/consent/records"),
     ("GET", "/api/v1/me/consent/records/{record_id}"),
     ("GET", "/api/v1/me/consent/records/{record_id}/copy.pdf"),
+    ("POST", "/api/v1/me/consent/records/{record_id}/email"),  # the copy, as copy.pdf
     ("POST", "/api/v1/me/withdrawal"),
     ("POST", "/api/v1/me/withdrawal/{withdrawal_id}/confirm"),
     # Signing out and reading one's own data work whatever the consent state: a participant
