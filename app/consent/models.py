@@ -181,6 +181,16 @@ class WithdrawalDone(BaseModel):
     note: str
 
 
+class RequiredElementReview(BaseModel):
+    """A required element of consent, the rules it comes from, and the section of every
+    language's document that holds it (checked at study load)."""
+
+    id: str
+    title: str
+    regulations: list[str]
+    section: str
+
+
 class ConsentVersionReview(BaseModel):
     study: str
     version: str
@@ -191,7 +201,7 @@ class ConsentVersionReview(BaseModel):
     current: bool
     languages: dict[str, str]  # language -> document SHA-256
     language_versions: dict[str, LanguageStatus] = PField(default_factory=dict)
-    sections: dict[str, str] = PField(default_factory=dict)  # required element -> section id
+    required_elements: list[RequiredElementReview] = PField(default_factory=list)
 
 
 class ConsentLogEntry(BaseModel):

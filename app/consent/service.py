@@ -26,6 +26,7 @@ from app.consent.models import (
     ConsentVersion,
     ConsentVersionReview,
     LanguageStatus,
+    RequiredElementReview,
     StatementPublic,
     Withdrawal,
 )
@@ -538,13 +539,17 @@ def review_versions(session: Session) -> list[ConsentVersionReview]:
                         .order_by(col(Study.key), col(ConsentVersion.ordinal))).all()
     currents: dict[int, str] = {}
     specs: dict[tuple[int, str], dict[str, Any]] = {}
+    elements: dict[int, list[dict[str, Any]]] = {}
     for version, key in rows:
         if version.study_id not in currents:
             currents[version.study_id] = studies.current_consent_version_name(
                 session, version.study_id)
-            specs.update({(version.study_id, v["version"]): v for v in studies.current_protocol(
-                session, version.study_id)["consent"]["versions"]})
+            protocol = studies.current_protocol(session, version.study_id)
+            specs.update({(version.study_id, v["version"]): v
+                          for v in protocol["consent"]["versions"]})
+            elements[version.study_id] = protocol["consent"].get("required_elements", [])
         spec = specs.get((version.study_id, version.version), {})
+        mapped = spec.get("sections", {})
         out.append(ConsentVersionReview(
             study=key, version=version.version, ordinal=version.ordinal,
             approval_ref=version.approval_ref, requires_reconsent=version.requires_reconsent,
@@ -552,7 +557,10 @@ def review_versions(session: Session) -> list[ConsentVersionReview]:
             current=currents[version.study_id] == version.version,
             languages={lang: d.sha256 for lang, d in documents_of(session, version.id).items()},  # type: ignore[arg-type]
             language_versions=language_versions(spec.get("languages", [])),
-            sections=spec.get("sections", {}),
+            required_elements=[
+                RequiredElementReview(id=e["id"], title=e["title"], regulations=e["regulations"],
+                                      section=mapped[e["id"]])
+                for e in elements.get(version.study_id, []) if e["id"] in mapped],
         ))
     return out
 
