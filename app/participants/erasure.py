@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, exists, or_, select, update
 
 from app.participants.models import Contact, EmailChange, Participant
-from app.studies.models import Study
+from app.studies.models import ProtocolVersion, Study
 
 SYSTEM = "system"
 SCHEDULED = ("active", "paused")  # become completed once their schedule has ended
@@ -71,45 +71,43 @@ def erase_expired_contacts(session: Session, *, now: datetime) -> RetentionRepor
         if protocol is None:
             continue
         days = protocol.content["study"]["data_policy"].get("contact_retention_days")
-        report.completed += _complete_ended(session, study_id, now)  # type: ignore[arg-type]
+        report.completed += _complete_ended(session, protocol, now)
         if days is not None:
-            report.contacts_erased += _erase_after(session, study_id, timedelta(days=days),  # type: ignore[arg-type]
-                                                   now)
+            report.contacts_erased += _erase_after(session, protocol, timedelta(days=days), now)
     return report
 
 
-def _ended_before(session: Session, study_id: int, statuses: tuple[str, ...],
+def _ended_before(session: Session, protocol: ProtocolVersion, statuses: tuple[str, ...],
                   cutoff: datetime, *, holding_contact: bool) -> list[Participant]:
-    """People in ``statuses`` whose last survey closed at or before ``cutoff``.
+    """People of the protocol's study in ``statuses`` whose last survey closed at or before
+    ``cutoff``.
 
     Cheap filters first (enrolled long enough ago for any schedule to have ended, no survey
     closing after the cutoff); the planner decides for the few left.
     """
     from app.scheduling.ends import schedule_end, shortest_schedule
     from app.scheduling.service import schedule_of
-    from app.studies import service as studies
     from app.surveys.models import SurveyInstance
 
-    protocol = studies.latest_protocol(session, study_id)
-    assert protocol is not None
     later = exists().where(SurveyInstance.participant_id == Participant.id,
                            col(SurveyInstance.status) != "cancelled",
                            col(SurveyInstance.closes_at) > cutoff)
     query = select(Participant).where(
-        Participant.study_id == study_id, col(Participant.status).in_(statuses),
+        Participant.study_id == protocol.study_id, col(Participant.status).in_(statuses),
         col(Participant.enrolled_at) <= cutoff - shortest_schedule(schedule_of(protocol)),
         ~later)
     if holding_contact:
         query = query.where(_holds_contact(Participant.id))
     people = session.exec(query.order_by(col(Participant.id))).all()
-    return [p for p in people if (end := schedule_end(session, p)) is not None and end <= cutoff]
+    return [p for p in people
+            if (end := schedule_end(session, p, protocol)) is not None and end <= cutoff]
 
 
-def _complete_ended(session: Session, study_id: int, now: datetime) -> int:
+def _complete_ended(session: Session, protocol: ProtocolVersion, now: datetime) -> int:
     from app.audit import service as audit
 
     done = 0
-    for participant in _ended_before(session, study_id, SCHEDULED, now, holding_contact=False):
+    for participant in _ended_before(session, protocol, SCHEDULED, now, holding_contact=False):
         old = participant.status
         # Conditional, so two runs at once complete (and audit) each person once.
         changed = session.exec(update(Participant).where(  # type: ignore[call-overload]
@@ -127,9 +125,10 @@ def _complete_ended(session: Session, study_id: int, now: datetime) -> int:
     return done
 
 
-def _erase_after(session: Session, study_id: int, retention: timedelta, now: datetime) -> int:
+def _erase_after(session: Session, protocol: ProtocolVersion, retention: timedelta,
+                 now: datetime) -> int:
     erased = 0
-    for participant in _ended_before(session, study_id, HOLD_CONTACTS, now - retention,
+    for participant in _ended_before(session, protocol, HOLD_CONTACTS, now - retention,
                                      holding_contact=True):
         erased += erase_contact(session, participant, actor=SYSTEM, reason="retention", now=now)
         session.commit()

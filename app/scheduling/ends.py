@@ -16,6 +16,7 @@ from app.scheduling.planner import plan_occurrences
 from app.scheduling.schedule import Schedule
 from app.scheduling.service import schedule_of
 from app.studies import service as studies
+from app.studies.models import ProtocolVersion
 from app.surveys.models import SurveyInstance
 
 
@@ -37,13 +38,14 @@ def shortest_schedule(schedule: Schedule) -> timedelta:
     return timedelta(days=max(min(last_days) - 1, 0))
 
 
-def schedule_end(session: Session, participant: Participant) -> datetime | None:
+def schedule_end(session: Session, participant: Participant,
+                 protocol: ProtocolVersion | None = None) -> datetime | None:
     """When the participant's last survey closes; None for someone not enrolled (no consent,
-    so no schedule)."""
+    so no schedule). ``protocol``: their study's newest, when the caller has it already."""
     if participant.enrolled_at is None:
         return None
-    protocol = studies.latest_protocol(session, participant.study_id)
-    assert protocol is not None
+    protocol = protocol or studies.latest_protocol(session, participant.study_id)
+    assert protocol is not None and protocol.study_id == participant.study_id
     schedule = schedule_of(protocol)
     # Past the last study day (local dates, daylight-saving shifts included) in any zone.
     until = participant.enrolled_at + timedelta(days=(schedule.study_length_days or 0) + 2)
