@@ -5,9 +5,10 @@
 FROM python:3.11-slim-bookworm
 
 # pg_dump/pg_restore for `wellpanel backup/restore`; the major version matches the compose
-# server (postgres:15) and the PostgreSQL the tests run against (Debian 12's).
+# server (postgres:15) and the PostgreSQL the tests run against (Debian 12's). fonts-noto-cjk:
+# Chinese text in the consent PDF (app/consent/copy.py).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client-15 \
+    && apt-get install -y --no-install-recommends postgresql-client-15 fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -35,7 +35,7 @@ help:
 	@echo "make lint       ruff check"
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make bench      run each bench/*.py (JSON lines)"
-	@echo "make system-deps  install missing Debian packages (postgresql, chromium) for the tests"
+	@echo "make system-deps  install missing Debian packages (postgresql, chromium, fonts-noto-cjk)"
 	@echo "make clean      remove caches, build/ and test artifacts; distclean also removes .venv"
 
 # --- virtual environment ---------------------------------------------------------------------
@@ -67,14 +67,18 @@ install-dev: $(VENV)/.stamp-dev
 # --- system packages (Debian) -----------------------------------------------------------------
 
 system-deps:
-	@scripts/install-system-deps.sh postgres browser
+	@scripts/install-system-deps.sh postgres browser fonts
 
 pg-install:
 	@scripts/install-system-deps.sh postgres
 
 # --- the two commands -------------------------------------------------------------------------
 
+# The consent PDF needs fonts-noto-cjk for Chinese text; without it (and without a way to
+# install it) the demo still runs, and a Chinese copy answers with an error naming the package.
 demo: $(VENV)/.stamp-base
+	@scripts/install-system-deps.sh fonts \
+		|| echo "make demo: without fonts-noto-cjk, consent PDFs with Chinese text will fail"
 	@mkdir -p $(dir $(DEMO_DB))
 	$(BIN)/wellpanel demo --host $(HOST) --port $(PORT) --database $(DEMO_DB) $(DEMO_ARGS)
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages wellpanel's targets need, but only those whose programs are missing.
 #
-#   scripts/install-system-deps.sh [venv] [postgres] [browser]
+#   scripts/install-system-deps.sh [venv] [postgres] [browser] [fonts] [faketime]
 #
 #   venv      python3's venv module with ensurepip           -> python3-venv
 #   postgres  PostgreSQL server binaries (initdb, pg_ctl)     -> postgresql
 #   browser   Debian's Chromium for the Playwright tests      -> chromium chromium-driver
 #             and a CJK font for the Chinese pages            -> fonts-noto-cjk
+#   fonts     Noto Sans CJK, for the consent PDF's Chinese     -> fonts-noto-cjk
+#             text (app/consent/copy.py; `make demo` too)
 #   faketime  libfaketime, for `make test-at`                  -> faketime
 #
 # Nothing is installed when everything is present (no network, no root needed). Otherwise the
@@ -48,13 +50,18 @@ for component in "${want[@]}"; do
                 missing+=(fonts-noto-cjk)
             fi
             ;;
+        fonts)
+            if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+                missing+=(fonts-noto-cjk)
+            fi
+            ;;
         faketime)
             if ! command -v faketime >/dev/null 2>&1; then
                 missing+=(faketime)
             fi
             ;;
         *)
-            echo "install-system-deps: unknown component '$component' (venv, postgres, browser, faketime)" >&2
+            echo "install-system-deps: unknown component '$component' (venv, postgres, browser, fonts, faketime)" >&2
             exit 2
             ;;
     esac
