@@ -42,6 +42,25 @@ def sideways_overflow(page: Page) -> int:
         " - window.innerWidth")
 
 
+def widest_elements(page: Page, limit: int = 3) -> list[str]:
+    """The innermost elements reaching past the viewport's right edge (to say what to fix)."""
+    return page.evaluate("""(limit) => {
+        const out = [];
+        for (const el of document.body.querySelectorAll('*')) {
+            const r = el.getBoundingClientRect();
+            if (r.right <= window.innerWidth + 0.5 || r.width === 0) continue;
+            const edge = window.innerWidth + 0.5;
+            if ([...el.children].some(c => c.getBoundingClientRect().right > edge)) continue;
+            const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+                (el.className && typeof el.className === 'string'
+                    ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+            out.push(name + ' "' + (el.textContent || '').trim().slice(0, 40) + '"');
+            if (out.length >= limit) break;
+        }
+        return out;
+    }""", limit)
+
+
 @cache
 def _english_only_texts(language: str) -> tuple[str, ...]:
     """English UI texts that the language translates differently (so their appearance on a page
@@ -72,8 +91,9 @@ def check_page(page: Page, language: str) -> list[str]:
     problems = axe_violations(page)
     overflow = sideways_overflow(page)
     if overflow > 0:
-        problems.append(f"the page scrolls sideways by {overflow} px at "
-                        f"{page.viewport_size['width'] if page.viewport_size else '?'} px")
+        width = page.viewport_size["width"] if page.viewport_size else "?"
+        problems.append(f"the page scrolls sideways by {overflow} px at {width} px, past the "
+                        f"edge: {'; '.join(widest_elements(page))}")
     problems += [f"English text on a {language} page: {text!r}"
                  for text in english_leaks(page, language)]
     return [f"{page.url}: {p}" for p in problems]

@@ -40,7 +40,7 @@ def test_back_after_submitting_then_sign_out(live_server, browser, smtp, session
     page.check("input[name=screening_adult][value=yes]")
     page.check("input[name=screening_uses_ai_chat][value=yes]")
     page.fill("#email", email)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.goto(smtp.wait_for(email)[-1].link())
     for box in page.locator("input[name=statements]").all():
         box.check()

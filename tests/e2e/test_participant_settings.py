@@ -24,7 +24,7 @@ def test_settings_without_javascript(live_server, browser, smtp, session, artifa
     page.check("input[name=screening_adult][value=yes]")
     page.check("input[name=screening_uses_ai_chat][value=yes]")
     page.fill("#email", email)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.goto(smtp.wait_for(email)[-1].link())
     for statement in STATEMENTS:
         page.check(f"input[name=statements][value={statement}]")
@@ -52,7 +52,7 @@ def test_settings_without_javascript(live_server, browser, smtp, session, artifa
     link = re.search(r"https?://\S+/p/email/confirm/\S+", smtp.wait_for(new_email)[-1].body)
     assert link
     page.goto(link.group(0))
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#email-changed")).to_be_visible()
     page.screenshot(path=str(artifacts_dir / "settings-email-changed.png"), full_page=True)
     context.close()

@@ -46,7 +46,7 @@ def test_browser_zone_is_preselected_and_the_filter_narrows(live_server, browser
     page.check("input[name=screening_adult][value=yes]")
     page.check("input[name=screening_uses_ai_chat][value=yes]")
     page.fill("#email", "tz-browser@example.org")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator("#check-email")).to_be_visible()
     context.close()
     session.rollback()
