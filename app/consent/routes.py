@@ -36,7 +36,7 @@ def get_consent_document(
     assert study is not None
     protocol = studies.current_protocol(session, ctx.participant.study_id)
     return consent.document_for(session, study, lang or ctx.participant.language,
-                                protocol["default_language"])
+                                protocol["default_language"], prefer=(ctx.participant.language,))
 
 
 @router.post("/consent", response_model=ConsentRecordPublic, status_code=201)
