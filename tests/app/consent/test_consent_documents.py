@@ -4,6 +4,7 @@ load; language versions marked original / study translation, approved or not."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -14,10 +15,12 @@ from app.auth import service as auth
 from app.config import PROJECT_ROOT
 from app.consent import service as consent
 from app.consent.document import render_markdown, sections
-from app.consent.models import ConsentVersion
+from app.consent.models import ConsentSubmit, ConsentVersion
+from app.participants import service as participants
+from app.participants.models import EnrollmentCreate
 from app.studies import service as studies
 from app.studies.models import Study
-from tests.support.flows import CONSENT_VERSION, STUDY, joined_and_consented
+from tests.support.flows import CONSENT_VERSION, STATEMENTS, STUDY, joined_and_consented
 from tests.support.studyfiles import StudyCopy
 
 LANGUAGES = ["en", "de", "pt-BR", "zh-CN"]
@@ -183,3 +186,34 @@ def test_the_irb_sees_language_versions_and_the_element_map(app, engine, client,
     assert "en <span class=\"langstatus\">(approved original)</span>" in html
     assert f'id="elements-keep4o-panel-{CONSENT_VERSION}"' in html
     assert "<code>#complaint</code>" in html and "GDPR Art. 77" in html
+
+
+def test_the_copy_keeps_the_status_its_language_had_when_it_was_signed(tmp_path, session):
+    """zh-CN approved after someone signed the study translation: the page shows it approved,
+    that person's copy still says what they were told."""
+    start = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    copy = StudyCopy(tmp_path)
+    _load_at(copy, session, start)
+    study = session.exec(select(Study)).one()
+    protocol = studies.current_protocol(session, study.id)
+    _, participant, _ = participants.enroll(session, study, EnrollmentCreate(
+        email="li@example.org", language="zh-CN", screening={"adult": True, "uses_ai_chat": True}),
+        protocol["eligibility"], now=start)
+    assert participant is not None
+    record = consent.record_decision(session, participant, ConsentSubmit(
+        version=CONSENT_VERSION, language="zh-CN", signature_name="张伟",
+        statements=list(STATEMENTS)), identity_verified_at=start, now=start + timedelta(hours=1))
+    session.commit()
+    data = copy.read()
+    data["consent"]["versions"][-1]["languages"]["zh-CN"]["approved"] = True
+    copy.write(data)
+    assert _load_at(copy, session, start + timedelta(days=1)).protocol_version == 2
+
+    page = consent.document_for(session, study, "zh-CN", "en")
+    assert page.language_versions["zh-CN"].kind == "approved_translation"
+    signed = consent.signed_copy(session, participant, record.id).record  # type: ignore[arg-type]
+    assert signed.language_versions["zh-CN"].kind == "study_translation"
+
+
+def _load_at(copy: StudyCopy, session: Session, now: datetime):  # type: ignore[no-untyped-def]
+    return studies.load_study(session, copy.file, copy.surveys, actor="test", now=now)
