@@ -323,9 +323,8 @@ def _has_consented(session: Session, participant_id: str) -> bool:
 
 
 def _check_signature(version: ConsentVersion, submit: ConsentSubmit) -> None:
-    if not submit.signature_name:
-        raise ValidationFailed("Please type your name to sign.", code="signature_required",
-                               details={"field": "signature_name"})
+    """Refuse an incomplete signature, naming every problem at once (`details.problems`), so
+    a form can mark the name field and the statements in one round."""
     known = {s["id"] for s in version.statements}
     unknown = sorted(set(submit.statements) - known)
     if unknown:
@@ -333,10 +332,19 @@ def _check_signature(version: ConsentVersion, submit: ConsentSubmit) -> None:
                                details={"field": "statements", "unknown": unknown})
     missing = [s["id"] for s in version.statements
                if s.get("required", True) and s["id"] not in submit.statements]
+    problems = ([{"code": "signature_required", "field": "signature_name"}]
+                if not submit.signature_name else [])
     if missing:
-        raise ValidationFailed(
-            f"Please tick every required statement; missing: {', '.join(missing)}.",
-            code="statement_missing", details={"field": "statements", "missing": missing})
+        problems.append({"code": "statement_missing", "field": "statements"})
+    if not problems:
+        return
+    messages = {"signature_required": "Please type your name to sign.",
+                "statement_missing": "Please tick every required statement; missing: "
+                                     f"{', '.join(missing)}."}
+    raise ValidationFailed(" ".join(messages[p["code"]] for p in problems),
+                           code=problems[0]["code"],
+                           details={"field": problems[0]["field"], "missing": missing,
+                                    "problems": problems})
 
 
 # ---- the gate ------------------------------------------------------------------------------

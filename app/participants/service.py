@@ -22,19 +22,25 @@ from app.participants.models import (
 from app.studies.models import Study
 
 
+def screening_problems(eligibility: list[dict], answers: dict[str, bool]) -> list[dict]:
+    """Every problem with the screening answers at once (unknown questions, then unanswered
+    ones), so a form can mark them all in one round."""
+    known = {q["id"] for q in eligibility}
+    unknown = [{"field": f"screening.{u}", "problem": "unknown"}
+               for u in sorted(set(answers) - known)]
+    missing = [{"field": f"screening.{q['id']}", "problem": "required"}
+               for q in eligibility if q["id"] not in answers]
+    return unknown + missing
+
+
 def check_eligibility(eligibility: list[dict], answers: dict[str, bool]) -> bool:
     """True when every screening question has the answer that makes a person eligible."""
-    known = {q["id"] for q in eligibility}
-    unknown = sorted(set(answers) - known)
-    if unknown:
-        raise ValidationFailed(f"screening.{unknown[0]}: not a screening question of this study",
-                               details=[{"field": f"screening.{u}", "problem": "unknown"}
-                                        for u in unknown])
-    missing = [q["id"] for q in eligibility if q["id"] not in answers]
-    if missing:
-        raise ValidationFailed(f"screening.{missing[0]}: please answer this question",
-                               details=[{"field": f"screening.{m}", "problem": "required"}
-                                        for m in missing])
+    problems = screening_problems(eligibility, answers)
+    if problems:
+        first = problems[0]
+        what = ("not a screening question of this study" if first["problem"] == "unknown"
+                else "please answer this question")
+        raise ValidationFailed(f"{first['field']}: {what}", details=problems)
     return all(answers[q["id"]] == (q["eligible_if"] == "yes") for q in eligibility)
 
 

@@ -77,15 +77,25 @@ def join_page(key: str, request: Request, session: SessionDep, now: NowDep) -> H
                   values={}, errors={}, **zone_field(lang, now, None))
 
 
-def _enrollment_from_form(form: dict[str, Any], protocol: dict[str, Any], lang: str
-                          ) -> EnrollmentCreate:
-    screening: dict[str, bool] = {}
-    for question in protocol["eligibility"]:
-        answer = form.get(f"screening_{question['id']}")
-        if answer in ("yes", "no"):
-            screening[question["id"]] = answer == "yes"
-    return EnrollmentCreate(email=form.get("email", ""), language=lang,
-                            timezone=form.get("timezone") or "UTC", screening=screening)
+def _screening_from_form(form: dict[str, Any], protocol: dict[str, Any]) -> dict[str, bool]:
+    """The screening questions answered yes or no (unanswered ones are left out)."""
+    return {q["id"]: form.get(f"screening_{q['id']}") == "yes" for q in protocol["eligibility"]
+            if form.get(f"screening_{q['id']}") in ("yes", "no")}
+
+
+def _join_form_errors(form: dict[str, Any], protocol: dict[str, Any], lang: str
+                      ) -> tuple[EnrollmentCreate | None, dict[str, str]]:
+    """The enrollment, or every problem of the form at once (screening, address, zone)."""
+    screening = _screening_from_form(form, protocol)
+    errors = {d["field"].replace(".", "_"): "join.error_screening"
+              for d in participants.screening_problems(protocol["eligibility"], screening)}
+    try:
+        data = EnrollmentCreate(email=form.get("email", ""), language=lang,
+                                timezone=form.get("timezone") or "UTC", screening=screening)
+    except ValidationError as exc:
+        errors |= {str(e["loc"][0]): "join.error_" + str(e["loc"][0]) for e in exc.errors()}
+        return None, errors
+    return (None, errors) if errors else (data, errors)
 
 
 @router.post("/join/{key}", response_class=HTMLResponse)
@@ -95,15 +105,13 @@ async def join_submit(
     form = await form_with_csrf(request)
     study, protocol = _study_and_protocol(session, key)
     lang = page_language(request, form.get("lang"))
-    errors: dict[str, str] = {}
-    try:
-        data = _enrollment_from_form(form, protocol, lang)
-        eligible, _, _ = participants.enroll(session, study, data, protocol["eligibility"],
-                                             now=now)
-    except ValidationError as exc:
-        errors = {str(e["loc"][0]): "join.error_" + str(e["loc"][0]) for e in exc.errors()}
-    except ValidationFailed as exc:
-        errors = {d["field"].replace(".", "_"): "join.error_screening" for d in exc.details}
+    data, errors = _join_form_errors(form, protocol, lang)
+    if data is not None:
+        try:
+            eligible, _, _ = participants.enroll(session, study, data, protocol["eligibility"],
+                                                 now=now)
+        except ValidationFailed as exc:
+            errors = {d["field"].replace(".", "_"): "join.error_screening" for d in exc.details}
     if errors:
         return render(request, "join.html", lang, status_code=422, study=study,
                       protocol=protocol, values=form, errors=errors,
@@ -202,8 +210,10 @@ async def consent_submit(request: Request, ctx: WebParticipant, session: Session
                                          identity_verified_at=ctx.identity_verified_at, now=now)
     except ValidationFailed as exc:
         session.rollback()
-        return _render_consent(request, session, participant, lang, form,
-                               {exc.code: exc.message}, status_code=422)
+        problems = exc.details.get("problems") if isinstance(exc.details, dict) else None
+        errors = {p["code"]: p["field"] for p in problems or [{"code": exc.code, "field": ""}]}
+        return _render_consent(request, session, participant, lang, form, errors,
+                               status_code=422)
     except Conflict as exc:  # e.g. a decline sent from a page opened before signing
         session.rollback()
         if exc.code == "declined":

@@ -107,3 +107,38 @@ def test_withdraw_in_two_steps_through_pages(app, smtp, session):
     assert done.status_code == 200 and "You have withdrawn" in done.text
     session.rollback()
     assert session.exec(select(Participant)).one().status == "withdrawn"
+
+
+def test_join_form_reports_every_problem_in_one_round(client, session):
+    """Unanswered screening questions, a bad address and an unknown zone come back together,
+    each marked at its field (radio groups with aria-invalid), and nobody is enrolled."""
+    page = client.get("/join?lang=en")
+    answer = client.post("/join/keep4o-panel?lang=en", data={
+        "csrf_token": _csrf(page.text), "lang": "en", "screening_adult": "yes",
+        "email": "not-an-address", "timezone": "Mars/Olympus_Mons"})
+    assert answer.status_code == 422
+    html = answer.text
+    for field in ("screening_uses_ai_chat-error", "email-error", "timezone-error"):
+        assert f'id="{field}"' in html, field
+    assert 'aria-describedby="screening_uses_ai_chat-error"' in html
+    assert html.count('aria-invalid="true"') == 3
+    assert 'id="screening_adult-error"' not in html
+    assert session.exec(select(Participant)).all() == []
+
+
+def test_consent_form_marks_name_and_statements_in_one_round(app, smtp, session):
+    web = TestClient(app)
+    _join(web, "both-errors@example.org", lang="pt-BR")
+    home = web.get(smtp.to("both-errors@example.org")[-1].link().replace(
+        "http://testserver", ""), follow_redirects=True)
+    answer = web.post("/p/consent?lang=pt-BR", data={
+        "csrf_token": _csrf(home.text), "version": CONSENT_VERSION, "language": "pt-BR",
+        "decision": "consent", "signature_name": "", "statements": ["voluntary"]})
+    assert answer.status_code == 422
+    html = answer.text
+    assert 'id="signature-error"' in html and 'id="statements-error"' in html
+    assert 'aria-describedby="signature-error"' in html
+    assert 'aria-describedby="statements-error"' in html
+    assert html.count('aria-invalid="true"') == 1 + 3  # the name and the 3 unticked statements
+    session.rollback()
+    assert session.exec(select(Participant)).one().status == "enrolled"
