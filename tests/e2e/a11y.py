@@ -82,7 +82,19 @@ def english_leaks(page: Page, language: str) -> list[str]:
     """English interface sentences visible on a page meant to be in `language`."""
     if language == "en":
         return []
-    shown = page.locator("body").inner_text()
+    # Text marked as another language (a document the person chose to read in English, a
+    # language's own name in the switch) is not a leak.
+    shown = page.evaluate("""(lang) => {
+        const copy = document.body.cloneNode(true);
+        copy.querySelectorAll('[lang]').forEach(el => {
+            if (el.getAttribute('lang') !== lang) el.remove();
+        });
+        document.body.appendChild(copy);  // innerText needs the copy laid out
+        copy.hidden = false;
+        const text = copy.innerText;
+        copy.remove();
+        return text;
+    }""", language)
     return [text for text in _english_only_texts(language) if text in shown]
 
 
