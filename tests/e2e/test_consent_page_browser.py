@@ -35,7 +35,9 @@ def test_consent_page_and_copy_in_a_phone_browser(live_server, browser, smtp, ar
     document.focus()  # the scrolling box takes keyboard focus, so arrow keys scroll it
     assert page.evaluate("document.activeElement.classList.contains('document')")
     page.keyboard.press("PageDown")
-    assert document.evaluate("box => box.scrollTop") > 0
+    # Scrolling may be animated: wait for the box to have moved (fails after 5 s if it never).
+    page.wait_for_function("document.querySelector('article.document').scrollTop > 0",
+                           timeout=5000)
     page.screenshot(path=str(artifacts_dir / f"consent-page-{lang}.png"), full_page=True)
     assert check_page(page, lang) == []
 
