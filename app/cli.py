@@ -10,7 +10,7 @@ import typer
 from sqlmodel import Session
 
 from analysis import cli as analysis_cli
-from app.cli_support import fail, load_settings
+from app.cli_support import fail, load_settings, parse_now
 from app.config import Settings
 from app.export import cli as export_cli
 from app.ops import cli as ops_cli
@@ -148,21 +148,12 @@ def scheduler_tick(
     = None,
 ) -> None:
     """Run one dispatcher tick at NOW (default: the current time) and print what it did."""
-    from datetime import datetime
-
-    from app.db import make_engine, utcnow
+    from app.db import make_engine
     from app.notify.channels import make_channel
     from app.scheduling.dispatcher import tick
 
     settings = _settings()
-    moment = utcnow()
-    if now is not None:
-        try:
-            moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
-        except ValueError:
-            _fail(f"--now: {now!r} is not an ISO date-time")
-        if moment.tzinfo is None:
-            _fail("--now: give a time zone offset, e.g. 2026-12-01T09:00+00:00")
+    moment = parse_now(now)
     report = tick(make_engine(settings.database_url), settings, make_channel(settings),
                   now=moment)
     typer.echo(json.dumps({"now": moment.isoformat()} | report.__dict__))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NoReturn
 
 import typer
@@ -20,3 +21,18 @@ def load_settings() -> Settings:
         return get_settings()
     except Exception as exc:  # pydantic's message names the variable at fault
         fail(f"invalid settings: {exc}")
+
+
+def parse_now(text: str | None) -> datetime:
+    """A command's --now option: an ISO time with an offset, or the current time if absent."""
+    from app.db import utcnow
+
+    if text is None:
+        return utcnow()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--now: {text!r} is not an ISO date-time")
+    if moment.tzinfo is None:
+        fail("--now: give a time zone offset, e.g. 2026-12-01T09:00+00:00")
+    return moment

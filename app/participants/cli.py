@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli_support import fail, load_settings
+from app.cli_support import load_settings, parse_now
 
 participants_app = typer.Typer(help="Participants: contact details and retention.",
                                no_args_is_help=True)
@@ -28,10 +28,10 @@ def erase_expired_contacts(
     ago (each erasure audited); prints what it did as JSON. Safe to run again."""
     from sqlmodel import Session
 
-    from app.db import make_engine, utcnow
+    from app.db import make_engine
     from app.participants import erasure
 
-    moment = utcnow() if now is None else _parse_now(now)
+    moment = parse_now(now)
     settings = load_settings()
     engine = make_engine(settings.database_url)
     try:
@@ -40,18 +40,6 @@ def erase_expired_contacts(
     finally:
         engine.dispose()
     typer.echo(json.dumps({"now": moment.isoformat()} | asdict(report)))
-
-
-def _parse_now(text: str):  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--now: {text!r} is not an ISO date-time")
-    if moment.tzinfo is None:
-        fail("--now: give a time zone offset, e.g. 2026-12-01T09:00+00:00")
-    return moment
 
 
 def register(app: typer.Typer) -> None:

@@ -10,17 +10,14 @@ from playwright.sync_api import Page, expect
 
 from app.i18n import translator
 from tests.e2e.a11y import axe_violations, check_page, english_leaks
+from tests.e2e.steps import join_in_browser
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
 
 
 def _joined(page: Page, url: str, smtp, lang: str, email: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto(f"{url}/join?lang={lang}")
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
-    page.click("main button[type=submit]")
+    join_in_browser(page, url, lang, email)
     page.goto(smtp.wait_for(email)[-1].link())
     expect(page.locator("#signature_name")).to_be_visible()
 

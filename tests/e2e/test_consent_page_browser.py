@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.a11y import check_page
+from tests.e2e.steps import join_in_browser
 from tests.support.flows import STATEMENTS
 
 pytestmark = pytest.mark.browser
@@ -21,12 +22,7 @@ def test_consent_page_and_copy_in_a_phone_browser(live_server, browser, smtp, ar
     context = browser.new_context(locale=lang, viewport={"width": 390, "height": 844},
                                   accept_downloads=True)
     page = context.new_page()
-    page.goto(f"{live_server.url}/join?lang={lang}")
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
-    page.click("main button[type=submit]")
-    expect(page.locator("#check-email")).to_be_visible()
+    join_in_browser(page, live_server.url, lang, email)
     page.goto(smtp.wait_for(email)[-1].link())
     expect(page).to_have_url(f"{live_server.url}/p/consent")
 

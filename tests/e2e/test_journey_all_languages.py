@@ -19,6 +19,7 @@ from playwright.sync_api import Page, Response, expect
 from pypdf import PdfReader
 
 from tests.e2e.a11y import check_page
+from tests.e2e.steps import answer_join_form, fill_visible
 
 pytestmark = pytest.mark.browser
 LANGUAGES = ["en", "de", "pt-BR", "zh-CN"]
@@ -58,28 +59,12 @@ def _no_server_errors(page: Page, seen: list[str]) -> None:
     page.on("response", record)
 
 
-def _fill_visible(page: Page) -> None:
-    """Answer every visible question: first option, ticked box, smallest number."""
-    for _ in range(3):  # answering may reveal follow-up questions
-        for item in page.locator(".item:not([hidden])").all():
-            radios = item.locator("input[type=radio]")
-            boxes = item.locator("input[type=checkbox]")
-            numbers = item.locator("input[type=number]")
-            if radios.count() and not item.locator("input[type=radio]:checked").count():
-                radios.first.check()
-            elif boxes.count() and not item.locator("input[type=checkbox]:checked").count():
-                boxes.first.check()
-            elif numbers.count() and not numbers.first.input_value():
-                numbers.first.fill(numbers.first.get_attribute("min") or "1")
 
 
 def _join(walk: Walk, url: str, email: str, again: bool = False) -> None:
     page = walk.page
-    page.goto(f"{url}/join?lang={walk.lang}")
+    answer_join_form(page, url, walk.lang, email)
     expect(page.locator("html")).to_have_attribute("lang", walk.lang)
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
     if not again:
         walk.check("join")
     page.click("main form button[type=submit]")
@@ -109,7 +94,7 @@ def _consent(walk: Walk, url: str, link: str) -> None:
 
 def _answer_one(walk: Walk, country: str, crisis: tuple[str, str] | None) -> None:
     page = walk.page
-    _fill_visible(page)
+    fill_visible(page)
     if page.locator("input[name=country]").count():
         page.check(f"input[name=country][value={country}]")
     if crisis and page.locator("input[name=phq9_9]").count():

@@ -8,23 +8,11 @@ from playwright.sync_api import Page, expect
 from sqlmodel import func, select
 
 from app.surveys.models import SurveyResponse
+from tests.e2e.steps import fill_visible, join_in_browser
 
 pytestmark = pytest.mark.browser
 
 
-def _fill_visible(page: Page) -> None:
-    """Answer every visible question: first option, ticked box, smallest number."""
-    for _ in range(3):  # answering may reveal follow-up questions
-        for item in page.locator(".item:not([hidden])").all():
-            radios = item.locator("input[type=radio]")
-            boxes = item.locator("input[type=checkbox]")
-            numbers = item.locator("input[type=number]")
-            if radios.count() and not item.locator("input[type=radio]:checked").count():
-                radios.first.check()
-            elif boxes.count() and not item.locator("input[type=checkbox]:checked").count():
-                boxes.first.check()
-            elif numbers.count() and not numbers.first.input_value():
-                numbers.first.fill(numbers.first.get_attribute("min") or "1")
 
 
 def _no_sideways_scroll(page: Page) -> None:
@@ -36,11 +24,7 @@ def test_back_after_submitting_then_sign_out(live_server, browser, smtp, session
     email = "controls@example.org"
     context = browser.new_context(locale="en", viewport={"width": 390, "height": 844})
     page = context.new_page()
-    page.goto(f"{live_server.url}/join?lang=en")
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
-    page.click("main button[type=submit]")
+    join_in_browser(page, live_server.url, "en", email)
     page.goto(smtp.wait_for(email)[-1].link())
     for box in page.locator("input[name=statements]").all():
         box.check()
@@ -52,7 +36,7 @@ def test_back_after_submitting_then_sign_out(live_server, browser, smtp, session
     _no_sideways_scroll(page)
     page.locator("ul.cards a").first.click()
     survey_url = page.url
-    _fill_visible(page)
+    fill_visible(page)
     page.click("#survey-form button[type=submit]")
     expect(page.locator("#survey-form")).to_be_visible()  # the next questionnaire
     assert page.url != survey_url

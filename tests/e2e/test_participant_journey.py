@@ -7,28 +7,16 @@ survey. Screenshots go to test-artifacts/ (or $WELLPANEL_TEST_ARTIFACTS).
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 from sqlmodel import select
 
 from app.surveys.models import SurveyInstance, SurveyResponse
+from tests.e2e.steps import answer_join_form, fill_visible
 
 pytestmark = pytest.mark.browser
 STATEMENTS = ["read_information", "voluntary", "data_use", "adult_confirmed"]
 
 
-def _fill_visible(page: Page) -> None:
-    """Answer every visible question: first option, ticked box, smallest number."""
-    for _ in range(3):  # answering may reveal follow-up questions
-        for item in page.locator(".item:not([hidden])").all():
-            radios = item.locator("input[type=radio]")
-            boxes = item.locator("input[type=checkbox]")
-            numbers = item.locator("input[type=number]")
-            if radios.count() and not item.locator("input[type=radio]:checked").count():
-                radios.first.check()
-            elif boxes.count() and not item.locator("input[type=checkbox]:checked").count():
-                boxes.first.check()
-            elif numbers.count() and not numbers.first.input_value():
-                numbers.first.fill(numbers.first.get_attribute("min") or "1")
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
@@ -40,11 +28,8 @@ def test_new_participant_completes_the_baseline(live_server, browser, smtp, sess
     shot = lambda name: page.screenshot(  # noqa: E731
         path=str(artifacts_dir / f"journey-{lang}-{name}.png"), full_page=True)
 
-    page.goto(f"{live_server.url}/join?lang={lang}")
+    answer_join_form(page, live_server.url, lang, email)
     expect(page.locator("html")).to_have_attribute("lang", lang)
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
     expect(page.locator("#timezone")).not_to_have_value("")  # filled from the browser
     shot("1-join")
     page.click("main button[type=submit]")
@@ -79,7 +64,7 @@ def test_new_participant_completes_the_baseline(live_server, browser, smtp, sess
     expect(page.locator(".item").first.locator("input").first).to_be_checked()
     pages_done = 0
     while page.locator("#survey-form").count() and pages_done < 12:
-        _fill_visible(page)
+        fill_visible(page)
         if pages_done == 1:
             shot("5-survey")
         page.click("main button[type=submit]")

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from sqlmodel import select
 
 from app.participants.models import Contact, Participant
+from tests.e2e.steps import join_in_browser
 
 pytestmark = pytest.mark.browser
 STATEMENTS = ["read_information", "voluntary", "data_use", "adult_confirmed"]
@@ -20,11 +21,7 @@ def test_settings_without_javascript(live_server, browser, smtp, session, artifa
     context = browser.new_context(locale="en", java_script_enabled=False,
                                   viewport={"width": 390, "height": 844})
     page = context.new_page()
-    page.goto(f"{live_server.url}/join?lang=en")
-    page.check("input[name=screening_adult][value=yes]")
-    page.check("input[name=screening_uses_ai_chat][value=yes]")
-    page.fill("#email", email)
-    page.click("main button[type=submit]")
+    join_in_browser(page, live_server.url, "en", email)
     page.goto(smtp.wait_for(email)[-1].link())
     for statement in STATEMENTS:
         page.check(f"input[name=statements][value={statement}]")
