@@ -194,9 +194,12 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
                                                code="invalid_value", status_code=400))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            error_body("internal_error", "Something went wrong on our side.", None),
-            status_code=500,
-        )
+        err = AppError("Something went wrong on our side.", code="internal_error",
+                       status_code=500)
+        try:  # a participant gets a page in their language, like any other error
+            return await respond(request, err)
+        except Exception:  # the page itself failed (e.g. the database is gone): plain JSON
+            log.exception("the error page failed too")
+            return error_response(err)

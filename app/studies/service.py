@@ -31,6 +31,10 @@ class StudyLoadError(AppError):
     code = "invalid_protocol"
 
 
+# libyaml's safe loader when PyYAML has it: the same results as yaml.safe_load, much faster.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @lru_cache
 def _schema(surveys_dir: str) -> dict[str, Any]:
     return json.loads((Path(surveys_dir) / "schema" / "study.schema.json").read_text("utf-8"))
@@ -39,8 +43,7 @@ def _schema(surveys_dir: str) -> dict[str, Any]:
 def read_study_file(path: Path, surveys_dir: Path) -> dict[str, Any]:
     """Parse and validate a study file; errors name the file, the place in it and the reason."""
     try:
-        data = yaml.load(path.read_text("utf-8"),  # noqa: S506 - a safe loader (libyaml's)
-                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(path.read_text("utf-8"), Loader=_SAFE_LOADER)  # noqa: S506
     except (OSError, yaml.YAMLError) as exc:
         raise StudyLoadError(f"{path}: cannot read the study file: {exc}") from exc
     validator = jsonschema.Draft202012Validator(_schema(str(surveys_dir)))

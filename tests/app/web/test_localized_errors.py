@@ -212,3 +212,24 @@ def test_every_error_code_of_participant_pages_has_a_text():
                      if f"error.codes.{c}" not in english)
     assert missing == []
     assert "error.codes.generic" in english
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "de"])
+def test_an_unexpected_failure_is_a_page_in_their_language_and_json_for_the_api(app, smtp, lang):
+    """A bug must not show a participant raw JSON in English: the page says, in their language,
+    that their earlier answers are safe; the JSON API keeps the error body."""
+
+    def broken() -> None:
+        raise RuntimeError("a bug, with internals nobody should see")
+
+    app.add_api_route("/p/broken", broken)
+    app.add_api_route("/api/v1/broken", broken)
+    web = _signed_in(app, smtp, lang)
+    web = TestClient(app, raise_server_exceptions=False, cookies=web.cookies,
+                     headers=dict(web.headers))
+    page = web.get("/p/broken")
+    _assert_error_page(page, lang, "internal_error", 500, "Something went wrong on our side.")
+    assert "internals" not in page.text
+    api = web.get("/api/v1/broken")
+    assert api.status_code == 500
+    assert api.json()["error"]["code"] == "internal_error" and "internals" not in api.text
