@@ -43,10 +43,41 @@ def pg_template(pg_server: PostgresServer) -> str:
 
 
 @pytest.fixture(scope="session")
+def pg_loaded_template(pg_server: PostgresServer, pg_template: str) -> str:
+    """The migrated template with the default study loaded (most tests start from it)."""
+    name = pg_server.create_database(template=pg_template)
+    _load_default_study(pg_server.url(name))
+    pg_server.execute(f"ALTER DATABASE {name} WITH IS_TEMPLATE true")
+    return name
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     migrate.upgrade(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_loaded_template(sqlite_template: Path) -> Path:
+    path = sqlite_template.with_name("loaded.db")
+    _copy_sqlite(sqlite_template, path)
+    _load_default_study(f"sqlite:///{path}")
+    return path
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)  # includes whatever is still in the source's WAL
+
+
+def _load_default_study(url: str) -> None:
+    """Load the default study once into a template: a load reads and checks every instrument
+    and consent document, too slow to repeat for each of a thousand tests."""
+    engine = make_engine(url, begin_immediate=False)
+    with Session(engine) as s:
+        studies.load_study(s, STUDY_FILE, SURVEYS_DIR, actor="test")
+    engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -56,16 +87,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database of the test's backend."""
+    """A migrated database of the test's backend: empty, or with the default study loaded when
+    the test asks for `loaded_study` (directly or through another fixture)."""
+    loaded = "loaded_study" in request.fixturenames
     if backend == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
+        template = request.getfixturevalue(
+            "sqlite_loaded_template" if loaded else "sqlite_template")
         path = tmp_path / "test.db"
-        with sqlite3.connect(template) as source, sqlite3.connect(path) as target:
-            source.backup(target)  # includes whatever is still in the template's WAL
+        _copy_sqlite(template, path)
         yield f"sqlite:///{path}"
         return
     server: PostgresServer = request.getfixturevalue("pg_server")
-    name = server.create_database(template=request.getfixturevalue("pg_template"))
+    name = server.create_database(template=request.getfixturevalue(
+        "pg_loaded_template" if loaded else "pg_template"))
     yield server.url(name)
     server.drop_database(name)
 
@@ -106,8 +140,7 @@ def settings(db_url: str, smtp: SMTPServer, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def loaded_study(settings: Settings, engine: Engine) -> str:
-    with Session(engine) as s:
-        studies.load_study(s, STUDY_FILE, SURVEYS_DIR, actor="test")
+    """The default study's key; db_url cloned the database from a template that has it."""
     return "keep4o-panel"
 
 

@@ -209,28 +209,41 @@ class Outcome:
     status: int | None  # None: no answer (connection refused or reset, timeout)
     body: dict[str, Any] | None
     seconds: float
+    error: str | None = None  # the transport error's name when there was no answer
+    attempts: int = 1
 
 
-async def post_submission(client: httpx.AsyncClient, base_url: str, job: Job, key: str
-                          ) -> Outcome:
+async def post_submission(client: httpx.AsyncClient, base_url: str, job: Job, key: str,
+                          *, disconnect_retries: int = 0) -> Outcome:
+    """POST one submission. With `disconnect_retries`, a connection the server closed without
+    an answer (a pooled keep-alive connection closed just as it was reused) is retried with the
+    same Idempotency-Key, as a real client would; the attempts are counted."""
     started = time.perf_counter()
-    try:
-        response = await client.post(
-            f"{base_url}/api/v1/me/surveys/{job.instance_id}/responses",
-            json={"answers": job.answers},
-            headers={"Authorization": f"Bearer {job.token}", "Idempotency-Key": key})
-    except httpx.HTTPError:
-        return Outcome(job, key, None, None, time.perf_counter() - started)
+    for attempt in range(1, disconnect_retries + 2):
+        try:
+            response = await client.post(
+                f"{base_url}/api/v1/me/surveys/{job.instance_id}/responses",
+                json={"answers": job.answers},
+                headers={"Authorization": f"Bearer {job.token}", "Idempotency-Key": key})
+            break
+        except httpx.RemoteProtocolError as exc:
+            if attempt > disconnect_retries:
+                return Outcome(job, key, None, None, time.perf_counter() - started,
+                               type(exc).__name__, attempt)
+        except httpx.HTTPError as exc:
+            return Outcome(job, key, None, None, time.perf_counter() - started,
+                           type(exc).__name__, attempt)
     try:
         body = response.json()
     except ValueError:
         body = None
-    return Outcome(job, key, response.status_code, body, time.perf_counter() - started)
+    return Outcome(job, key, response.status_code, body, time.perf_counter() - started,
+                   attempts=attempt)
 
 
 async def run_load(base_urls: list[str], jobs: list[Job], *, concurrency: int,
                    retry_share: float = 0.0, concurrent_retry_share: float = 0.0,
-                   seed: int = 7, timeout: float = 60,
+                   seed: int = 7, timeout: float = 60, disconnect_retries: int = 0,
                    outcomes: list[Outcome] | None = None) -> list[Outcome]:
     """Each job is posted once with its own Idempotency-Key by one of `concurrency` workers;
     a share of jobs is posted again afterwards with the same key (a retry), and a share is sent
@@ -242,6 +255,10 @@ async def run_load(base_urls: list[str], jobs: list[Job], *, concurrency: int,
     outcomes = [] if outcomes is None else outcomes  # the caller may watch it grow
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
 
+    async def post(client: httpx.AsyncClient, base: str, job: Job, key: str) -> Outcome:
+        return await post_submission(client, base, job, key,
+                                     disconnect_retries=disconnect_retries)
+
     async def worker(client: httpx.AsyncClient) -> None:
         while True:
             try:
@@ -252,12 +269,12 @@ async def run_load(base_urls: list[str], jobs: list[Job], *, concurrency: int,
             base = base_urls[i % len(base_urls)]
             other = base_urls[(i + 1) % len(base_urls)]
             if rng.random() < concurrent_retry_share:
-                outcomes.extend(await asyncio.gather(post_submission(client, base, job, key),
-                                                     post_submission(client, other, job, key)))
+                outcomes.extend(await asyncio.gather(post(client, base, job, key),
+                                                     post(client, other, job, key)))
             else:
-                outcomes.append(await post_submission(client, base, job, key))
+                outcomes.append(await post(client, base, job, key))
             if rng.random() < retry_share:
-                outcomes.append(await post_submission(client, other, job, key))
+                outcomes.append(await post(client, other, job, key))
 
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))

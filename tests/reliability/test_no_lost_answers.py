@@ -81,16 +81,20 @@ def test_concurrent_clients_and_retries_store_each_answer_once(db_url, engine, t
     assert len(jobs) == 660  # three surveys each
     server = ServerProcess(db_url, log_path=tmp_path / "server.log").start()
     try:
+        # A client retries a connection the server closed unanswered, with the same key.
         outcomes = run_async(run_load([server.base_url], jobs, concurrency=32,
-                                        retry_share=0.25, concurrent_retry_share=0.1))
+                                        retry_share=0.25, concurrent_retry_share=0.1,
+                                        disconnect_retries=2))
     finally:
         server.stop()
     statuses = _statuses(outcomes)
     # Every request is answered, and a retry gets the first answer back (201, replayed).
-    assert set(statuses) == {201}, statuses
+    assert set(statuses) == {201}, (statuses, Counter(o.error for o in outcomes))
     assert len(outcomes) > len(jobs) * 1.2
     replayed = [o for o in outcomes if o.body and o.body["replayed"]]
-    assert len(replayed) == len(outcomes) - len(jobs)
+    # A resent attempt may find its first try stored (then it is a replay too).
+    resent = sum(o.attempts > 1 for o in outcomes)
+    assert len(outcomes) - len(jobs) <= len(replayed) <= len(outcomes) - len(jobs) + resent
     _assert_exactly_once(engine, jobs, outcomes)
 
 
