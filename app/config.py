@@ -42,7 +42,9 @@ class Settings(BaseSettings):
         "job); default: exports/ next to the SQLite database, else ./exports",
     )
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies: 413")
-    magic_link_ttl_days: int = Field(default=30, ge=1, description="Lifetime of a magic link")
+    magic_link_ttl_days: int = Field(
+        default=7, ge=1, le=30,
+        description="Lifetime of an emailed sign-in link (used once; a newer link replaces it)")
     session_ttl_hours: int = Field(default=24 * 14, ge=1, description="Browser session lifetime")
 
     smtp_host: str = Field(default="localhost", description="SMTP server")

@@ -16,15 +16,85 @@ from app.core.security import hash_token, new_token
 from app.db import utcnow
 from app.participants.models import Contact, Participant
 
+# A participant's credentials: an emailed `link` is used once, to start a `session` (browser
+# cookie, or a token for an API client); an `api` token is made from a session for a program.
+# Only sessions and API tokens open the API and the pages; a link opens nothing but itself.
+REQUEST_KINDS = ("session", "api")
+KINDS = ("link", *REQUEST_KINDS)
+
 
 def issue_participant_token(
     session: Session, participant_id: str, kind: str, ttl: timedelta, *, now: datetime
 ) -> str:
+    """A new credential of `kind`; a new link replaces the participant's unused older ones."""
+    if kind == "link":
+        _revoke(session, participant_id, ("link",), now)
     token = new_token()
     session.add(ParticipantCredential(
         participant_id=participant_id, kind=kind, token_hash=hash_token(token),
         created_at=now, expires_at=now + ttl))
     return token
+
+
+def redeem_link(session: Session, token: str, session_ttl: timedelta, *, now: datetime
+                ) -> tuple[Participant, str] | None:
+    """Use an emailed link once: mark it used and start a session. None for a link that is
+    unknown, expired, used or replaced (or for any other kind of token). The caller commits."""
+    credential = session.exec(select(ParticipantCredential).where(
+        ParticipantCredential.token_hash == hash_token(token))).first()
+    if (credential is None or credential.kind != "link" or credential.revoked_at is not None
+            or credential.expires_at <= now):
+        return None
+    used = session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                        .where(col(ParticipantCredential.id) == credential.id,
+                               col(ParticipantCredential.revoked_at).is_(None))
+                        .values(revoked_at=now))
+    if used.rowcount != 1:  # the same link opened twice at once: only one wins
+        return None
+    participant = session.get(Participant, credential.participant_id)
+    if participant is None:
+        return None
+    return participant, issue_participant_token(session, participant.id, "session",
+                                                session_ttl, now=now)
+
+
+def revoke_all(session: Session, participant_id: str, *, now: datetime) -> dict[str, int]:
+    """End every credential of the participant (withdrawal, erasure); the caller commits."""
+    return {f"{kind}s_revoked": _revoke(session, participant_id, (kind,), now)
+            for kind in KINDS}
+
+
+def _revoke(session: Session, participant_id: str, kinds: tuple[str, ...], now: datetime
+            ) -> int:
+    result = session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                          .where(col(ParticipantCredential.participant_id) == participant_id,
+                                 col(ParticipantCredential.kind).in_(kinds),
+                                 col(ParticipantCredential.revoked_at).is_(None),
+                                 col(ParticipantCredential.expires_at) > now)
+                          .values(revoked_at=now))
+    return int(result.rowcount)
+
+
+def api_tokens(session: Session, participant_id: str, *, now: datetime
+               ) -> list[ParticipantCredential]:
+    """The participant's live API tokens (for listing; never the token itself)."""
+    return list(session.exec(select(ParticipantCredential).where(
+        ParticipantCredential.participant_id == participant_id,
+        ParticipantCredential.kind == "api", col(ParticipantCredential.revoked_at).is_(None),
+        col(ParticipantCredential.expires_at) > now)
+        .order_by(col(ParticipantCredential.id))).all())
+
+
+def revoke_api_token(session: Session, participant_id: str, token_id: int, *, now: datetime
+                     ) -> bool:
+    """Revoke one of the participant's own API tokens; False if there is no such live one."""
+    result = session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
+                          .where(col(ParticipantCredential.id) == token_id,
+                                 col(ParticipantCredential.participant_id) == participant_id,
+                                 col(ParticipantCredential.kind) == "api",
+                                 col(ParticipantCredential.revoked_at).is_(None))
+                          .values(revoked_at=now))
+    return bool(result.rowcount)
 
 
 def participant_for_token(
@@ -65,7 +135,8 @@ def participant_request_context(session: Session, token: str, *, now: datetime
     if found is None:
         return None
     credential, participant, contact_id, verified_at, *consent_row = found
-    if credential.revoked_at is not None or credential.expires_at <= now:
+    if (credential.kind not in REQUEST_KINDS or credential.revoked_at is not None
+            or credential.expires_at <= now):
         return None
     return TokenLookup(participant, credential, contact_id is not None, verified_at,
                        tuple(consent_row))
@@ -88,19 +159,11 @@ def sign_out(session: Session, credential: ParticipantCredential, *, now: dateti
 
 def sign_out_everywhere(session: Session, participant_id: str, *, now: datetime
                         ) -> dict[str, int]:
-    """Revoke every live session and every outstanding magic link of the participant, audited
+    """Revoke every live session, API token and outstanding link of the participant, audited
     with how many of each (the caller commits). Returns those counts."""
     from app.audit import service as audit
 
-    revoked: dict[str, int] = {}
-    for kind in ("session", "link"):
-        result = session.exec(update(ParticipantCredential)  # type: ignore[call-overload]
-                              .where(col(ParticipantCredential.participant_id) == participant_id,
-                                     col(ParticipantCredential.kind) == kind,
-                                     col(ParticipantCredential.revoked_at).is_(None),
-                                     col(ParticipantCredential.expires_at) > now)
-                              .values(revoked_at=now))
-        revoked[f"{kind}s_revoked"] = int(result.rowcount)
+    revoked = revoke_all(session, participant_id, now=now)
     audit.append(session, actor=f"participant:{participant_id}",
                  action="participant.sign_out_everywhere", target=f"participant:{participant_id}",
                  details=revoked, now=now)

@@ -515,10 +515,15 @@ def confirm_withdrawal(
 
         surveys.cancel_open_instances(session, participant.id)
     participants.forget_contact(session, participant.id)
+    from app.auth import service as auth
+
+    # Every link, session and API token ends here: after withdrawal nothing opens anything.
+    revoked = auth.revoke_all(session, participant.id, now=now)
     audit.append(session, actor=f"participant:{participant.id}", action="withdrawal.confirm",
                  target=f"withdrawal:{withdrawal.id}",
                  details={"scope": withdrawal.scope, "data_deleted": deleted,
-                          "messages_cancelled": cancelled},
+                          "messages_cancelled": cancelled,
+                          "credentials_revoked": sum(revoked.values())},
                  old_value={"status": old_status}, new_value={"status": "withdrawn"}, now=now)
     return withdrawal
 

@@ -76,8 +76,10 @@ def rules_from(settings: Settings) -> list[Rule]:
         Rule("email_change", "POST", re.compile(r"^/p/settings/email/?$"),
              enroll_ip, enroll_target, "email"),
         Rule("magic_link", "GET", re.compile(r"^/p/login/[^/]+/?$"), link_ip, []),
+        Rule("magic_link", "POST", re.compile(r"^/api/v1/session/?$"), link_ip, []),
         Rule("magic_link", "POST", re.compile(r"^/api/v1/me/email/confirm/?$"), link_ip, []),
         Rule("magic_link", "*", re.compile(r"^/p/email/confirm/[^/]+/?$"), link_ip, []),
+        Rule("magic_link", "POST", re.compile(r"^/p/email/undo/[^/]+/?$"), link_ip, []),
         Rule("staff_login", "POST", re.compile(r"^/staff/login/?$"),
              parse_many(settings.rate_limit_staff_login_per_ip), []),
     ]

@@ -25,8 +25,9 @@ BLOCKED_STATUSES = ("withdrawn",)  # and "paused" for invitations and reminders
 OCCASION_KINDS = ("invitation", "reminder")
 # email_change goes to the requested new address (read from email_changes at send time) with a
 # confirmation link and no login link; email_change_taken is the neutral notice sent instead to
-# the owner of an address someone asked to use.
-EMAIL_CHANGE_KINDS = ("email_change", "email_change_taken")
+# the owner of an address someone asked to use; email_changed_notice goes to the address a
+# confirmed change replaced, with a link to take the change back for a week.
+EMAIL_CHANGE_KINDS = ("email_change", "email_change_taken", "email_changed_notice")
 # consent_copy carries the signed consent as a PDF attachment (built now from the record id in
 # its payload) and no login link: people keep and forward such a copy.
 ATTACHMENT_KINDS = ("consent_copy",)
@@ -132,6 +133,14 @@ def _address_and_link(session: Session, message: OutboxMessage, contact_email: s
             return None
         new_email, token = issued
         return new_email, f"{settings.base_url}/p/email/confirm/{token}"
+    if message.kind == "email_changed_notice":
+        # To the address that was replaced, with the way to take the change back.
+        undo = participants.issue_email_undo_link(
+            session, message.participant_id, message.payload.get("email_change_id"), now)
+        if undo is None:
+            return None
+        old_email, token = undo
+        return old_email, f"{settings.base_url}/p/email/undo/{token}"
     if message.kind in ("email_change_taken", *ATTACHMENT_KINDS):
         return contact_email, ""  # a notice or a copy to keep: no login link in it
     token = auth.issue_participant_token(

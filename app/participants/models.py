@@ -58,6 +58,12 @@ class EmailChange(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Once confirmed, the address it replaced can take the change back for a while: whoever
+    # held a link must not be able to move the contact to their own mailbox silently.
+    old_email: str | None = Field(default=None, max_length=320)
+    undo_token_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    undo_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    undone_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ScreeningTally(SQLModel, table=True):

@@ -101,9 +101,12 @@ def request_email_change(
 
 @router.post("/me/email/confirm", response_model=EmailChangeAnswer)
 def confirm_email_change(body: EmailChangeConfirm, ctx: ConsentedParticipantDep,
-                         session: SessionDep, now: NowDep) -> EmailChangeAnswer:
-    """Only the participant who asked for the change can confirm it (with the emailed token)."""
+                         session: SessionDep, now: NowDep, request: Request,
+                         background: BackgroundTasks) -> EmailChangeAnswer:
+    """Only the participant who asked for the change can confirm it (with the emailed token);
+    the replaced address is told, with a link to take the change back."""
     participants.confirm_email_change(session, ctx.participant, body.token, now=now)
+    deliver_in_background(request.app, background)
     return EmailChangeAnswer(
         message=translator(ctx.participant.language)("settings.email_changed"))
 

@@ -282,6 +282,10 @@ def confirm_email_change(session: Session, participant: Participant, token: str,
         Contact.participant_id != participant.id)).first()
     if taken is not None:
         raise Conflict(EMAIL_UNAVAILABLE, code="email_unavailable")
+    # The old address hears of it and may take it back (issue_email_undo_link, at send time).
+    change.old_email = contact.email
+    change.undo_token_hash = hash_token(new_token())
+    change.undo_expires_at = now + EMAIL_UNDO_WINDOW
     contact.email, contact.verified_at, contact.updated_at = change.new_email, now, now
     change.confirmed_at = now
     session.add_all([contact, change])
@@ -299,7 +303,72 @@ def confirm_email_change(session: Session, participant: Participant, token: str,
                  target=f"participant:{participant.id}",
                  details={"email_change_id": change.id, "other_requests_cancelled": others},
                  now=now)
+    from app.notify import service as notify
+
+    notify.queue(session, participant.id, "email_changed_notice", now=now,
+                 dedupe_key=f"email_changed_notice:{change.id}",
+                 payload={"email_change_id": change.id})
     session.commit()
+
+
+# ---- taking an address change back from the old address ---------------------------------------
+
+EMAIL_UNDO_WINDOW = timedelta(days=7)
+
+
+def issue_email_undo_link(session: Session, participant_id: str, change_id: object,
+                          now: datetime) -> tuple[str, str] | None:
+    """At send time: (old address, fresh undo token) for a confirmed change that can still be
+    taken back, or None. As for confirmation links, only the new token's hash is kept."""
+    change = session.get(EmailChange, change_id) if isinstance(change_id, int) else None
+    if (change is None or change.participant_id != participant_id or not change.old_email
+            or not _undoable(change, now)):
+        return None
+    token = new_token()
+    change.undo_token_hash = hash_token(token)
+    session.add(change)
+    return change.old_email, token
+
+
+def _undoable(change: EmailChange, now: datetime) -> bool:
+    return (change.confirmed_at is not None and change.undone_at is None
+            and change.undo_expires_at is not None and now < change.undo_expires_at)
+
+
+def undo_email_change(session: Session, token: str, *, now: datetime) -> Participant:
+    """Put the old address back, end every credential of the participant (whoever changed it
+    is signed out) and send a new link to the old address; audited. The caller commits."""
+    from app.audit import service as audit
+    from app.auth import service as auth
+    from app.notify import service as notify
+
+    change = session.exec(select(EmailChange).where(
+        EmailChange.undo_token_hash == hash_token(token))).first()
+    if change is None:
+        raise NotFound("This link is not valid.", code="invalid_link")
+    if not _undoable(change, now):
+        raise Conflict("This change can no longer be taken back here; please write to the "
+                       "study team.", code="expired")
+    participant = session.get(Participant, change.participant_id)
+    contact = session.get(Contact, change.participant_id)
+    if participant is None or contact is None or participant.status == "withdrawn":
+        raise NotFound("This link is not valid.", code="invalid_link")
+    taken = session.exec(select(Contact.participant_id).where(
+        Contact.study_id == participant.study_id, Contact.email == change.old_email,
+        Contact.participant_id != participant.id)).first()
+    if taken is not None:
+        raise Conflict(EMAIL_UNAVAILABLE, code="email_unavailable")
+    contact.email, contact.verified_at, contact.updated_at = change.old_email, now, now  # type: ignore[assignment]
+    change.undone_at = now
+    session.add_all([contact, change])
+    revoked = auth.revoke_all(session, participant.id, now=now)
+    audit.append(session, actor="email-undo-link", action="participant.email_change_undone",
+                 target=f"participant:{participant.id}",
+                 details={"email_change_id": change.id,
+                          "credentials_revoked": sum(revoked.values())}, now=now)
+    notify.queue(session, participant.id, "magic_link", now=now,
+                 dedupe_key=f"magic_link:{participant.id}:undo:{change.id}")
+    return participant
 
 
 # ---- the participant's own data (for "download my data") -----------------------------------

@@ -126,14 +126,13 @@ async def join_submit(
 @router.get("/p/login/{token}")
 def magic_link(token: str, request: Request, session: SessionDep, settings: SettingsDep,
                now: NowDep) -> Response:
-    found = auth.participant_for_token(session, token, now=now)
-    if found is None or found[1].kind != "link":
+    redeemed = auth.redeem_link(session, token, timedelta(hours=settings.session_ttl_hours),
+                                now=now)
+    if redeemed is None:  # unknown, expired, used already or replaced by a newer link
         raise Unauthorized("This link is not valid any more. Join again with the same email "
                            "address to receive a new one.", code="invalid_link")
-    participant, _ = found
+    participant, session_token = redeemed
     participants.mark_contact_verified(session, participant.id, now)
-    session_token = auth.issue_participant_token(
-        session, participant.id, "session", timedelta(hours=settings.session_ttl_hours), now=now)
     session.commit()
     response = RedirectResponse("/p", status_code=303)
     response.set_cookie(PARTICIPANT_COOKIE, session_token, httponly=True, samesite="lax",
@@ -300,7 +299,10 @@ async def withdraw_confirm(request: Request, ctx: WebParticipant, session: Sessi
     withdrawal = consent.confirm_withdrawal_by_policy(
         session, ctx.participant, withdrawal_id, str(form.get("confirm_token", "")), now=now)
     session.commit()
-    return render(request, "withdrawn.html", lang, withdrawal=withdrawal)
+    # The session was revoked with every other credential: the browser forgets it too.
+    response = render(request, "withdrawn.html", lang, withdrawal=withdrawal)
+    response.delete_cookie(PARTICIPANT_COOKIE, path="/")
+    return response
 
 
 # ---- settings: upcoming surveys, pause, time zone, language, email address -------------------
@@ -433,7 +435,8 @@ def email_confirm_page(token: str, request: Request, ctx: WebParticipant,
 
 @router.post("/p/email/confirm/{token}", response_class=HTMLResponse)
 async def email_confirm_submit(token: str, request: Request, ctx: WebParticipant,
-                               session: SessionDep, now: NowDep) -> Response:
+                               session: SessionDep, now: NowDep,
+                               background: BackgroundTasks) -> Response:
     await form_with_csrf(request)
     if (gated := _gate_page(session, ctx.participant)) is not None:
         return gated
@@ -447,7 +450,42 @@ async def email_confirm_submit(token: str, request: Request, ctx: WebParticipant
         error = EMAIL_CONFIRM_ERRORS.get(exc.code, "settings.email_link_invalid")
         return render(request, "email_confirm.html", lang, status_code=exc.status_code,
                       token=token, step="error", error=error)
+    deliver_in_background(request.app, background)  # the notice to the replaced address
     return render(request, "email_confirm.html", lang, token=token, step="done")
+
+
+# Taking a change of address back, from the link sent to the old address: no session needed
+# (whoever changed it may hold the only one), a POST so that a mail scanner opening the link
+# changes nothing.
+EMAIL_UNDO_ERRORS = {"expired": "email_undo.expired",
+                     "email_unavailable": "settings.email_unavailable"}
+
+
+@router.get("/p/email/undo/{token}", response_class=HTMLResponse)
+def email_undo_page(token: str, request: Request) -> HTMLResponse:
+    return render(request, "email_undo.html", page_language(request), token=token,
+                  step="confirm")
+
+
+@router.post("/p/email/undo/{token}", response_class=HTMLResponse)
+async def email_undo_submit(token: str, request: Request, session: SessionDep, now: NowDep,
+                            background: BackgroundTasks) -> Response:
+    await form_with_csrf(request)
+    try:
+        participant = participants.undo_email_change(session, token, now=now)
+    except AppError as exc:
+        if exc.status_code not in (404, 409):
+            raise
+        session.rollback()
+        return render(request, "email_undo.html", page_language(request),
+                      status_code=exc.status_code, token=token, step="error",
+                      error=EMAIL_UNDO_ERRORS.get(exc.code, "email_undo.invalid"))
+    session.commit()
+    deliver_in_background(request.app, background)  # a new link to the old address
+    response = render(request, "email_undo.html", page_language(request, participant.language),
+                      token=token, step="done")
+    response.delete_cookie(PARTICIPANT_COOKIE, path="/")
+    return response
 
 
 @router.get("/demo/mailbox", response_class=HTMLResponse)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.app.test_route_guards import _api_routes
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 
 
 def _alice_ids(client, alice):  # type: ignore[no-untyped-def]
@@ -13,7 +13,8 @@ def _alice_ids(client, alice):  # type: ignore[no-untyped-def]
     instance_id = client.get("/api/v1/me/surveys", headers=alice.headers).json()[0]["id"]
     withdrawal = client.post("/api/v1/me/withdrawal", json={"scope": "stop_contact"},
                              headers=alice.headers).json()
-    return {"record_id": record_id, "instance_id": instance_id,
+    token_id = client.post("/api/v1/me/api-tokens", headers=alice.headers).json()["id"]
+    return {"record_id": record_id, "instance_id": instance_id, "token_id": token_id,
             "withdrawal_id": withdrawal["withdrawal_id"],
             "confirm_token": withdrawal["confirm_token"]}
 
@@ -36,13 +37,14 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
         ("GET", "/p/surveys/{instance_id}"): None,
         ("GET", "/p/surveys/{instance_id}/thanks"): None,
         ("POST", "/p/surveys/{instance_id}"): {"csrf_token": "c" * 32, "who5_1": "3"},
+        ("DELETE", "/api/v1/me/api-tokens/{token_id}"): None,
     }
     with_ids = {(m, r.path) for r in _api_routes(app.routes) for m in r.methods
                 if "{" in r.path and r.path.startswith(("/api/v1/me", "/p/"))
                 and "{token}" not in r.path}
     assert with_ids <= set(calls), f"add these routes to the test: {with_ids - set(calls)}"
     web = TestClient(app)
-    web.get(f"/p/login/{bob.token}")  # Bob's browser session
+    web.get(f"/p/login/{fresh_link(client, smtp, bob)}")  # Bob's browser session
     web.cookies.set("wp_csrf", "c" * 32)
     for (method, template), body in calls.items():
         path = template.format(**ids)
@@ -57,6 +59,8 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
     assert me["status"] == "active"
     survey = client.get(f"/api/v1/me/surveys/{ids['instance_id']}", headers=alice.headers)
     assert survey.status_code == 200
+    tokens = client.get("/api/v1/me/api-tokens", headers=alice.headers).json()
+    assert [t["id"] for t in tokens] == [ids["token_id"]]
 
 
 def test_tokens_are_not_interchangeable_between_people(client, smtp):

@@ -21,15 +21,20 @@ CONSENT_EXEMPT = {
     ("POST", "/api/v1/me/consent/records/{record_id}/email"),  # the copy, as copy.pdf
     ("POST", "/api/v1/me/withdrawal"),
     ("POST", "/api/v1/me/withdrawal/{withdrawal_id}/confirm"),
-    # Signing out and reading one's own data work whatever the consent state: a participant
-    # who declined or withdrew keeps access to their data until their session ends.
+    # Signing out and reading one's own data work whatever the consent state (a participant
+    # who declined keeps access until the session ends; withdrawal ends every credential).
     ("POST", "/api/v1/me/sign-out"),
     ("POST", "/api/v1/me/sign-out-everywhere"),
     ("GET", "/api/v1/me/data"),
+    # A participant's own API tokens: managing credentials needs no consent (like signing out).
+    ("POST", "/api/v1/me/api-tokens"),
+    ("GET", "/api/v1/me/api-tokens"),
+    ("DELETE", "/api/v1/me/api-tokens/{token_id}"),
 }
 PUBLIC = {
     ("GET", "/api/v1/studies/{key}"),
     ("POST", "/api/v1/studies/{key}/enrollments"),
+    ("POST", "/api/v1/session"),  # the emailed link is the credential (used once)
 }
 # Survey pages check consent through the same service and redirect to the consent form.
 WEB_DATA_PREFIX = "/p/surveys"

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.a11y import check_page
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 
 pytestmark = pytest.mark.browser
 BASELINE = {"age_band": "age_25_34", "gender": "woman", "living_situation": "alone",
@@ -32,7 +32,7 @@ def test_crisis_page_and_help_page_in_the_browser(live_server, browser, client, 
     assert answered.status_code == 201, answered.text
     context = browser.new_context(locale=lang, viewport={"width": 390, "height": 844})
     page = context.new_page()
-    page.goto(f"{live_server.url}/p/login/{person.token}")
+    page.goto(f"{live_server.url}/p/login/{fresh_link(client, smtp, person)}")
     page.goto(f"{live_server.url}/p/surveys/{surveys['phq9']}")
     for i in range(1, 9):
         page.check(f"input[name=phq9_{i}][value='1']")

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from app.studies import service as studies
 from tests.e2e.a11y import check_page
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 from tests.support.studyfiles import StudyCopy
 
 pytestmark = pytest.mark.browser
@@ -42,7 +42,7 @@ def test_feedback_and_settings_pages_in_a_phone_browser(live_server, browser, cl
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale=lang,
                                   timezone_id="Asia/Shanghai")
     page = context.new_page()
-    page.goto(f"{live_server.url}/p/login/{person.token}")
+    page.goto(f"{live_server.url}/p/login/{fresh_link(client, smtp, person)}")
     page.click("#feedback-link")
     expect(page.locator("html")).to_have_attribute("lang", lang)
     chart = page.locator("#score-who5-percentage svg[role=img]")

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.a11y import check_page
-from tests.support.flows import consent, join
+from tests.support.flows import consent, fresh_link, join
 
 pytestmark = pytest.mark.browser
 LANGUAGES = ["en", "de", "pt-BR", "zh-CN"]
@@ -62,7 +62,7 @@ def test_consent_errors_and_declining(live_server, browser, client, smtp, artifa
     person = join(client, smtp, f"sweep-decline-{lang.lower()}@example.org", language=lang)
     context = browser.new_context(locale=lang, viewport=PHONE)
     page = context.new_page()
-    page.goto(f"{url}/p/login/{person.token}")
+    page.goto(f"{url}/p/login/{fresh_link(client, smtp, person)}")
     expect(page).to_have_url(f"{url}/p/consent")
     _submit_and_check(page, lang, problems, artifacts_dir, "consent-errors", 422)
     expect(page.locator("#signature-error")).to_be_visible()
@@ -89,7 +89,7 @@ def test_pages_of_a_participant_with_answers(live_server, browser, client, smtp,
     assert saved.status_code == 201, saved.text
     context = browser.new_context(locale=lang, viewport=PHONE)
     page = context.new_page()
-    page.goto(f"{url}/p/login/{person.token}")
+    page.goto(f"{url}/p/login/{fresh_link(client, smtp, person)}")
     _looked_at(page, lang, f"{url}/p/surveys/{ids['phq9']}", problems, artifacts_dir, "survey")
     _submit_and_check(page, lang, problems, artifacts_dir, "survey-errors", 422)
     expect(page.locator("fieldset[role=radiogroup][aria-invalid=true]").first).to_be_visible()

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from app.auth import service as auth
 from app.surveys.models import SafetyEvent
 from tests.app.export.seed import Seeder
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 
 pytestmark = pytest.mark.browser
 PHQ9 = {f"phq9_{i}": 1 for i in range(1, 10)}
@@ -119,7 +119,7 @@ def test_a_participant_session_never_opens_a_staff_page(live_server, browser, cl
     person = joined_and_consented(client, smtp, "browser-nosy@example.org")
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{live_server.url}/p/login/{person.token}")
+    page.goto(f"{live_server.url}/p/login/{fresh_link(client, smtp, person)}")
     expect(page).to_have_url(f"{live_server.url}/p")
     for path in ("/staff", "/staff/researcher/safety", "/staff/researcher/exports",
                  "/staff/irb/audit", "/staff/irb/consent-log.csv"):

@@ -58,7 +58,7 @@ def tokens(app, engine, clock) -> Tokens:  # type: ignore[no-untyped-def]
     with Session(engine, expire_on_commit=False) as session:
         person = consented_participants(session, 1, now=clock.now, prefix="fuzz")[0]
         scheduling.plan_at_enrollment(session, person, now=clock.now)
-        token = auth.issue_participant_token(session, person.id, "link", timedelta(days=30),
+        token = auth.issue_participant_token(session, person.id, "api", timedelta(days=30),
                                              now=clock.now)
         session.commit()
         researcher = auth.add_staff(session, "fuzz-researcher", "researcher", now=clock.now)

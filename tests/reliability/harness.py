@@ -74,7 +74,7 @@ def seed(url: str, n_participants: int, *, now: datetime, instruments: Iterable[
             for person in people:
                 scheduling.plan_at_enrollment(session, person, now=now)
                 tokens[person.id] = auth.issue_participant_token(
-                    session, person.id, "link", timedelta(days=30), now=now)
+                    session, person.id, "api", timedelta(days=30), now=now)
             session.commit()
             rows = session.exec(select(SurveyInstance).where(
                 SurveyInstance.status == "open",

@@ -21,6 +21,9 @@ CONSENT_VERSION: str = yaml.safe_load(_STUDY_FILE.read_text("utf-8"))["consent"]
 
 @dataclass
 class Person:
+    """A participant as an API client: `token` is a session token, got by exchanging the
+    emailed link (which is then used up; `fresh_link` asks for a new one)."""
+
     email: str
     token: str
 
@@ -40,12 +43,42 @@ def enroll(client: TestClient, email: str, *, language: str = "en",
 
 
 def join(client: TestClient, smtp: SMTPServer, email: str, **kwargs: Any) -> Person:
-    """Enroll and pick the magic link out of the email the real SMTP server received."""
+    """Enroll, pick the link out of the email the real SMTP server received and exchange it
+    for a session token, as an API client does."""
     before = len(smtp.to(email))
     enroll(client, email, **kwargs)
     messages = smtp.to(email)
     assert len(messages) == before + 1, "expected exactly one new email"
-    return Person(email, messages[-1].link().rsplit("/", 1)[1])
+    return Person(email, exchange(client, link_token(messages[-1].link())))
+
+
+def link_token(link: str) -> str:
+    return link.rsplit("/", 1)[1]
+
+
+def exchange(client: TestClient, token: str) -> str:
+    """Use an emailed link's token once; returns the session token."""
+    response = client.post("/api/v1/session", json={"link": token})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def fresh_link(client: TestClient, smtp: SMTPServer, person: Person | str) -> str:
+    """A new, unused sign-in link token for a person or address (joining again with the same
+    address sends one), e.g. to sign in with a browser; it replaces their older links."""
+    email = person.email if isinstance(person, Person) else person
+    before = len(smtp.to(email))
+    response = client.post(f"/api/v1/studies/{STUDY}/enrollments", json={
+        "email": email, "screening": ELIGIBLE})
+    assert response.status_code == 202, response.text
+    return link_token(smtp.wait_for(email, count=before + 1)[-1].link())
+
+
+def sign_in_again(client: TestClient, smtp: SMTPServer, person: Person) -> Person:
+    """Give the person a new session from a new link, e.g. after the test clock passed the end
+    of their first one (sessions last `session_ttl_hours`)."""
+    person.token = exchange(client, fresh_link(client, smtp, person))
+    return person
 
 
 def consent_body(**overrides: Any) -> dict[str, Any]:

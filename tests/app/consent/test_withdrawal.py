@@ -4,6 +4,7 @@ from sqlmodel import select
 
 from app.audit import service as audit
 from app.consent import service as consent
+from app.consent.models import Withdrawal
 from app.notify import service as notify
 from app.notify.models import OutboxMessage
 from app.participants.models import Contact, Participant
@@ -32,11 +33,13 @@ def test_two_steps_with_a_wrong_confirmation_changing_nothing(client, smtp, sess
     participant = session.exec(select(Participant)).one()
     assert participant.status == "withdrawn" and participant.withdrawn_at is not None
     assert session.exec(select(Contact)).all() == []  # the address is gone
-    me = client.get("/api/v1/me", headers=person.headers).json()
-    assert me["status"] == "withdrawn"
+    # every credential ended with the withdrawal: the old session opens nothing any more
+    me = client.get("/api/v1/me", headers=person.headers)
+    assert me.status_code == 401
     again = client.post("/api/v1/me/withdrawal", json={"scope": "delete_data"},
                         headers=person.headers)
-    assert again.status_code == 409
+    assert again.status_code == 401
+    assert session.exec(select(Withdrawal)).one().scope == "stop_contact"
 
 
 def test_withdrawn_person_is_never_contacted_again(client, smtp, session, clock, app):
@@ -80,7 +83,7 @@ def test_withdrawn_person_is_refused_by_the_gate(client, smtp, session):
     signed = client.post("/api/v1/me/consent", headers=person.headers, json={
         "version": "1.0", "language": "en", "signature_name": "X",
         "statements": ["read_information", "voluntary", "data_use", "adult_confirmed"]})
-    assert signed.status_code == 403 and signed.json()["error"]["code"] == "withdrawn"
+    assert signed.status_code == 401  # and the session that could have asked has ended
 
 
 def test_withdrawal_appears_in_the_consent_log(client, smtp, session, settings):

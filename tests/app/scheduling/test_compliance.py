@@ -18,7 +18,7 @@ from app.consent.service import irb_pseudonym
 from app.participants.models import Contact
 from app.scheduling import compliance
 from app.studies import service as studies
-from tests.support.flows import Person, joined_and_consented
+from tests.support.flows import Person, exchange, joined_and_consented, link_token
 from tests.support.studyfiles import StudyCopy
 
 # Every 14 days at 10:00 Berlin (09:00 UTC in November and December), open for 48 hours.
@@ -76,9 +76,9 @@ def _tick(cli, at: datetime) -> dict:  # type: ignore[no-untyped-def,type-arg]
     return json.loads(result.output.strip().splitlines()[-1])
 
 
-def _invited(smtp, email: str) -> Person:  # type: ignore[no-untyped-def]
-    """The participant, logged in with the link of their latest invitation email."""
-    return Person(email, smtp.to(email)[-1].link().rsplit("/", 1)[1])
+def _invited(client, smtp, email: str) -> Person:  # type: ignore[no-untyped-def]
+    """The participant, signed in with the link of their latest invitation email."""
+    return Person(email, exchange(client, link_token(smtp.to(email)[-1].link())))
 
 
 def _answer(client, person: Person, instruments: list[str], *, view_only=(),  # type: ignore[no-untyped-def]
@@ -120,7 +120,7 @@ def build_panel(client, smtp, session, clock, cli) -> Panel:  # type: ignore[no-
         assert (report["opened"], report["invitations"], report["sent"]) == (8, 4, 4)
         for name, (hours, instruments) in sorted(plan.items(), key=lambda kv: kv[1][0]):
             clock.now = opens + timedelta(hours=hours)
-            _answer(client, _invited(smtp, emails[name]), instruments,
+            _answer(client, _invited(client, smtp, emails[name]), instruments,
                     view_only=["who5"] if name == "bo" else [])
         closed = _tick(cli, opens + timedelta(hours=48))
         assert closed["expired"] == 8 - sum(len(i) for _, i in plan.values())

@@ -8,7 +8,7 @@ from sqlmodel import func, select
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
-from tests.support.flows import CONSENT_VERSION, join, joined_and_consented
+from tests.support.flows import CONSENT_VERSION, join, joined_and_consented, sign_in_again
 
 BASELINE = ["baseline", "who5", "phq9", "gad7", "ucla3", "swls", "social_contact", "ai_usage",
             "ai_dependence"]
@@ -134,6 +134,7 @@ def test_expired_survey_is_refused(client, smtp, clock):
     person = joined_and_consented(client, smtp, "late@example.org")
     who5 = _open(client, person)["who5"]
     clock.advance(days=15)
+    sign_in_again(client, smtp, person)  # the first session has ended by now too
     late = _post(client, person, who5, {f"who5_{i}": 3 for i in range(1, 6)})
     assert late.status_code == 409 and late.json()["error"]["code"] == "survey_expired"
 

@@ -19,6 +19,7 @@ from app.scheduling import service as scheduling
 from app.surveys import service as surveys
 from app.surveys.models import SurveyInstance, SurveyResponse
 from app.web.common import TEMPLATES
+from tests.support.flows import fresh_link
 
 STATEMENTS = ["read_information", "voluntary", "data_use", "adult_confirmed"]
 BASELINE = ["baseline", "who5", "phq9", "gad7", "ucla3", "swls", "social_contact", "ai_usage",
@@ -131,9 +132,9 @@ def _ledger(session: Any, action: str) -> list[AuditEvent]:
 # ---- sign out ------------------------------------------------------------------------------
 
 def test_sign_out_ends_this_session_only(app, smtp, session):
-    web, link = _signed_in(app, smtp, "out@example.org")
-    other = TestClient(app, follow_redirects=False)  # a second device, signed in with the same link
-    assert other.get(link).status_code == 303
+    web, _ = _signed_in(app, smtp, "out@example.org")
+    other = TestClient(app, follow_redirects=False)  # a second device, with a new link
+    assert other.get(f"/p/login/{fresh_link(other, smtp, 'out@example.org')}").status_code == 303
     home = web.get("/p")
     assert 'action="/p/sign-out"' in home.text and 'id="sign-out"' in home.text
     old = web.cookies["wp_session"]
@@ -177,10 +178,12 @@ def test_sign_out_in_the_participants_language_and_with_an_ended_session(app, sm
     assert again.status_code == 303 and again.headers["location"].startswith("/p/signed-out")
 
 
-def test_sign_out_everywhere_revokes_every_session_and_link(app, smtp, session):
-    web, link = _signed_in(app, smtp, "all@example.org")
+def test_sign_out_everywhere_revokes_every_session_and_link(app, smtp, session, clock):
+    web, _ = _signed_in(app, smtp, "all@example.org")
     other = TestClient(app, follow_redirects=False)
-    assert other.get(link).status_code == 303
+    assert other.get(f"/p/login/{fresh_link(other, smtp, 'all@example.org')}").status_code == 303
+    clock.advance(minutes=1)  # (one new-link email per address and moment)
+    link = f"/p/login/{fresh_link(other, smtp, 'all@example.org')}"  # emailed, not yet opened
     settings = web.get("/p/settings")
     assert 'action="/p/sign-out/everywhere"' in settings.text
     out = web.post("/p/sign-out/everywhere", data={"csrf_token": _csrf(settings.text)})
@@ -189,7 +192,7 @@ def test_sign_out_everywhere_revokes_every_session_and_link(app, smtp, session):
     assert other.get("/p").status_code == 401
     assert TestClient(app).get(link).status_code == 401  # the emailed link is dead too
     [entry] = _ledger(session, "participant.sign_out_everywhere")
-    assert entry.details == {"sessions_revoked": 2, "links_revoked": 1}
+    assert entry.details == {"sessions_revoked": 2, "links_revoked": 1, "apis_revoked": 0}
 
 
 def test_sign_out_through_the_api(client, smtp):
@@ -368,7 +371,7 @@ def test_a_signed_out_cookie_cannot_download(app, smtp):
         "Authorization": f"Bearer {old}"}).status_code == 401
 
 
-def test_api_download_works_after_withdrawal_until_the_session_ends(client, smtp, session):
+def test_api_download_before_withdrawal_and_nothing_after(client, smtp, session):
     from tests.support.flows import joined_and_consented
 
     person = joined_and_consented(client, smtp, "api-data@example.org")
@@ -379,10 +382,7 @@ def test_api_download_works_after_withdrawal_until_the_session_ends(client, smtp
                           headers=person.headers).json()
     client.post(f"/api/v1/me/withdrawal/{started['withdrawal_id']}/confirm",
                 json={"confirm_token": started["confirm_token"]}, headers=person.headers)
+    # Withdrawal ended every credential: the token opens nothing any more.
     after = client.get("/api/v1/me/data", headers=person.headers)
-    assert after.status_code == 200
-    body = after.json()
-    assert body["participant"]["status"] == "withdrawn" and body["contact"] is None
-    assert [w["scope"] for w in body["withdrawals"]] == ["stop_contact"]
-    assert [d.details["via"] for d in _ledger(session, "participant.data_download")] == [
-        "api", "api"]
+    assert after.status_code == 401
+    assert [d.details["via"] for d in _ledger(session, "participant.data_download")] == ["api"]

@@ -15,7 +15,7 @@ from app.scheduling.dispatcher import tick
 from app.studies import crisis
 from app.studies import service as studies
 from app.studies.models import ProtocolVersion, Study
-from tests.support.flows import STUDY, join, joined_and_consented
+from tests.support.flows import STUDY, fresh_link, join, joined_and_consented
 from tests.support.studyfiles import StudyCopy
 
 LANGUAGES = ["en", "de", "pt-BR", "zh-CN"]
@@ -132,7 +132,8 @@ def _signed_in(app, client, smtp, email: str, language: str) -> tuple[TestClient
     person = joined_and_consented(client, smtp, email, language=language)
     listed = client.get("/api/v1/me/surveys", headers=person.headers).json()
     web = TestClient(app)
-    assert web.get(f"/p/login/{person.token}", follow_redirects=False).status_code == 303
+    link = fresh_link(client, smtp, person)
+    assert web.get(f"/p/login/{link}", follow_redirects=False).status_code == 303
     return web, {s["instrument"]: s["id"] for s in listed}
 
 
@@ -290,6 +291,10 @@ def test_every_email_ends_with_the_help_link(app, client, smtp, clock) -> None: 
                        headers=person.headers).status_code == 202  # email_change
     assert client.post("/api/v1/me/email", json={"email": "mail-b@example.org"},
                        headers=person.headers).status_code == 202  # email_change_taken
+    confirm = re.search(r"/p/email/confirm/(\S+)", smtp.to("mail-new@example.org")[-1].body)
+    assert confirm and client.post("/api/v1/me/email/confirm", json={"token": confirm.group(1)},
+                                   headers=person.headers).status_code == 200
+    # (email_changed_notice, to mail-a@, which keeps its language)
     engine, settings, channel = app.state.engine, app.state.settings, app.state.channel
     tick(engine, settings, channel, now=clock())  # plans the waves
     clock.advance(hours=49)

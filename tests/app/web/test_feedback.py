@@ -13,7 +13,7 @@ from app.auth import service as auth
 from app.scheduling.dispatcher import tick
 from app.studies import service as studies
 from app.studies.service import StudyLoadError
-from tests.support.flows import Person, joined_and_consented
+from tests.support.flows import Person, fresh_link, joined_and_consented, sign_in_again
 from tests.support.studyfiles import StudyCopy
 
 FEEDBACK = {"enabled": True, "scores": [
@@ -37,7 +37,7 @@ def feedback_on(tmp_path, session, loaded_study, clock) -> None:  # type: ignore
 
 def _browser(app, smtp, person: Person) -> TestClient:  # type: ignore[no-untyped-def]
     web = TestClient(app)
-    answer = web.get(f"/p/login/{person.token}")
+    answer = web.get(f"/p/login/{fresh_link(web, smtp, person)}")
     assert answer.status_code == 200, (answer.history, answer.text[-1500:])
     return web
 
@@ -97,8 +97,10 @@ def test_on_shows_own_scores_of_submitted_waves_only(app, client, smtp, session,
     _answer_who5(client, bob, 1, "bob-baseline")  # raw 5 -> 20 %
     clock.advance(days=15)  # the first biweekly occasion (day 14, 18:00 local) is open
     tick(app.state.engine, app.state.settings, app.state.channel, now=clock())
+    sign_in_again(client, smtp, alice)  # her first session has ended by now
     _answer_who5(client, alice, 4, "alice-wave1")  # raw 20 -> 80 %
 
+    clock.advance(minutes=1)  # (a new link at the same instant would be the same message)
     page = _browser(app, smtp, alice).get("/p/feedback")  # a new session: two weeks passed
     assert page.status_code == 200
     assert _table(page.text, "who5-percentage") == ["60", "80"]

@@ -115,11 +115,12 @@ def test_each_error_a_participant_can_meet_is_in_their_language(app, smtp, sessi
     done = web.post("/p/withdraw/confirm", data={
         "csrf_token": csrf, "withdrawal_id": withdrawal_id, "confirm_token": token})
     assert done.status_code == 200
-    # after withdrawing, signing the consent form again is refused
+    # after withdrawing, the session has ended: signing the consent form again is refused
     _assert_error_page(web.post("/p/consent", data={
         "csrf_token": csrf, "version": "1.0", "language": "en", "decision": "consent",
         "signature_name": "Again", "statements": STATEMENTS}),
-        lang, "withdrawn", 403, "nothing more can be recorded")
+        _other(lang), "unauthorized", 401, "This link or session is not valid")  # (signed out:
+    # the browser's own language now)
 
 
 @pytest.mark.parametrize("lang", SUPPORTED_LANGUAGES)

@@ -13,7 +13,7 @@ from app.auth import service as auth
 from app.auth.deps import STAFF_COOKIE
 from app.main import create_app
 from app.surveys.models import SafetyEvent
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 
 PHQ9 = {f"phq9_{i}": 1 for i in range(1, 10)}
 
@@ -193,7 +193,7 @@ def test_irb_cannot_acknowledge_a_safety_event(app, client, smtp, engine):
 def test_participant_session_cookie_opens_no_staff_page(app, client, smtp):
     person = joined_and_consented(client, smtp, "nosy@example.org")
     web = TestClient(app)
-    web.get(f"/p/login/{person.token}")
+    web.get(f"/p/login/{fresh_link(client, smtp, person)}")
     participant_cookie = dict(web.cookies)
     assert participant_cookie  # the participant is logged in
     for path in ("/staff", "/staff/researcher/enrollment", "/staff/researcher/safety",

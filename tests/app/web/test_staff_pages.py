@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.auth import service as auth
-from tests.support.flows import joined_and_consented
+from tests.support.flows import fresh_link, joined_and_consented
 
 
 def _csrf(html: str) -> str:
@@ -73,6 +73,6 @@ def test_researcher_cannot_open_irb_pages_and_logout_ends_the_session(app, engin
 def test_participant_session_never_opens_staff_pages(app, client, smtp):
     person = joined_and_consented(client, smtp, "curious@example.org")
     web = TestClient(app)
-    web.get(f"/p/login/{person.token}")
+    web.get(f"/p/login/{fresh_link(client, smtp, person)}")
     assert web.get("/staff/irb/consent-log", follow_redirects=False).status_code == 303
     assert client.get("/api/v1/irb/consent-log", headers=person.headers).status_code == 401
