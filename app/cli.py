@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from sqlmodel import Session
@@ -37,6 +39,9 @@ ops_cli.register(app)  # backup, restore
 participants_cli.register(app)  # participants erase-expired-contacts
 scheduling_cli.register(app)  # compliance
 simulate_cli.register(app)  # simulate
+
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -107,6 +112,96 @@ def staff_add(
             return
     typer.echo(f"staff member {name!r} ({role}) created. Token (shown once, keep it safe):")
     typer.echo(token)
+
+
+def _staff_change(name: str, change: Callable[..., T]) -> T:
+    """Run one change to the member called NAME as `cli` at the current time, commit, and
+    return its result; a refusal (unknown name, last admin...) is an error message, exit 1."""
+    from app.auth import service as auth
+    from app.core.errors import AppError
+    from app.db import utcnow
+
+    settings = _settings()
+    with _session(settings) as session:
+        try:
+            member = auth.staff_by_name(session, name)
+            result = change(session, member, settings, utcnow())
+        except AppError as exc:
+            session.rollback()
+            fail(exc.message, 1)
+        session.commit()
+    return result
+
+
+@staff_app.command("list")
+def staff_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List staff: role, status, created, expires, revoked, last used, TOTP (never tokens)."""
+    from app.auth import service as auth
+    from app.db import utcnow
+
+    settings = _settings()
+    with _session(settings) as session:
+        members = auth.list_staff(session, now=utcnow(), ttl=settings.staff_token_ttl)
+    if as_json:
+        typer.echo(json.dumps([m.model_dump(mode="json") for m in members], indent=2))
+        return
+
+    def day(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    rows = [("NAME", "ROLE", "STATUS", "CREATED", "EXPIRES", "REVOKED", "LAST USED", "TOTP")]
+    rows += [(m.name, m.role, m.status, day(m.created_at), day(m.expires_at), day(m.revoked_at),
+              day(m.last_used_at), "yes" if m.second_factor else "no") for m in members]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
+    typer.echo(f"(times in UTC; tokens last {settings.staff_token_ttl_days} days from issue)")
+
+
+@staff_app.command("revoke")
+def staff_revoke(name: str) -> None:
+    """End NAME's token and every staff session of theirs at once (final; audited)."""
+    from app.auth import service as auth
+
+    ended = _staff_change(name, lambda session, member, settings, now: auth.revoke_staff(
+        session, member, actor="cli", now=now, ttl=settings.staff_token_ttl))
+    typer.echo(f"staff member {name!r} revoked; {ended} browser session(s) ended.")
+
+
+@staff_app.command("rotate")
+def staff_rotate(name: str) -> None:
+    """Issue NAME a new token (printed once); the old one and its sessions stop working."""
+    from app.auth import service as auth
+
+    token = _staff_change(name, lambda session, member, settings, now: auth.rotate_staff_token(
+        session, member, actor="cli", now=now, ttl=settings.staff_token_ttl))
+    typer.echo(f"new token for {name!r} (shown once, keep it safe; the old one no longer "
+               "works):")
+    typer.echo(token)
+
+
+@staff_app.command("totp-enroll")
+def staff_totp_enroll(name: str) -> None:
+    """Give NAME a TOTP second factor; prints its provisioning URI once (replaces an older one).
+
+    Roles named in WELLPANEL_STAFF_TOTP_ROLES must give its code after their token at login."""
+    from app.auth import service as auth
+
+    uri = _staff_change(name, lambda session, member, settings, now: auth.enroll_totp(
+        session, member, secret_key=settings.secret_key, actor="cli", now=now))
+    typer.echo(f"second factor for {name!r}: add this to an authenticator app (shown once):")
+    typer.echo(uri)
+
+
+@staff_app.command("totp-remove")
+def staff_totp_remove(name: str) -> None:
+    """Remove NAME's second factor (e.g. a lost phone); enroll a new one with totp-enroll."""
+    from app.auth import service as auth
+
+    _staff_change(name, lambda session, member, settings, now: auth.remove_totp(
+        session, member, actor="cli", now=now))
+    typer.echo(f"second factor of {name!r} removed.")
 
 
 @audit_app.command("verify")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,15 @@ class Settings(BaseSettings):
         default=7, ge=1, le=30,
         description="Lifetime of an emailed sign-in link (used once; a newer link replaces it)")
     session_ttl_hours: int = Field(default=24 * 14, ge=1, description="Browser session lifetime")
+    staff_token_ttl_days: int = Field(
+        default=90, ge=1, le=366,
+        description="Lifetime of a staff token from when it was issued (`wellpanel staff rotate` "
+        "issues a new one); an expired token opens neither the API nor the staff pages")
+    staff_totp_roles: str = Field(
+        default="",
+        description="Staff roles that must give a TOTP code (pyotp) after their token at the "
+        "staff login, comma-separated, e.g. researcher,irb,admin; empty: none. Enroll with "
+        "`wellpanel staff totp-enroll NAME`")
 
     smtp_host: str = Field(default="localhost", description="SMTP server")
     smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port")
@@ -110,6 +120,17 @@ class Settings(BaseSettings):
             raise ValueError("use the notation N/period, e.g. 10/minute;100/day") from exc
         return value
 
+    @field_validator("staff_totp_roles")
+    @classmethod
+    def _known_staff_roles(cls, value: str) -> str:
+        from app.auth.models import STAFF_ROLES
+
+        roles = [r.strip() for r in value.split(",") if r.strip()]
+        unknown = [r for r in roles if r not in STAFF_ROLES]
+        if unknown:
+            raise ValueError(f"unknown role {unknown[0]!r}; roles are {', '.join(STAFF_ROLES)}")
+        return ",".join(dict.fromkeys(roles))
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -124,6 +145,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def staff_token_ttl(self) -> timedelta:
+        return timedelta(days=self.staff_token_ttl_days)
+
+    @property
+    def totp_roles(self) -> frozenset[str]:
+        return frozenset(r for r in self.staff_totp_roles.split(",") if r)
 
     @property
     def secure_cookies(self) -> bool:

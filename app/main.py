@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.audit.routes import router as audit_router
+from app.auth.admin_routes import router as staff_admin_router
 from app.auth.routes import router as sign_out_router
 from app.config import Settings, get_settings
 from app.consent.irb_routes import router as irb_consent_router
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(notify_router)
     app.include_router(compliance_router)
     app.include_router(export_router)
+    app.include_router(staff_admin_router)  # /api/v1/staff/members (admin)
     app.include_router(language_router)  # the header's language switch
     for router in (sign_out_router, my_data_router, account_web_router, submitted_web_router):
         app.include_router(router)  # participant controls: sign out, my data, after a survey

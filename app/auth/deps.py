@@ -102,12 +102,30 @@ async def consent_gate(ctx: ParticipantDep, session: SessionDep) -> ParticipantC
 ConsentedParticipantDep = Annotated[ParticipantContext, Depends(consent_gate)]
 
 
-def current_staff(session: SessionDep, bearer: BearerDep) -> StaffMember:
+def client_ip(request: Request) -> str:
+    """The client's address as the server sees it (uvicorn's proxy_headers apply)."""
+    return request.client.host if request.client else "unknown"
+
+
+def current_staff(request: Request, session: SessionDep, settings: SettingsDep,
+                  bearer: BearerDep, now: NowDep) -> StaffMember:
+    """The staff member behind a bearer token that is neither revoked nor expired. A token
+    that is not one is a failed staff login (counted, and ledgered as record_failed_login
+    says), answered 401 like any other."""
     if bearer is None:
         raise Unauthorized("A staff token is required (Authorization: Bearer ...).")
-    member = auth.staff_for_token(session, bearer.credentials)
-    if member is None:
-        raise Unauthorized("This staff token is not valid.")
+    check = auth.check_staff_token(session, bearer.credentials, now=now,
+                                   ttl=settings.staff_token_ttl)
+    if not check.ok:
+        auth.record_failed_login(session, ip=client_ip(request), channel="api", check=check,
+                                 now=now)
+        session.commit()
+        raise Unauthorized("This staff token is not valid (it may have been revoked or have "
+                           "expired).")
+    member = check.member
+    assert member is not None
+    if auth.touch_staff(session, member, now=now):
+        session.commit()
     return member
 
 

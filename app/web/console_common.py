@@ -29,6 +29,7 @@ CONSOLE_NAV: list[tuple[str, str, set[str]]] = [
     ("/staff/researcher/notifications", "Notifications", {"researcher"}),
     ("/staff/researcher/exports", "Exports", {"researcher"}),
     ("/staff/irb/safety-events", "Safety events (read-only)", {"irb"}),
+    ("/staff/admin/staff", "Staff", {"admin"}),
 ]
 
 class StaffLoginRequired(Unauthorized):
@@ -40,9 +41,12 @@ class StaffLoginRequired(Unauthorized):
 def web_staff(request: Request, session: SessionDep, now: NowDep) -> StaffMember:
     """The staff member behind the session cookie; a participant's cookie is not one."""
     token = request.cookies.get(STAFF_COOKIE)
-    found = auth.staff_for_session(session, token, now=now) if token else None
-    if found is None:
+    ttl = request.app.state.settings.staff_token_ttl
+    found = auth.staff_for_session(session, token, now=now, token_ttl=ttl) if token else None
+    if found is None:  # also when the member was revoked or their token expired
         raise StaffLoginRequired("Please log in with your staff token.")
+    if auth.touch_staff(session, found[0], now=now):
+        session.commit()
     return found[0]
 
 

@@ -11,12 +11,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.audit import service as audit
 from app.auth import service as auth
-from app.auth.deps import STAFF_COOKIE, NowDep, SessionDep, SettingsDep
+from app.auth.deps import STAFF_COOKIE, NowDep, SessionDep, SettingsDep, client_ip
+from app.auth.models import StaffMember
 from app.consent import service as consent
 from app.core.errors import NotFound
 from app.surveys import feedback
 from app.surveys import service as surveys
 from app.web.common import form_with_csrf
+from app.web.console_admin import router as admin_router
 from app.web.console_common import (
     NAV,
     Reviewer,
@@ -35,6 +37,7 @@ __all__ = ["NAV", "StaffLoginRequired", "router", "web_staff"]
 router = APIRouter(prefix="/staff", include_in_schema=False)
 
 STAFF_SESSION_TTL = timedelta(hours=8)
+CHALLENGE_COOKIE = "wp_staff_2fa"  # the login's second step (path /staff/login, 5 minutes)
 _staff_render = staff_render
 
 
@@ -46,13 +49,64 @@ def login_page(request: Request) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, session: SessionDep, settings: SettingsDep,
                 now: NowDep) -> Response:
+    """Step 1: the staff token. When the member's role needs a second factor, step 2 (the same
+    address, so the same rate limit) takes the TOTP code against a short-lived challenge."""
     form = await form_with_csrf(request)
-    member = auth.staff_for_token(session, str(form.get("token", "")).strip())
-    if member is None:
-        return _staff_render(request, "staff/login.html", None, status_code=401,
-                             error="staff.login_failed")
+    if "code" in form:
+        return _second_step(request, session, settings, now, str(form.get("code", "")))
+    check = auth.check_staff_token(session, str(form.get("token", "")).strip(), now=now,
+                                   ttl=settings.staff_token_ttl)
+    if not check.ok:  # unknown, revoked or expired: the same answer for each
+        return _refused(request, session, now, check, "web", "staff.login_failed")
+    member = check.member
+    assert member is not None
+    if not auth.needs_second_factor(member, settings.totp_roles):
+        return _signed_in(session, settings, member, now, second_factor=False)
+    if member.totp_secret is None:
+        return _refused(request, session, now,
+                        auth.StaffCheck(member, "second_factor_not_enrolled"), "web",
+                        "staff_login.not_enrolled")
+    challenge = auth.start_login_challenge(session, member, now=now)
+    session.commit()
+    response = _staff_render(request, "staff/login_code.html", None)
+    response.set_cookie(CHALLENGE_COOKIE, challenge, httponly=True, samesite="strict",
+                        secure=settings.secure_cookies, path="/staff/login",
+                        max_age=int(auth.STAFF_CHALLENGE_TTL.total_seconds()))
+    return response
+
+
+def _second_step(request: Request, session: SessionDep, settings: SettingsDep, now: NowDep,
+                 code: str) -> Response:
+    check = auth.check_login_code(session, request.cookies.get(CHALLENGE_COOKIE, ""), code,
+                                  now=now, ttl=settings.staff_token_ttl,
+                                  secret_key=settings.secret_key)
+    if check.ok:
+        assert check.member is not None
+        response = _signed_in(session, settings, check.member, now, second_factor=True)
+    elif check.retry:  # a wrong or replayed code: the code page again
+        return _refused(request, session, now, check, "totp", "staff_login.code_failed",
+                        template="staff/login_code.html")
+    else:  # no live challenge (expired, used, too many wrong codes) or the member ended
+        response = _refused(request, session, now, check, "totp", "staff_login.start_again")
+    response.delete_cookie(CHALLENGE_COOKIE, path="/staff/login")
+    return response
+
+
+def _refused(request: Request, session: SessionDep, now: NowDep, check: auth.StaffCheck,
+             channel: str, error: str, template: str = "staff/login.html") -> HTMLResponse:
+    """A failed staff login: counted and (the first per IP and minute) ledgered, never with
+    the token or code; the login page again, 401."""
+    auth.record_failed_login(session, ip=client_ip(request), channel=channel, check=check,
+                             now=now)
+    session.commit()
+    return _staff_render(request, template, None, status_code=401, error=error)
+
+
+def _signed_in(session: SessionDep, settings: SettingsDep, member: StaffMember, now: NowDep,
+               *, second_factor: bool) -> Response:
     token, _csrf = auth.start_staff_session(session, member, STAFF_SESSION_TTL, now=now)
-    audit.append(session, actor=f"staff:{member.id}", action="staff.login", now=now)
+    audit.append(session, actor=f"staff:{member.id}", action="staff.login",
+                 details={"second_factor": "totp"} if second_factor else None, now=now)
     session.commit()
     response = RedirectResponse("/staff", status_code=303)
     response.set_cookie(STAFF_COOKIE, token, httponly=True, samesite="strict",
@@ -62,10 +116,12 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/logout")
-async def logout(request: Request, session: SessionDep, now: NowDep) -> Response:
+async def logout(request: Request, session: SessionDep, settings: SettingsDep,
+                 now: NowDep) -> Response:
     await form_with_csrf(request)
     token = request.cookies.get(STAFF_COOKIE)
-    found = auth.staff_for_session(session, token, now=now) if token else None
+    found = (auth.staff_for_session(session, token, now=now, token_ttl=settings.staff_token_ttl)
+             if token else None)
     if token:
         auth.end_staff_session(session, token, now=now)  # revoked server-side, not just forgotten
         if found is not None:
@@ -189,5 +245,6 @@ def irb_safety_page(request: Request, member: Reviewer, session: SessionDep,
 
 
 router.include_router(console_router)
+router.include_router(admin_router)
 router.include_router(exports_router)
 router.include_router(compliance_router)

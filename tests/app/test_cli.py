@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -13,6 +14,7 @@ from sqlmodel import select
 
 from app.auth import service as auth
 from app.auth.models import StaffMember
+from app.db import utcnow
 from tests.conftest import STUDY_FILE
 
 WELLPANEL = [sys.executable, "-m", "app.cli"]
@@ -48,7 +50,8 @@ def test_staff_add_prints_the_token_once_and_stores_its_hash(db_url, session):
     token = result.stdout.strip().splitlines()[-1]
     member = session.exec(select(StaffMember)).one()
     assert member.role == "irb" and member.token_hash != token
-    assert auth.staff_for_token(session, token).name == "Dana"
+    found = auth.staff_for_token(session, token, now=utcnow(), ttl=timedelta(days=90))
+    assert found is not None and found.name == "Dana"
     refused = run(db_url, "staff", "add", "Eve", "--role", "king")
     assert refused.returncode == 1 and "role" in refused.stderr
 

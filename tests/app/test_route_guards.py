@@ -95,7 +95,8 @@ def test_survey_pages_use_the_participant_session_and_the_gate():
 
 def test_every_staff_api_route_checks_a_role():
     for method, path, calls in _routes():
-        if path.startswith(("/api/v1/irb", "/api/v1/researcher", "/api/v1/admin")):
+        if path.startswith(("/api/v1/irb", "/api/v1/researcher", "/api/v1/admin",
+                            "/api/v1/staff")):
             role_checks = [c for c in calls if hasattr(c, "allowed_roles")]
             assert role_checks and current_staff in calls, (method, path)
 

@@ -241,8 +241,8 @@ def test_every_staff_page_needs_a_session_and_role_pages_check_the_role(app):
         if path == "/staff/login" or (method, path) == ("POST", "/staff/logout"):
             continue
         assert web_staff in calls, (method, path)
-        if path.startswith(("/staff/researcher", "/staff/irb")):
-            role = "researcher" if path.startswith("/staff/researcher") else "irb"
+        if path.startswith(("/staff/researcher", "/staff/irb", "/staff/admin")):
+            role = path.split("/")[2]
             checks = [c for c in calls if hasattr(c, "allowed_roles")]
             assert checks and all(c.allowed_roles == {role, "admin"} for c in checks), path
 
@@ -253,7 +253,8 @@ def test_every_staff_form_refuses_a_post_without_the_csrf_token(app, engine):
     posts = [path for method, path, _ in _staff_routes(app) if method == "POST"]
     assert {"/staff/login", "/staff/logout", "/staff/researcher/exports"} <= set(posts)
     for path in posts:
-        url = path.replace("{event_id}", "1").replace("{job_id}", "00000000-job")
+        url = (path.replace("{event_id}", "1").replace("{job_id}", "00000000-job")
+               .replace("{member_id}", "1"))
         response = web.post(url, data={"note": "x", "token": "x"})
         assert response.status_code == 403, (path, response.status_code)
         assert "expired or did not come from this site" in response.text
