@@ -17,9 +17,34 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from mdit_py_plugins.attrs import attrs_block_plugin
 
+from app.core import urls
+
 # Raw HTML is not rendered even though consent text is trusted study material, and block
 # attributes may only set an id (no style, no event handlers).
 _markdown = MarkdownIt("commonmark", {"html": False}).use(attrs_block_plugin, allowed=("id",))
+
+
+def allowed_link(href: str) -> bool:
+    """A link a consent document may hold: https:, http: or tel: (app/core/urls.py), or a
+    place on this site or in the document (/help, #rights)."""
+    return (urls.is_safe_link(href) or href.startswith("#")
+            or (href.startswith("/") and not href.startswith(("//", "/\\"))))
+
+
+# Any other link is rendered as plain text (study load refuses it first: link_problems).
+_markdown.validateLink = allowed_link  # type: ignore[method-assign]
+_every_link = MarkdownIt("commonmark", {"html": False})
+_every_link.validateLink = lambda href: True  # type: ignore[method-assign]
+
+
+def links(text: str) -> list[str]:
+    """Every link and image address the document holds, allowed or not."""
+    found: list[str] = []
+    for block in _every_link.parse(text):
+        for token in block.children or []:
+            if token.type in ("link_open", "image"):
+                found.append(str(token.attrGet("href") or token.attrGet("src") or ""))
+    return found
 
 
 def render_markdown(text: str) -> str:

@@ -8,6 +8,7 @@
   a section id ({#id} above a heading, the same in every language); the current version must
   have such a map. Every document of a version with a map must hold each mapped section, not
   empty.
+- Links in the documents: https:, http: and tel: addresses, or paths on this site, only.
 
 Each function returns problems as (place, message) pairs, so the loader can name all of them.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.consent.document import duplicate_ids, sections
+from app.consent.document import allowed_link, duplicate_ids, links, sections
 
 Problem = tuple[str, str]
 
@@ -88,4 +89,19 @@ def document_problems(
                 problems.append((file, f"{where}: required element {element!r} "
                                        f"({rules.get(element, 'no rule given')}) needs section "
                                        f"{{#{section_id}}}, which is {state}"))
+    return problems
+
+
+def link_problems(
+    study: dict[str, Any], documents: dict[str, dict[str, str]], surveys_dir: Path
+) -> list[Problem]:
+    """Every link in every document is https:, http:, tel:, or a place on this site."""
+    problems: list[Problem] = []
+    for version, texts in documents.items():
+        for lang, text in texts.items():
+            file = str(surveys_dir / "consent" / study["key"] / version / f"{lang}.md")
+            problems += [(file, f"consent version {version}, language {lang}: link {href!r} "
+                                "must be an https://, http:// or tel: address or a path on this "
+                                "site (javascript:, data: and other schemes are refused)")
+                         for href in links(text) if not allowed_link(href)]
     return problems

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, func, select
 
 from app.audit import service as audit
 from app.consent import service as consent
+from app.core import safe_yaml, urls
 from app.core.errors import AppError, NotFound
 from app.core.security import sha256_json, sha256_text
 from app.db import utcnow
@@ -31,22 +32,22 @@ class StudyLoadError(AppError):
     code = "invalid_protocol"
 
 
-# libyaml's safe loader when PyYAML has it: the same results as yaml.safe_load, much faster.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 @lru_cache
 def _schema(surveys_dir: str) -> dict[str, Any]:
     return json.loads((Path(surveys_dir) / "schema" / "study.schema.json").read_text("utf-8"))
 
 
 def read_study_file(path: Path, surveys_dir: Path) -> dict[str, Any]:
-    """Parse and validate a study file; errors name the file, the place in it and the reason."""
+    """Parse and validate a study file; errors name the file, the place in it and the reason.
+    Size, nesting and aliases are limited (app/core/safe_yaml.py) before anything is built."""
     try:
-        data = yaml.load(path.read_text("utf-8"), Loader=_SAFE_LOADER)  # noqa: S506
-    except (OSError, yaml.YAMLError) as exc:
+        data = safe_yaml.load(safe_yaml.read_text(path, "study file"))
+    except safe_yaml.YamlLimitError as exc:
+        raise StudyLoadError(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise StudyLoadError(f"{path}: cannot read the study file: {exc}") from exc
-    validator = jsonschema.Draft202012Validator(_schema(str(surveys_dir)))
+    validator = jsonschema.Draft202012Validator(_schema(str(surveys_dir)),
+                                                format_checker=urls.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -63,6 +64,8 @@ def read_study_file(path: Path, surveys_dir: Path) -> dict[str, Any]:
 def _problem(error: jsonschema.ValidationError) -> str:
     """The schema's own wording (errorMessage) for a value of the wrong form (pattern, anyOf);
     jsonschema's for the rest (a missing key says which)."""
+    if error.validator == "format" and error.validator_value in urls.FORMATS:
+        return urls.format_problem(error.validator_value, error.instance)
     wording = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
     if not wording or error.validator not in ("pattern", "anyOf", "oneOf"):
         return error.message
@@ -179,7 +182,8 @@ def load_study(
     now = now or utcnow()
     data = read_study_file(path, surveys_dir)
     documents = read_consent_documents(data, surveys_dir)
-    _raise_first(path, consent_checks.document_problems(data, documents, surveys_dir))
+    _raise_first(path, consent_checks.document_problems(data, documents, surveys_dir)
+                 + consent_checks.link_problems(data, documents, surveys_dir))
     content = {
         "study": data,
         "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}

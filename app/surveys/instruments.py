@@ -33,6 +33,8 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError, model_validator
 
+from app.core import safe_yaml, urls
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "surveys" / "schema" / "instrument.schema.json"
 INSTRUMENTS_DIR = REPO_ROOT / "surveys" / "instruments"
@@ -435,11 +437,9 @@ def instrument_schema() -> dict[str, Any]:
 
 
 # libyaml's parser when PyYAML has it (about ten times faster; the same safe constructor and
-# resolvers, so the same results): every study load reads every instrument.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+# resolvers, so the same results): every study load reads every instrument. It refuses a
+# document over the size, depth and alias limits (app/core/safe_yaml.py) before building it.
+class _StrictLoader(safe_yaml.LimitedSafeLoader):
     """SafeLoader without YAML 1.1 surprises: only true/false are booleans, dates stay text,
     and a key given twice is an error instead of silently keeping the last value."""
 
@@ -475,11 +475,11 @@ _StrictLoader.add_constructor(
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        return safe_yaml.load(safe_yaml.read_text(path, "instrument file"), _StrictLoader)
+    except safe_yaml.YamlLimitError as exc:
+        raise InstrumentError(path, [Problem("(file)", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InstrumentError(path, [Problem("(file)", f"cannot read: {exc}")]) from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InstrumentError(path, [_yaml_problem(exc)]) from None
 
@@ -500,7 +500,8 @@ def format_path(parts: Iterable[str | int]) -> str:
 
 
 def _schema_problems(document: Any) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(instrument_schema())
+    validator = jsonschema.Draft202012Validator(instrument_schema(),
+                                                format_checker=urls.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(document), key=lambda e: _path_sort_key(e.absolute_path))
     return [Problem(format_path(e.absolute_path), _schema_reason(e)) for e in errors]
 
@@ -512,6 +513,8 @@ def _path_sort_key(parts: Iterable[str | int]) -> tuple[tuple[int, int, str], ..
 def _schema_reason(error: jsonschema.ValidationError) -> str:
     if error.validator == "not" and error.validator_value == {}:  # $defs/forbidden
         return "not allowed for this item type"
+    if error.validator == "format" and error.validator_value in urls.FORMATS:
+        return urls.format_problem(error.validator_value, error.instance)
     return error.message
 
 

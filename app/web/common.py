@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from app.auth.deps import PARTICIPANT_COOKIE
 from app.config import SUPPORTED_LANGUAGES
+from app.core import urls
 from app.core.errors import AppError, Forbidden
 from app.core.security import constant_time_equal, new_token
 from app.i18n import LANGUAGE_NAMES, Translator, catalog, negotiate, translator
@@ -39,6 +40,9 @@ def _localdate(context: Context, moment: datetime | None, zone: str) -> str:
 
 TEMPLATES.env.filters["localtime"] = _localtime
 TEMPLATES.env.filters["localdate"] = _localdate
+# {{ url | safe_href }}: an address from study material only becomes a link if it is https:,
+# http: or tel: (app/core/urls.py); anything else gives '' (tests/app/web/test_safe_links.py)
+TEMPLATES.env.filters["safe_href"] = urls.safe_href
 CSRF_COOKIE = "wp_csrf"
 CSRF_FIELD = "csrf_token"
 LANG_COOKIE = "wp_lang"  # an anonymous visitor's language (the header switch, or ?lang=)
