@@ -235,3 +235,26 @@ def test_last_use_is_recorded_for_api_and_login(app, client, engine, clock):
     clock.advance(minutes=5)
     logged_in(app, token)
     assert member(engine, "user-of-api").last_used_at == clock.now
+
+
+def test_failed_browser_logins_are_ledgered_without_the_token(app, engine, clock):
+    token = add_member(engine, "browser-revoked", "irb", now=clock.now)
+    with Session(engine) as s:
+        auth.revoke_staff(s, member(engine, "browser-revoked"), actor="cli", now=clock.now,
+                          ttl=timedelta(days=90))
+        s.commit()
+    web = TestClient(app)
+    for guess in ("not-a-token", token, "another-guess"):
+        refused = post_login(web, guess)
+        assert refused.status_code == 401 and "text/html" in refused.headers["content-type"]
+        assert 'aria-invalid="true"' in refused.text
+    rows = actions(engine, "staff.login_failed")
+    assert len(rows) == 1 and rows[0].details["channel"] == "web"
+    assert rows[0].details["reason"] == "unknown_token" and rows[0].details["ip"] == "testclient"
+    clock.advance(minutes=1)
+    post_login(web, token)  # a new minute: the revoked member's token, named in the ledger
+    latest = actions(engine, "staff.login_failed")[-1]
+    assert latest.details["reason"] == "revoked"
+    assert latest.target == f"staff:{member(engine, 'browser-revoked').id}"
+    dump = json.dumps([r.model_dump(mode="json") for r in ledger(engine)])
+    assert token not in dump and "not-a-token" not in dump
