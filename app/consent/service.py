@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from app.consent.models import (
     StatementPublic,
     Withdrawal,
 )
+from app.core import csv_cells
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.security import hash_token, keyed_pseudonym, new_token, sha256_text
 from app.db import utcnow
@@ -465,6 +465,7 @@ def start_withdrawal(
     now = now or utcnow()
     if participant.status == "withdrawn":
         raise Conflict("You have already withdrawn from this study.", code="already_withdrawn")
+    _refuse_if_declined(participant)
     token = new_token()
     withdrawal = Withdrawal(participant_id=participant.id, scope=scope, requested_at=now,
                             confirm_token_hash=hash_token(token))
@@ -473,6 +474,14 @@ def start_withdrawal(
     audit.append(session, actor=f"participant:{participant.id}", action="withdrawal.request",
                  target=f"withdrawal:{withdrawal.id}", details={"scope": scope}, now=now)
     return withdrawal, token
+
+
+def _refuse_if_declined(participant: Participant) -> None:
+    """Declining ended it (the address is erased, nothing was collected): a withdrawal would
+    put a "withdraw" in the IRB log of someone who never took part."""
+    if participant.status == "declined":
+        raise Conflict("You declined to take part in this study, so there is nothing to "
+                       "withdraw from; your email address was already erased.", code="declined")
 
 
 def confirm_withdrawal(
@@ -494,6 +503,7 @@ def confirm_withdrawal(
         raise NotFound("There is no such withdrawal request.")
     if withdrawal.confirmed_at is not None:
         raise Conflict("This withdrawal was already confirmed.", code="already_withdrawn")
+    _refuse_if_declined(participant)  # asked for before declining
     if hash_token(token) != withdrawal.confirm_token_hash:
         raise Forbidden("The confirmation does not match this request.", code="bad_confirmation")
     if now - withdrawal.requested_at > WITHDRAWAL_CONFIRM_WINDOW:
@@ -664,7 +674,8 @@ def participant_by_pseudonym(session: Session, secret_key: str, pseudonym: str) 
 def consent_log_csv(entries: list[ConsentLogEntry]) -> str:
     buffer = io.StringIO()
     fields = list(ConsentLogEntry.model_fields)
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    # a typed signature name like =HYPERLINK(...) is neutralized (OWASP CSV injection)
+    writer = csv_cells.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for entry in entries:
         row = entry.model_dump()

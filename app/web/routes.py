@@ -266,6 +266,8 @@ async def consent_copy_email(record_id: int, request: Request, ctx: WebParticipa
 def withdraw_page(request: Request, ctx: WebParticipant, session: SessionDep) -> Response:
     if ctx.participant.status == "withdrawn":
         return RedirectResponse("/p", status_code=303)
+    if ctx.participant.status == "declined":  # nothing to withdraw from: their decline instead
+        return _declined_page(session, ctx.participant)
     protocol = studies.current_protocol(session, ctx.participant.study_id)
     lang = page_language(request, ctx.participant.language)
     return render(request, "withdraw.html", lang, protocol=protocol, step="choose")
