@@ -48,9 +48,12 @@ def _coerce(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
 
 
 def _csv_ready(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
-    """Booleans as true/false text; everything else as pandas writes it (NA -> empty)."""
+    """Booleans as true/false text; text starting like a formula neutralized (spec.CSV_FORMULA);
+    everything else as pandas writes it (NA -> empty)."""
     out = df.copy()
     for f in schema["fields"]:
+        if f["type"] == "string":
+            out[f["name"]] = out[f["name"]].str.replace(spec.CSV_FORMULA, r"'\1", regex=True)
         if f["type"] == "boolean":
             col = out[f["name"]]
             text = np.where(col.fillna(False).astype(bool), spec.CSV_TRUE, spec.CSV_FALSE)

@@ -152,6 +152,10 @@ def _read_resource(base: Path, res: Mapping[str, Any]) -> pd.DataFrame:
             df = pd.read_parquet(fpath)
         elif fmt in ("csv", "txt", ""):
             df = pd.read_csv(fpath, dtype=str, keep_default_na=False, na_values=[""])
+            for f in fields:  # text neutralized against spreadsheet formulas: the original
+                if f.get("type") == "string" and f.get("name") in df.columns:
+                    df[f["name"]] = df[f["name"]].str.replace(spec.CSV_NEUTRALIZED, "",
+                                                              regex=True)
         else:
             raise PanelError(f"resource {rname!r}: format {fmt!r} not supported (csv or parquet)")
     except PanelError:

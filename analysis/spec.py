@@ -37,6 +37,11 @@ DESCRIPTOR_FILE = "datapackage.json"
 MISSING_VALUES = [""]
 CSV_TRUE = "true"
 CSV_FALSE = "false"
+# CSV text cells: a quote is put before a text that starts (after any quotes) with a formula
+# character (= + - @ tab CR), so spreadsheets do not run it (OWASP CSV injection; the app's
+# app/core/csv_cells.py); readers remove it again (CSV_NEUTRALIZED), which restores the text.
+CSV_FORMULA = r"^('*[=+\-@\t\r])"
+CSV_NEUTRALIZED = r"^'(?='*[=+\-@\t\r])"
 
 GENERATED_BY_EXPORT = "wellpanel export"
 GENERATED_BY_SIMULATOR = "analysis.simulate"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis import spec
+from app.core import csv_cells
 from app.surveys.instruments import Instrument
 
 FREE_TEXT_WARNING = (
@@ -226,6 +227,7 @@ def build_codebook(
         "meaning": "not administered, not shown (display condition), not answered, invalid "
         "score, or suppressed by de-identification (see wellpanel.deidentification)",
     }
+    book["csv_formula_neutralization"] = csv_cells.CODEBOOK_NOTE
     book["usage_coding"] = {
         "used": "the model was ticked in used_models",
         "hours_per_week": "hours_<model>; 0 when the model was not used; empty when used but "

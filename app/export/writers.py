@@ -4,6 +4,10 @@ CSV and Parquet are written chunk by chunk through Arrow, so memory depends on t
 not on the size of the study. CSV follows the contract of :mod:`analysis.spec`: UTF-8, a header
 row, an empty cell for missing, booleans as ``true``/``false``, integers without a decimal point.
 
+Text cells of CSV files that start like a spreadsheet formula (=, +, -, @, tab, CR) get a single
+quote in front (app/core/csv_cells.py, OWASP CSV injection); numbers, Parquet and the statistics
+files are unchanged.
+
 SPSS (.sav) and Stata (.dta) files are written by pyreadstat, which takes a whole table at once;
 they are converted from a scratch Parquet copy of each resource at the end, one resource at a
 time. Booleans become 0/1 with value labels no/yes; categorical text columns become integer codes
@@ -23,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from app.core import csv_cells
 
 ARROW_TYPES = {
     "string": pa.string(),
@@ -70,6 +76,9 @@ class TableWriter:
             # pandas metadata: readers get nullable dtypes (boolean, Int64) back, not objects
             self.schema = self.schema.with_metadata(_pandas_metadata(self.fields))
         self.rows = 0
+        # CSV only: text columns are neutralized against formulas (numbers never are)
+        self._text_columns = ({i for i, (_, typ) in enumerate(self.fields) if typ == "string"}
+                              if fmt == "csv" else set())
         self._writer: Any
         if fmt == "csv":
             self._writer = pacsv.CSVWriter(
@@ -86,6 +95,8 @@ class TableWriter:
         if not n:
             return
         arrays = [_arrow(columns.get(name), ARROW_TYPES[typ], n) for name, typ in self.fields]
+        for i in self._text_columns:
+            arrays[i] = csv_cells.neutralize_text_array(arrays[i])
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.rows += n
 

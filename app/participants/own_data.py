@@ -10,7 +10,6 @@ mappings inside a cell are JSON. Answers are one row per answered question.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
@@ -19,6 +18,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.core import csv_cells
 from app.participants.models import Participant
 
 FORMAT = "wellpanel.my-data/1"
@@ -132,7 +132,8 @@ _EMPTY_HEADERS = {
 def _csv(rows: list[dict[str, Any]], empty_header: list[str]) -> bytes:
     buffer = io.StringIO()
     header = list(rows[0]) if rows else empty_header
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\r\n")
+    # text cells quoted, and neutralized when they start like a formula (OWASP CSV injection)
+    writer = csv_cells.DictWriter(buffer, fieldnames=header, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(v) for k, v in row.items()})
