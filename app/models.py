@@ -4,7 +4,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import ParticipantCredential, StaffMember, StaffSession
 from app.consent.models import ConsentDocument, ConsentRecord, ConsentVersion, Withdrawal
 from app.export.models import ExportJob
-from app.notify.models import OutboxMessage
+from app.notify.models import OutboxMessage, StaffAlert
 from app.participants.models import Contact, EmailChange, Participant, ScreeningTally
 from app.studies.models import ProtocolVersion, Study
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
@@ -13,6 +13,7 @@ __all__ = [
     "AuditEvent", "Contact", "ConsentDocument", "ConsentRecord", "ConsentVersion",
     "EmailChange", "ExportJob",
     "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
-    "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffMember", "StaffSession", "Study",
+    "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffAlert", "StaffMember",
+    "StaffSession", "Study",
     "SurveyInstance", "SurveyResponse", "Withdrawal",
 ]

@@ -8,8 +8,10 @@ from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime
 
-StaffRole = Literal["researcher", "irb", "admin"]
-STAFF_ROLES: tuple[str, ...] = ("researcher", "irb", "admin")
+# safety: works the safety-event queue (acknowledges; may reveal a participant's contact when
+# the study file's safety.reveal_contact_roles names it), and nothing else of the console.
+StaffRole = Literal["researcher", "irb", "admin", "safety"]
+STAFF_ROLES: tuple[str, ...] = ("researcher", "irb", "admin", "safety")
 
 
 class ParticipantCredential(SQLModel, table=True):

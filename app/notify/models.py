@@ -28,6 +28,28 @@ class OutboxMessage(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class StaffAlert(SQLModel, table=True):
+    """An email to a staff member (an on-call safety alert, an escalation): not a participant
+    message, but sent over the same channel through its own outbox (app/notify/staff_alerts.py).
+    The address is a staff address from the study file; the text is rendered at send time."""
+
+    __tablename__ = "staff_alerts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=30)
+    subject_ref: str = Field(max_length=100, index=True)  # what it is about: safety_event:42
+    recipient_name: str = Field(max_length=100)
+    recipient: str = Field(max_length=320)
+    dedupe_key: str = Field(max_length=200, unique=True)
+    status: str = Field(default="pending", max_length=20, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
 # ---- researcher view of delivery problems (never an address, never an internal id) ----------
 
 class NotificationCount(BaseModel):

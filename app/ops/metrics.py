@@ -85,6 +85,7 @@ class DatabaseCollector(Collector):
             oldest_due = session.exec(select(func.min(SurveyInstance.scheduled_at)).where(
                 SurveyInstance.status == "planned", col(SurveyInstance.scheduled_at) <= now,
                 col(SurveyInstance.closes_at) > now)).one()
+            safety_families = _safety_gauges(session, now)
         depth = GaugeMetricFamily("wellpanel_outbox_messages", "Outbox messages by status",
                                   labels=["status"])
         for status in sorted(set(by_status) | {"pending", "sent", "failed", "cancelled"}):
@@ -99,7 +100,28 @@ class DatabaseCollector(Collector):
             "wellpanel_scheduler_lag_seconds",
             "Age of the oldest survey that is due but not yet opened (0 when none is waiting)")
         lag.add_metric([], _age(oldest_due, now))
-        return [depth, failures, lag]
+        return [depth, failures, lag, *safety_families]
+
+
+def _safety_gauges(session: Session, now: datetime) -> list[Metric]:
+    """Safety events nobody has acknowledged yet, the oldest one's age, and staff alerts that
+    failed to go out and wait for a retry (alert on any of them staying above 0)."""
+    from app.notify import staff_alerts
+    from app.safety import service as safety
+
+    count, age = safety.open_stats(session, now)
+    waiting = GaugeMetricFamily("wellpanel_safety_events_unacknowledged",
+                                "Safety events not yet acknowledged in the console")
+    waiting.add_metric([], count)
+    oldest = GaugeMetricFamily(
+        "wellpanel_safety_oldest_unacknowledged_age_seconds",
+        "Age of the oldest unacknowledged safety event (0 when none is waiting)")
+    oldest.add_metric([], age)
+    retrying = GaugeMetricFamily(
+        "wellpanel_safety_alerts_retrying",
+        "Staff alerts (on-call, escalation) whose sending failed and that wait for a retry")
+    retrying.add_metric([], staff_alerts.undelivered(session))
+    return [waiting, oldest, retrying]
 
 
 def _age(moment: datetime | None | str, now: datetime) -> float:

@@ -1,4 +1,5 @@
-"""One dispatcher tick: open what is due, expire what is overdue, queue invitations and
+"""One dispatcher tick: escalate overdue safety events and send staff alerts (first, so they
+never wait behind participant work), open what is due, expire what is overdue, queue invitations and
 reminders, complete ended schedules and erase contact details past retention
 (app/participants/erasure.py), deliver the outbox.
 
@@ -50,10 +51,24 @@ class TickReport:
     cancelled: int = 0
     completed: int = 0  # participants whose schedule ended
     contacts_erased: int = 0  # contact details past the study's retention period
+    safety_escalated: int = 0  # events past their acknowledgement deadline, escalated now
+    safety_alerts_sent: int = 0  # on-call and escalation emails to staff
+    safety_alerts_retry: int = 0
 
 
 def tick(engine: Engine, settings: Settings, channel: Channel, *, now: datetime) -> TickReport:
     report = TickReport()
+    # Safety first: escalations and staff alerts go out before the (possibly long) participant
+    # work, so an alert leaves within one tick interval of the answer (app/safety/service.py).
+    from app.safety import service as safety
+
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            report.safety_escalated = safety.escalate_overdue(session, now=now)
+        alerts = safety.deliver_alerts(engine, settings, channel, now=now)
+        report.safety_alerts_sent, report.safety_alerts_retry = alerts["sent"], alerts["retry"]
+    except Exception:  # the participants' work still runs; the next tick tries again
+        log.exception("safety alerts failed in this tick")
     with Session(engine, expire_on_commit=False) as session:
         report.planned = scheduling.materialize_all(session, now=now)
         report.expired = expire_overdue(session, now)

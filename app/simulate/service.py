@@ -15,7 +15,9 @@ are known) and plays it forward on a fake clock, step by step in time order:
   a pause (``set_paused``), or completion after the last wave.
 
 Nobody is ever contacted: addresses are under the reserved ``example.invalid`` domain, every
-message the services queue is cancelled at once (``notify.service.cancel_pending``), nothing is
+message the services queue is cancelled at once (``notify.service.cancel_pending``), a simulated
+safety event is closed at once with a note and its on-call alerts cancelled (so no staff member
+is alerted and nothing escalates: ``safety.service.close_simulated``), nothing is
 delivered, and by the end no simulated participant is active, so no later scheduler tick
 invites them either. Missed surveys expire as the dispatcher would expire them.
 
@@ -395,6 +397,7 @@ class _Player:
         self._decide(session, step, person, "decline")
 
     def _answer(self, session: Session, step: draw.Step, person: draw.Person) -> None:
+        from app.safety import service as safety
         from app.scheduling import service as scheduling
         from app.surveys import service as surveys
 
@@ -415,6 +418,8 @@ class _Player:
                                     f"{ACTOR}:{instance.id}", now=at)
             self.responses += 1
             self.safety_events += bool(result.show_crisis_resources)
+            # nobody is contacted, staff neither: no on-call alert, no escalation
+            safety.close_simulated(session, participant.id, actor=ACTOR, now=at)
             at += timedelta(seconds=40 + (self.responses * 37) % 80)  # filling in the next one
 
     def _finish(self, session: Session, participant: Any, at: datetime) -> None:

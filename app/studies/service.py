@@ -96,6 +96,9 @@ def _check_semantics(path: Path, data: dict[str, Any]) -> None:
                                  f"no text for {', '.join(sorted(missing))}")
     _raise_first(path, consent_checks.language_problems(data)
                  + consent_checks.element_map_problems(data))
+    from app.safety import config as safety_config
+
+    _raise_first(path, safety_config.problems(data))
 
 
 def _raise_first(path: Path, problems: list[tuple[str, str]]) -> None:

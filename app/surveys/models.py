@@ -91,6 +91,8 @@ class SafetyEvent(SQLModel, table=True):
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     acknowledged_by: int | None = Field(default=None, foreign_key="staff_members.id")
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # when the escalation contact was alerted (the study file's acknowledgement deadline passed)
+    escalated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # ---- API schemas ---------------------------------------------------------------------------
@@ -156,3 +158,17 @@ class SafetyEventPublic(BaseModel):
     created_at: datetime
     acknowledged_at: datetime | None
     note: str | None
+    # What a reviewer needs to weigh the event (never an address): the answer that raised the
+    # flag (e.g. PHQ-9 item 9), the instrument's score and band, how long it waited, who
+    # acknowledged it, and when it escalated.
+    study: str | None = None
+    trigger_item: str | None = None
+    trigger_value: Any = None
+    trigger_label: str | None = None  # the chosen option's label, in English
+    score_name: str | None = None
+    score: float | None = None
+    band: str | None = None
+    band_label: str | None = None
+    waiting_seconds: int | None = None  # until acknowledged, or until now while open
+    acknowledged_by: str | None = None  # the staff member's name
+    escalated_at: datetime | None = None

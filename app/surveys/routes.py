@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, BackgroundTasks, Header, Request
 
 from app.auth.deps import ConsentedParticipantDep, NowDep, SessionDep
 from app.core.errors import ValidationFailed
+from app.safety import service as safety
 from app.surveys import service as surveys
 from app.surveys.instruments import LocalizedInstrument
 from app.surveys.models import ResponseSubmit, SubmissionResult, SurveySummary
@@ -38,7 +39,7 @@ def get_survey(instance_id: str, ctx: ConsentedParticipantDep, session: SessionD
 @router.post("/{instance_id}/responses", response_model=SubmissionResult, status_code=201)
 def submit_response(
     instance_id: str, body: ResponseSubmit, ctx: ConsentedParticipantDep, session: SessionDep,
-    now: NowDep,
+    now: NowDep, request: Request, background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SubmissionResult:
     """Store, score and return. A retry with the same Idempotency-Key returns the stored result."""
@@ -46,5 +47,8 @@ def submit_response(
         raise ValidationFailed(
             "Idempotency-Key: send a header of 8 to 200 letters, digits or -_.: per submission",
             code="idempotency_key_required", details={"field": "Idempotency-Key"})
-    return surveys.submit(session, ctx.participant, instance_id, body.answers, idempotency_key,
-                          now=now)
+    result = surveys.submit(session, ctx.participant, instance_id, body.answers,
+                            idempotency_key, now=now)
+    if result.show_crisis_resources and not result.replayed:
+        background.add_task(safety.deliver_now, request.app)  # the on-call alert, at once
+    return result

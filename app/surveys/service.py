@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, delete, select, update
+from sqlmodel import Session, col, delete, func, select, update
 
 from app.audit import service as audit
 from app.core.errors import AppError, Conflict, NotFound, ValidationFailed
@@ -303,6 +303,10 @@ def _store(
         "created_at": now, "acknowledged_at": None, "acknowledged_by": None, "note": None,
     }).scalar_one(), flag) for flag in flags]  # their ids name them in the ledger
     crisis = bool(CRISIS_FLAGS & set(flags))
+    if events:  # the on-call alerts go into their outbox in this same transaction: never lost
+        from app.safety import service as safety
+
+        safety.queue_alerts(session, participant.study_id, [e for e, _ in events], now=now)
     # Everything a reply needs is read before the ledger is locked: the audit rows come last,
     # so the lock is held for their inserts and the commit only.
     result = _result_of(session, participant, response, row, instrument, crisis,  # type: ignore[arg-type]
@@ -465,7 +469,13 @@ def erase_participant_responses(session: Session, participant_id: str) -> int:
     ids = list(session.exec(select(SurveyResponse.id).where(
         SurveyResponse.participant_id == participant_id)).all())
     if ids:
+        from app.notify import staff_alerts
+
         session.exec(delete(ResponseScore).where(col(ResponseScore.response_id).in_(ids)))  # type: ignore[call-overload]
+        for event_id in session.exec(select(SafetyEvent.id).where(
+                col(SafetyEvent.response_id).in_(ids))).all():
+            staff_alerts.cancel_pending(session, f"safety_event:{event_id}",
+                                        "the event was erased with the participant's answers")
         session.exec(delete(SafetyEvent).where(col(SafetyEvent.response_id).in_(ids)))  # type: ignore[call-overload]
         session.exec(delete(SurveyResponse).where(col(SurveyResponse.id).in_(ids)))  # type: ignore[call-overload]
     session.exec(delete(SurveyInstance).where(  # type: ignore[call-overload]
@@ -481,29 +491,123 @@ def cancel_open_instances(session: Session, participant_id: str) -> None:
         session.add(instance)
 
 
-def safety_events(session: Session, secret_key: str, *, open_only: bool = False
-                  ) -> list[SafetyEventPublic]:
-    """Safety events for staff, newest first, under the IRB pseudonym (never an address)."""
+def safety_events(session: Session, secret_key: str, *, open_only: bool = False,
+                  now: datetime | None = None) -> list[SafetyEventPublic]:
+    """Safety events for staff, newest first, under the IRB pseudonym (never an address), with
+    the answer that raised each flag, the score and band, who acknowledged it and how long it
+    waited (until acknowledged; until `now` while open, when given)."""
+    from app.auth.models import StaffMember
     from app.consent.service import irb_pseudonym
+    from app.studies.models import Study
 
-    query = (select(SafetyEvent, SurveyResponse.instrument_key)
+    query = (select(SafetyEvent, SurveyResponse.instrument_key, SurveyResponse.answers,
+                    SurveyInstance.protocol_version, Participant.study_id, Study.key,
+                    ResponseScore, StaffMember.name)
              .join(SurveyResponse, col(SurveyResponse.id) == SafetyEvent.response_id)
+             .join(SurveyInstance, col(SurveyInstance.id) == SurveyResponse.instance_id)
+             .join(Participant, col(Participant.id) == SafetyEvent.participant_id)
+             .join(Study, col(Study.id) == Participant.study_id)
+             .outerjoin(ResponseScore, col(ResponseScore.response_id) == SurveyResponse.id)
+             .outerjoin(StaffMember, col(StaffMember.id) == SafetyEvent.acknowledged_by)
              .order_by(col(SafetyEvent.created_at).desc(), col(SafetyEvent.id).desc()))
     if open_only:
         query = query.where(col(SafetyEvent.acknowledged_at).is_(None))
-    return [SafetyEventPublic(
-        id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
-        flag=event.flag, instrument=instrument, created_at=event.created_at,
-        acknowledged_at=event.acknowledged_at, note=event.note)
-        for event, instrument in session.exec(query).all()]
+    pinned: dict[tuple[int, int, str], Instrument] = {}
+    out = []
+    for event, key, answers, version, study_id, study_key, row, staff_name in session.exec(
+            query).all():
+        if (study_id, version, key) not in pinned:
+            sha, _ = _protocol_shas(session, study_id, version)
+            pinned[(study_id, version, key)] = _pinned_instrument(session, sha, key)[0]
+        instrument = pinned[(study_id, version, key)]
+        ended = event.acknowledged_at or now
+        out.append(SafetyEventPublic(
+            id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
+            flag=event.flag, instrument=key, created_at=event.created_at,
+            acknowledged_at=event.acknowledged_at, note=event.note, study=study_key,
+            **_trigger(instrument, event.flag, answers or {}), **_score_fields(row, instrument),
+            waiting_seconds=(max(0, int((ended - event.created_at).total_seconds()))
+                             if ended is not None else None),
+            acknowledged_by=staff_name, escalated_at=event.escalated_at))
+    return out
+
+
+def _trigger(instrument: Instrument, flag: str, answers: dict[str, Any]) -> dict[str, Any]:
+    """The item whose answer raised the flag, its value and the chosen option's label."""
+    rule = next((r for r in instrument.safety if r.flag == flag), None)
+    if rule is None:
+        return {}
+    value = answers.get(rule.when.item)
+    item = next((i for i in instrument.localized("en").items if i.id == rule.when.item), None)
+    label = None
+    if item is not None and value is not None:
+        label = ", ".join(_shown(item, value))
+    return {"trigger_item": rule.when.item, "trigger_value": value, "trigger_label": label}
+
+
+def _score_fields(row: ResponseScore | None, instrument: Instrument) -> dict[str, Any]:
+    if row is None:
+        return {}
+    labels = {b.key: b.label for b in instrument.scoring.bands} if instrument.scoring else {}
+    return {"score_name": row.primary_name, "score": row.primary, "band": row.band,
+            "band_label": labels.get(row.band) if row.band else None}
+
+
+@dataclass(frozen=True)
+class OpenSafetyEvent:
+    id: int
+    participant_id: str
+    study_id: int
+    created_at: datetime
+    escalated_at: datetime | None
+
+
+def open_safety_events(session: Session) -> list[OpenSafetyEvent]:
+    """Unacknowledged events, oldest first (for escalation)."""
+    rows = session.exec(
+        select(SafetyEvent.id, SafetyEvent.participant_id, Participant.study_id,
+               SafetyEvent.created_at, SafetyEvent.escalated_at)
+        .join(Participant, col(Participant.id) == SafetyEvent.participant_id)
+        .where(col(SafetyEvent.acknowledged_at).is_(None))
+        .order_by(col(SafetyEvent.created_at), col(SafetyEvent.id))).all()
+    return [OpenSafetyEvent(*row) for row in rows]
+
+
+def open_safety_stats(session: Session) -> tuple[int, datetime | None]:
+    """(unacknowledged events, when the oldest of them was raised)."""
+    count, oldest = session.exec(select(func.count(), func.min(SafetyEvent.created_at)).where(
+        col(SafetyEvent.acknowledged_at).is_(None))).one()
+    return int(count), oldest
+
+
+def open_safety_event_ids(session: Session, participant_id: str) -> list[int]:
+    return list(session.exec(select(SafetyEvent.id).where(
+        SafetyEvent.participant_id == participant_id,
+        col(SafetyEvent.acknowledged_at).is_(None))).all())  # type: ignore[arg-type]
+
+
+def get_safety_event(session: Session, event_id: int) -> SafetyEvent | None:
+    return session.get(SafetyEvent, event_id)
+
+
+def mark_escalated(session: Session, event_id: int, now: datetime) -> bool:
+    """Claim an event's escalation: True for exactly one caller, and only while the event is
+    still unacknowledged (a conditional update, like acknowledging). The caller commits."""
+    claimed = session.exec(update(SafetyEvent)  # type: ignore[call-overload]
+                           .where(col(SafetyEvent.id) == event_id,
+                                  col(SafetyEvent.acknowledged_at).is_(None),
+                                  col(SafetyEvent.escalated_at).is_(None))
+                           .values(escalated_at=now))
+    return bool(claimed.rowcount == 1)
 
 
 NOTE_MAX_CHARS = 2000
 
 
-def acknowledge_safety_event(session: Session, event_id: int, *, staff_id: int, note: str,
-                             now: datetime) -> SafetyEvent:
-    """A staff member has looked at the event; audit-logged. Only once per event."""
+def acknowledge_safety_event(session: Session, event_id: int, *, staff_id: int | None,
+                             note: str, now: datetime, actor: str | None = None) -> SafetyEvent:
+    """A staff member has looked at the event; audit-logged. Only once per event. (`actor`
+    without `staff_id`: a system closes it, e.g. a simulated participant's.)"""
     note = note.strip()
     if not note or len(note) > NOTE_MAX_CHARS:
         raise ValidationFailed(f"note: write what was done, 1 to {NOTE_MAX_CHARS} characters",
@@ -519,7 +623,7 @@ def acknowledge_safety_event(session: Session, event_id: int, *, staff_id: int, 
     if claimed.rowcount != 1:
         raise Conflict(f"Safety event {event_id} was already acknowledged.",
                        code="already_acknowledged")
-    audit.append(session, actor=f"staff:{staff_id}", action="safety.acknowledge",
+    audit.append(session, actor=actor or f"staff:{staff_id}", action="safety.acknowledge",
                  target=f"safety_event:{event_id}",
                  # The note stays on the event; the ledger pins it by hash.
                  details={"flag": event.flag, "note_sha256": sha256_json(note)}, now=now)

@@ -25,7 +25,7 @@ NAV: list[tuple[str, str, set[str]]] = [
 CONSOLE_NAV: list[tuple[str, str, set[str]]] = [
     ("/staff/researcher/enrollment", "Enrollment", {"researcher"}),
     ("/staff/researcher/compliance", "Compliance", {"researcher"}),
-    ("/staff/researcher/safety", "Safety events", {"researcher"}),
+    ("/staff/researcher/safety", "Safety events", {"researcher", "safety"}),
     ("/staff/researcher/notifications", "Notifications", {"researcher"}),
     ("/staff/researcher/exports", "Exports", {"researcher"}),
     ("/staff/irb/safety-events", "Safety events (read-only)", {"irb"}),

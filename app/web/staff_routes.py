@@ -237,11 +237,14 @@ def audit_page(request: Request, member: Reviewer, session: SessionDep,
 @router.get("/irb/safety-events", response_class=HTMLResponse)
 def irb_safety_page(request: Request, member: Reviewer, session: SessionDep,
                     settings: SettingsDep, now: NowDep) -> HTMLResponse:
-    events = surveys.safety_events(session, settings.secret_key)
+    from app.safety import service as safety
+
+    events = surveys.safety_events(session, settings.secret_key, now=now)
     audit.append(session, actor=f"staff:{member.id}", action="staff.view_safety_events",
                  details={"rows": len(events), "open_only": False}, now=now)
     session.commit()
-    return staff_render(request, "staff/safety_review.html", member, events=events)
+    return staff_render(request, "staff/safety_review.html", member, events=events,
+                        waited=safety.humanized)
 
 
 router.include_router(console_router)

@@ -6,12 +6,13 @@ import json
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import NowDep, SessionDep
 from app.consent import service as consent
 from app.core.errors import Conflict, ValidationFailed
+from app.safety import service as safety
 from app.surveys import service as surveys
 from app.surveys.answers import lenient_value, visible_items
 from app.web.common import form_with_csrf, page_language, render
@@ -82,7 +83,8 @@ def _answers_from_form(form: dict[str, Any], instrument: Any) -> dict[str, Any]:
 
 @router.post("/{instance_id}", response_class=HTMLResponse)
 async def survey_submit(instance_id: str, request: Request, ctx: WebParticipant,
-                        session: SessionDep, now: NowDep) -> Response:
+                        session: SessionDep, now: NowDep,
+                        background: BackgroundTasks) -> Response:
     form = await form_with_csrf(request)
     redirect = _gate(session, ctx)
     if redirect:
@@ -116,6 +118,10 @@ async def survey_submit(instance_id: str, request: Request, ctx: WebParticipant,
                 else url_after_submission(session, ctx.participant, instance, now))
     if result.show_crisis_resources:
         # Their country's lines and emergency numbers, in the page language.
-        return render(request, "crisis.html", lang, next_url=next_url,
+        page = render(request, "crisis.html", lang, next_url=next_url,
                       help=surveys.crisis_help(session, ctx.participant, lang))
+        if not result.replayed:  # the on-call alert, at once
+            session.commit()  # ends the reads' transaction: SQLite lets one writer at a time
+            background.add_task(safety.deliver_now, request.app)
+        return page
     return RedirectResponse(next_url, status_code=303)

@@ -1,0 +1,137 @@
+"""Alerts to staff (e.g. a safety event for the on-call clinician): an outbox of their own, sent
+over the participants' channel (SMTP).
+
+Queued in the caller's transaction with a unique dedupe key (INSERT ... ON CONFLICT DO NOTHING),
+so whatever queues twice queues once. Delivery claims due rows with a conditional UPDATE ...
+RETURNING (SKIP LOCKED on PostgreSQL), so two deliverers (the API right after an answer, the
+scheduler's tick) never send the same alert; a row is `sending` while its email leaves and `sent`
+after. An SMTP failure puts it back to `pending` for the next tick (at most RETRY_CAP later):
+an alert is never given up. A row left `sending` by a process that died mid-send is claimed again
+after STALE_SENDING: after a crash an alert may arrive twice, never not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, and_, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, func, select, update
+
+from app.config import Settings
+from app.notify.channels import Channel, Message
+from app.notify.models import StaffAlert
+from app.notify.service import scrub_error
+
+log = logging.getLogger("wellpanel.notify")
+
+RETRY_BASE = timedelta(minutes=1)
+RETRY_CAP = timedelta(minutes=5)
+STALE_SENDING = timedelta(minutes=10)
+
+# The text of an alert, made at send time; a str instead says why it is no longer to be sent.
+Renderer = Callable[[Session, StaffAlert, Settings, datetime], "Message | str"]
+AfterSend = Callable[[Session, StaffAlert, datetime], None]
+
+
+def queue(session: Session, *, kind: str, subject_ref: str, recipient_name: str,
+          recipient: str, dedupe_key: str, now: datetime) -> bool:
+    """Queue one alert unless its dedupe key is queued already; True when it is new. The
+    caller commits."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(StaffAlert).values(
+        kind=kind, subject_ref=subject_ref, recipient_name=recipient_name, recipient=recipient,
+        dedupe_key=dedupe_key, status="pending", attempts=0, next_attempt_at=now,
+        created_at=now).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
+        StaffAlert.id)
+    return session.exec(statement).first() is not None  # type: ignore[call-overload]
+
+
+def claim_due(session: Session, now: datetime, limit: int) -> list[int]:
+    due_now = or_(and_(col(StaffAlert.status) == "pending", col(StaffAlert.next_attempt_at) <= now),
+                  and_(col(StaffAlert.status) == "sending",
+                       col(StaffAlert.claimed_at) <= now - STALE_SENDING))
+    due = select(StaffAlert.id).where(due_now).order_by(col(StaffAlert.id)).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    claimed = session.exec(  # type: ignore[call-overload]
+        update(StaffAlert).where(col(StaffAlert.id).in_(due.scalar_subquery()), due_now)
+        .values(status="sending", attempts=StaffAlert.attempts + 1, claimed_at=now)
+        .returning(StaffAlert.id)).all()
+    session.commit()
+    return sorted(row[0] for row in claimed)
+
+
+def deliver_due(engine: Engine, settings: Settings, channel: Channel, render: Renderer, *,
+                now: datetime, after_send: AfterSend | None = None, limit: int = 200
+                ) -> dict[str, int]:
+    """Send every due alert once; counts by outcome (sent, retry, cancelled)."""
+    counts = {"sent": 0, "retry": 0, "cancelled": 0}
+    with Session(engine, expire_on_commit=False) as session:
+        ids = claim_due(session, now, limit)
+    for alert_id in ids:
+        counts[_deliver_one(engine, settings, channel, render, after_send, alert_id, now)] += 1
+    return counts
+
+
+def _deliver_one(engine: Engine, settings: Settings, channel: Channel, render: Renderer,
+                 after_send: AfterSend | None, alert_id: int, now: datetime) -> str:
+    with Session(engine, expire_on_commit=False) as session:
+        alert = session.get(StaffAlert, alert_id)
+        assert alert is not None
+        try:
+            rendered = render(session, alert, settings, now)
+            if isinstance(rendered, str):
+                alert.status, alert.last_error = "cancelled", rendered
+                session.add(alert)
+                session.commit()
+                return "cancelled"
+            channel.send(rendered)
+        except Exception as exc:  # noqa: BLE001 - recorded and retried, never raised
+            session.rollback()
+            return _retry_later(session, alert_id, exc, now)
+        alert.status, alert.sent_at, alert.last_error = "sent", now, None
+        session.add(alert)
+        if after_send is not None:
+            after_send(session, alert, now)
+        session.commit()
+        log.info("staff alert sent", extra={"alert_id": alert_id, "kind": alert.kind})
+        return "sent"
+
+
+def _retry_later(session: Session, alert_id: int, exc: Exception, now: datetime) -> str:
+    alert = session.get(StaffAlert, alert_id)
+    assert alert is not None
+    alert.status = "pending"
+    alert.last_error = f"{type(exc).__name__}: {scrub_error(str(exc))}"[:500]
+    alert.next_attempt_at = now + min(RETRY_BASE * (2 ** max(alert.attempts - 1, 0)), RETRY_CAP)
+    session.add(alert)
+    session.commit()
+    log.warning("staff alert not sent, will retry",
+                extra={"alert_id": alert_id, "kind": alert.kind, "error": type(exc).__name__})
+    return "retry"
+
+
+def cancel_pending(session: Session, subject_ref: str, reason: str) -> int:
+    """Cancel what is still to be sent about a subject (e.g. an erased event); caller commits."""
+    result = session.exec(update(StaffAlert).where(  # type: ignore[call-overload]
+        col(StaffAlert.subject_ref) == subject_ref, col(StaffAlert.status) == "pending")
+        .values(status="cancelled", last_error=reason))
+    return int(result.rowcount)
+
+
+def for_subjects(session: Session, subject_refs: list[str]) -> list[StaffAlert]:
+    """Every alert about the given subjects, oldest first."""
+    if not subject_refs:
+        return []
+    return list(session.exec(select(StaffAlert).where(
+        col(StaffAlert.subject_ref).in_(subject_refs)).order_by(col(StaffAlert.id))).all())
+
+
+def undelivered(session: Session) -> int:
+    """Alerts waiting for a retry after a failed attempt (for the metrics)."""
+    return session.exec(select(func.count()).select_from(StaffAlert).where(
+        col(StaffAlert.status) == "pending", col(StaffAlert.attempts) > 0)).one()

@@ -1,0 +1,1 @@
+"""Safety events followed up: on-call alerts, escalation, the queue, contact reveal."""
