@@ -94,6 +94,24 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for /metrics; unset: /metrics answers loopback clients only",
     )
+    ledger_dir: Path | None = Field(
+        default=None,
+        description="Where signed checkpoints of the audit ledger are written (outside the "
+        "database); default: <name>.ledger/ beside a SQLite file, for PostgreSQL "
+        "$XDG_DATA_HOME/wellpanel/ledger/<host>-<port>-<database>/ (~/.local/share if unset)")
+    ledger_key_file: Path | None = Field(
+        default=None,
+        description="The Ed25519 key that signs checkpoints, created on first use (mode 0600); "
+        "default: <ledger dir>-signing-key.pem beside the ledger directory (never inside it)")
+    ledger_checkpoint_rows: int = Field(
+        default=1000, ge=1, description="A checkpoint after this many new ledger rows")
+    ledger_checkpoint_minutes: int = Field(
+        default=60, ge=1,
+        description="... or when this many minutes passed since the last one and rows were added")
+    ledger_checkpoint_email: str = Field(
+        default="",
+        description="Also email each checkpoint (SMTP settings above) to these addresses, "
+        "comma-separated, e.g. the IRB's; empty: directory only")
 
     @field_validator("database_url")
     @classmethod

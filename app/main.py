@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.audit import anchor as ledger_anchor
 from app.audit.routes import router as audit_router
 from app.auth.admin_routes import router as staff_admin_router
 from app.auth.routes import router as sign_out_router
@@ -62,6 +63,7 @@ def create_app(
                   description="Consent-gated longitudinal wellbeing studies.")
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
+    app.state.ledger_anchor = ledger_anchor.attach(app.state.engine, settings)  # checkpoints
     app.state.clock = clock
     app.state.channel = channel or make_channel(settings)
     app.state.metrics = Metrics(app.state.engine, clock)

@@ -6,8 +6,9 @@ included) while the app keeps writing. PostgreSQL goes through `pg_dump -Fc` and
 as new as the server). The password travels in PGPASSWORD, never on a command line.
 
 A backup is written to a temporary name and renamed when complete, so a failed one never leaves
-a file that looks good. A restore refuses a database that already has tables unless forced, and
-restores PostgreSQL in a single transaction, so a failure leaves the target as it was.
+a file that looks good; both are created 0600 (owner only), whatever the umask. A restore
+refuses a database that already has tables unless forced, and restores PostgreSQL in a single
+transaction, so a failure leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app.core.errors import AppError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
 TOOL_TIMEOUT = 3600
+BACKUP_MODE = 0o600  # owner read/write only: backups and their partial files
 
 
 class BackupError(AppError):
@@ -51,6 +53,7 @@ def backup(database_url: str, out: Path, *, force: bool = False) -> Outcome:
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
     try:
+        _create_private(partial)  # the tools write into it and keep its mode
         if _is_sqlite(database_url):
             _sqlite_backup(_sqlite_path(database_url, must_exist=True), partial)
         else:
@@ -60,6 +63,16 @@ def backup(database_url: str, out: Path, *, force: bool = False) -> Outcome:
     finally:
         partial.unlink(missing_ok=True)
     return Outcome(out, table_counts(database_url))
+
+
+def _create_private(path: Path) -> None:
+    """An empty file only its owner can read and write (0600), whatever the umask: a backup
+    holds every participant's contact details and answers."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_MODE)
+    try:
+        os.fchmod(fd, BACKUP_MODE)  # os.open's mode is narrowed by the umask, never widened
+    finally:
+        os.close(fd)
 
 
 def restore(database_url: str, source: Path, *, force: bool = False) -> Outcome:
