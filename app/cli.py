@@ -12,6 +12,7 @@ import typer
 from sqlmodel import Session
 
 from analysis import cli as analysis_cli
+from app.audit import cli as audit_cli
 from app.cli_support import fail, load_settings, parse_now
 from app.config import Settings
 from app.export import cli as export_cli
@@ -32,6 +33,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
 app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
+audit_cli.register(audit_app)  # audit verify, checkpoint, key
 app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 export_cli.register(app)  # export panel
@@ -49,9 +51,12 @@ def _settings() -> Settings:
 
 
 def _session(settings: Settings) -> Session:
+    from app.audit import anchor
     from app.db import make_engine
 
-    return Session(make_engine(settings.database_url), expire_on_commit=False)
+    engine = make_engine(settings.database_url)
+    anchor.attach(engine, settings)  # ledger rows written by a command are checkpointed too
+    return Session(engine, expire_on_commit=False)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -202,25 +207,6 @@ def staff_totp_remove(name: str) -> None:
     _staff_change(name, lambda session, member, settings, now: auth.remove_totp(
         session, member, actor="cli", now=now))
     typer.echo(f"second factor of {name!r} removed.")
-
-
-@audit_app.command("verify")
-def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Recompute the audit chain; exit 0 when intact, 1 when broken."""
-    from app.audit import service as audit
-
-    with _session(_settings()) as session:
-        report = audit.verify(session)
-    if as_json:
-        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
-    elif report.ok:
-        typer.echo(f"audit chain intact: {report.rows_checked} rows, head {report.head_seq} "
-                   f"{report.head_hash}")
-    else:
-        assert report.first_broken is not None
-        typer.echo(f"audit chain BROKEN at row {report.first_broken.seq} "
-                   f"({report.first_broken.problem}): {report.first_broken.message}", err=True)
-    raise typer.Exit(0 if report.ok else 1)
 
 
 @scheduler_app.command("run")

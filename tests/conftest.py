@@ -135,7 +135,8 @@ def settings(db_url: str, smtp: SMTPServer, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, environment="test", secret_key="test-secret-0123456789",
                     smtp_host="127.0.0.1", smtp_port=smtp.port, notify_channel="smtp",
                     base_url="http://testserver", log_json=False,
-                    export_dir=tmp_path / "exports")  # never ./exports in the checkout
+                    export_dir=tmp_path / "exports",  # never ./exports in the checkout
+                    ledger_dir=tmp_path / "ledger")  # the ledger's checkpoints, per test
 
 
 @pytest.fixture
@@ -167,4 +168,9 @@ def artifacts_dir() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("WELLPANEL_ENVIRONMENT", "test")
     os.environ.setdefault("WELLPANEL_SECRET_KEY", "test-secret-0123456789")
+    # Ledger checkpoints of a PostgreSQL database without WELLPANEL_LEDGER_DIR default to
+    # $XDG_DATA_HOME/wellpanel/ledger/...: in tests (commands run as subprocesses) a temporary
+    # directory, never the home directory.
+    if "XDG_DATA_HOME" not in os.environ:
+        os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="wellpanel-test-data-")
     tempfile.tempdir = None

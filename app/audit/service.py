@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
+from app.audit import anchor
 from app.audit.models import AuditEvent, BrokenLink, ChainReport
 from app.core.security import canonical_json, sha256_text
 from app.db import utcnow
@@ -131,6 +132,7 @@ def append(
         "id": seq, "occurred_at": occurred_at, "actor": actor, "action": action,
         "target": target, "details": details_j, "old_value": old_j, "new_value": new_j,
         "prev_hash": prev_hash, "row_hash": event.row_hash})
+    anchor.note_append(session, seq, occurred_at)  # a checkpoint may follow the commit
     return event
 
 
@@ -141,8 +143,8 @@ def _json_roundtrip(value: Any) -> Any:
     return json.loads(canonical_json(value)) if value is not None else None
 
 
-def _iter_rows(session: Session, batch: int = 2000) -> Iterator[AuditEvent]:
-    last_id = -1
+def _iter_rows(session: Session, batch: int = 2000, after: int = -1) -> Iterator[AuditEvent]:
+    last_id = after
     while True:
         rows = session.exec(
             select(AuditEvent).where(AuditEvent.id > last_id).order_by(col(AuditEvent.id))
@@ -161,11 +163,12 @@ def _original_seq(row: AuditEvent) -> int | None:
     return None
 
 
-def verify(session: Session) -> ChainReport:
-    """Recompute the chain from the first row and name the first broken link."""
-    prev_hash, prev_prev_hash = GENESIS_HASH, None
-    expected, checked, last = 1, 0, None
-    for row, following in _with_next(_iter_rows(session)):
+def verify(session: Session, start: tuple[int, str] | None = None) -> ChainReport:
+    """Recompute the chain from the first row (or from the row after `start`, a position
+    (seq, row hash) already verified) and name the first broken link."""
+    prev_hash, prev_prev_hash = (GENESIS_HASH, None) if start is None else (start[1], None)
+    expected, checked, last = (1 if start is None else start[0] + 1), 0, None
+    for row, following in _with_next(_iter_rows(session, after=expected - 1)):
         broken = _check_row(row, following, expected, prev_hash, prev_prev_hash, last)
         if broken is not None:
             return ChainReport(
@@ -176,8 +179,9 @@ def verify(session: Session) -> ChainReport:
         prev_prev_hash, prev_hash = prev_hash, row.row_hash
         expected, last = row.id + 1, row
     return ChainReport(
-        ok=True, rows_checked=checked, head_seq=last.id if last else None,
-        head_hash=last.row_hash if last else None,
+        ok=True, rows_checked=checked,
+        head_seq=last.id if last else (start[0] if start else None),
+        head_hash=last.row_hash if last else (start[1] if start else None),
     )
 
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,91 @@ def restore(database_url: str, source: Path, *, force: bool = False) -> Outcome:
             args += ["--clean", "--if-exists"]
         _run_tool("pg_restore", [*args, str(source)], database_url, flag="--dbname")
     return Outcome(source, table_counts(database_url))
+
+
+@dataclass
+class BackupFacts:
+    """What a backup holds, read without restoring it: enough to refuse it before anything in
+    the target changes (another study, a newer schema, a ledger behind a checkpoint)."""
+
+    kind: str  # sqlite | postgresql
+    revision: str | None  # alembic_version
+    studies: set[str]
+    ledger_first: str | None  # row 1's hash: which ledger this is
+    head: tuple[int, str] | None  # the newest row (seq, hash)
+    hashes: dict[int, str]  # the rows asked for (seq -> hash)
+
+
+def inspect_backup(source: Path, seqs: set[int] | None = None) -> BackupFacts:
+    """Read a backup's schema revision, studies and ledger head (and the hashes of the rows
+    `seqs`) straight from the file: SQLite read-only, a pg_dump through `pg_restore -f -`."""
+    kind = backup_kind(source)
+    wanted = set(seqs or ()) | {1}
+    if kind == "sqlite":
+        return _inspect_sqlite(source, wanted)
+    _check_pg_dump(source)
+    revision = next(iter(_pg_copy_rows(source, "alembic_version", ["version_num"])), [None])[0]
+    studies = {row[0] for row in _pg_copy_rows(source, "studies", ["key"])}
+    hashes: dict[int, str] = {}
+    head: tuple[int, str] | None = None
+    for seq_text, row_hash in _pg_copy_rows(source, "audit_events", ["id", "row_hash"]):
+        seq = int(seq_text)  # type: ignore[arg-type]
+        if head is None or seq > head[0]:
+            head = (seq, str(row_hash))
+        if seq in wanted:
+            hashes[seq] = str(row_hash)
+    return BackupFacts(kind, revision, studies, hashes.get(1), head, hashes)
+
+
+def _inspect_sqlite(source: Path, wanted: set[int]) -> BackupFacts:
+    try:
+        with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as db:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            revision = (db.execute("SELECT version_num FROM alembic_version").fetchone() or
+                        [None])[0] if "alembic_version" in names else None
+            studies = ({r[0] for r in db.execute("SELECT key FROM studies")}
+                       if "studies" in names else set())
+            head, hashes = None, {}
+            if "audit_events" in names:
+                row = db.execute("SELECT id, row_hash FROM audit_events ORDER BY id DESC "
+                                 "LIMIT 1").fetchone()
+                head = (int(row[0]), str(row[1])) if row else None
+                ordered = sorted(wanted)
+                for start in range(0, len(ordered), 500):
+                    chunk = ordered[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    hashes.update({int(i): str(h) for i, h in db.execute(
+                        f"SELECT id, row_hash FROM audit_events WHERE id IN ({marks})",  # noqa: S608
+                        chunk)})
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{source} is damaged: {exc}.", code="corrupt") from exc
+    return BackupFacts("sqlite", revision, studies, hashes.get(1), head, hashes)
+
+
+def _pg_copy_rows(source: Path, table_name: str, columns: list[str]) -> Iterator[list[str | None]]:
+    """The rows of one table in a custom-format dump (its COPY data, streamed), as the text of
+    the named columns; nothing when the dump has no such table."""
+    process = subprocess.Popen(  # noqa: S603
+        [str(find_tool("pg_restore")), "--data-only", f"--table={table_name}", "--file=-",
+         str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        positions: list[int] | None = None
+        for line in process.stdout:
+            if positions is None:
+                if line.startswith("COPY ") and " FROM stdin" in line:
+                    names = [c.strip().strip('"') for c in
+                             line[line.index("(") + 1:line.index(")")].split(",")]
+                    positions = [names.index(c) for c in columns]
+                continue
+            if line.startswith("\\."):
+                break
+            cells = line.rstrip("\n").split("\t")
+            yield [None if cells[i] == "\\N" else cells[i] for i in positions]
+    finally:
+        process.stdout.close()
+        process.kill()
+        process.wait()
 
 
 def backup_kind(source: Path) -> str:

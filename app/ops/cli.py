@@ -1,7 +1,9 @@
 """`wellpanel backup OUT` and `wellpanel restore IN`; wired in with `register(app)`.
 
-Bad input (a missing or damaged file, a target that is not empty, an existing OUT) prints one
-line `error: ...` on stderr and exits with status 2; a failing pg_dump/pg_restore exits with 1.
+Bad input (a missing or damaged file, a target that is not empty, an existing OUT, a backup of
+another study or a newer schema, one behind the latest ledger checkpoint without --force) prints
+one line `error: ...` on stderr and exits with status 2; a failing pg_dump/pg_restore exits
+with 1. Both are ledgered and checkpointed (app/audit/custody.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli_support import load_settings
+from app.cli_support import load_settings, parse_now
 from app.ops.backup import BackupError, Outcome
 
 
@@ -32,28 +34,50 @@ def _fail(exc: BackupError) -> None:
 def backup_command(
     out: Annotated[Path, typer.Argument(help="The backup file to write")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists")] = False,
+    now: Annotated[str | None, typer.Option(help="ISO time with offset (default: now)")] = None,
 ) -> None:
-    """Back up the database (SQLite: online backup API; PostgreSQL: pg_dump -Fc) to OUT."""
-    from app.ops import backup
+    """Back up the database (SQLite: online backup API; PostgreSQL: pg_dump -Fc) to OUT; the
+    backup is a ledger row and its head is checkpointed with the file's SHA-256."""
+    from app.audit import custody
 
     try:
-        _report("backed up to", backup.backup(_database_url(), out, force=force))
+        done = custody.backup(load_settings(), out, force=force, actor="cli",
+                              now=parse_now(now))
     except BackupError as exc:
         _fail(exc)
+        return
+    _report("backed up to", done.outcome)
+    typer.echo(f"sha256 {done.sha256}" + (f"; checkpoint {done.checkpoint.n} (row "
+                                           f"{done.checkpoint.seq})" if done.checkpoint else ""))
+    if done.warning:
+        typer.echo(f"warning: {done.warning}", err=True)
 
 
 def restore_command(
     source: Annotated[Path, typer.Argument(metavar="IN", help="A file written by `backup`")],
     force: Annotated[bool, typer.Option(
-        "--force", help="Replace the contents of a database that is not empty")] = False,
+        "--force", help="Replace the contents of a database that is not empty, or go back "
+        "behind the latest ledger checkpoint (recorded)")] = False,
+    now: Annotated[str | None, typer.Option(help="ISO time with offset (default: now)")] = None,
 ) -> None:
-    """Restore a backup into the database; refuses one that has tables unless --force."""
-    from app.ops import backup
+    """Restore a backup into the database; refuses one that has tables, or that would set the
+    ledger back behind its latest checkpoint, unless --force; refuses another study's backup
+    and one from a newer schema outright. The restore is recorded in the ledger and the sink."""
+    from app.audit import custody
 
     try:
-        _report("restored from", backup.restore(_database_url(), source, force=force))
+        done = custody.restore(load_settings(), source, force=force, actor="cli",
+                               now=parse_now(now))
     except BackupError as exc:
         _fail(exc)
+        return
+    _report("restored from", done.outcome)
+    if done.forced_past is not None:
+        typer.echo(f"FORCED: the ledger went back from checkpointed row {done.forced_past} to row "
+                   f"{done.facts.head[0] if done.facts.head else 0}; recorded in the ledger and "
+                   f"as checkpoint entry {done.entry.n if done.entry else '?'}")
+    if done.warning:
+        typer.echo(f"warning: {done.warning}", err=True)
 
 
 def register(app: typer.Typer) -> None:

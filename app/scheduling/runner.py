@@ -8,6 +8,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import Engine
 
+from app.audit import anchor
 from app.config import Settings
 from app.db import utcnow
 from app.notify.channels import Channel
@@ -18,14 +19,19 @@ JOB_ID = "wellpanel-dispatcher"
 
 
 def _safe_tick(engine: Engine, settings: Settings, channel: Channel) -> None:
+    now = utcnow()
     try:
-        tick(engine, settings, channel, now=utcnow())
+        tick(engine, settings, channel, now=now)
     except Exception:  # the next tick retries; never let the scheduler thread die
         log.exception("dispatcher tick failed")
+    # The ledger's head is anchored every M minutes even when no request comes to do it.
+    anchor.maybe_checkpoint(engine, now=now)
 
 
 def add_dispatcher_job(scheduler: BlockingScheduler | BackgroundScheduler, engine: Engine,
                        settings: Settings, channel: Channel, seconds: int) -> None:
+    if anchor.anchor_for(engine) is None:
+        anchor.attach(engine, settings)
     # One job, UTC, coalescing missed runs into one, never two ticks of this process at once.
     scheduler.add_job(_safe_tick, "interval", seconds=seconds, id=JOB_ID,
                       args=(engine, settings, channel), coalesce=True, max_instances=1,
