@@ -6,6 +6,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_LANGUAGES = ("en", "de", "pt-BR", "zh-CN")
 _DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused in production below
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -112,6 +114,15 @@ class Settings(BaseSettings):
         default="",
         description="Also email each checkpoint (SMTP settings above) to these addresses, "
         "comma-separated, e.g. the IRB's; empty: directory only")
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names the server answers to, comma-separated (`*.example.org` for "
+        "subdomains, `*` for any); empty: the host of the base URL plus localhost, 127.0.0.1 "
+        "and ::1 (health checks). Any other Host header gets 400")
+    api_docs: bool = Field(
+        default=False,
+        description="Serve the API documentation (/docs, /redoc, /openapi.json) in production "
+        "too; outside production it is always served")
 
     @field_validator("database_url")
     @classmethod
@@ -175,6 +186,26 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def public_origin(self) -> str:
+        """scheme://host[:port] of the base URL, as a browser sends it in Origin."""
+        parts = urlsplit(self.base_url)
+        default_port = {"http": 80, "https": 443}.get(parts.scheme)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+        return f"{parts.scheme}://{host}{port}".lower()
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """allowed_hosts, or by default the base URL's host and the loopback names."""
+        listed = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        return listed or [urlsplit(self.base_url).hostname or "", *LOOPBACK_HOSTS]
 
 
 @lru_cache

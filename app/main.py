@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.audit import anchor as ledger_anchor
@@ -18,8 +19,14 @@ from app.auth.routes import router as sign_out_router
 from app.config import Settings, get_settings
 from app.consent.irb_routes import router as irb_consent_router
 from app.consent.routes import router as consent_router
+from app.core.api_docs import install_api_docs
 from app.core.errors import document_errors, install_error_handlers
-from app.core.middleware import BodySizeLimit, JsonContentType
+from app.core.middleware import (
+    AllowedHosts,
+    BodySizeLimit,
+    JsonContentType,
+    SecurityHeaders,
+)
 from app.core.ratelimit import RateLimit
 from app.db import make_engine, utcnow
 from app.export.routes import router as export_router
@@ -44,6 +51,16 @@ from app.web.submitted_routes import router as submitted_web_router
 from app.web.survey_routes import router as survey_web_router
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
+OPENAPI_URL = "/openapi.json"
+
+
+class WellpanelAPI(FastAPI):
+    """FastAPI with the security headers outside Starlette's ServerErrorMiddleware, which
+    sends the answer to an unhandled error itself: a 500 gets the headers too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(),
+                               hsts=self.state.settings.is_production)
 
 
 def create_app(
@@ -59,8 +76,12 @@ def create_app(
         yield
         app.state.engine.dispose()
 
-    app = FastAPI(title="wellpanel", version=__version__, lifespan=lifespan,
-                  description="Consent-gated longitudinal wellbeing studies.")
+    # The API documentation is for developers: off in production unless configured.
+    docs = settings.api_docs or not settings.is_production
+    app = WellpanelAPI(title="wellpanel", version=__version__, lifespan=lifespan,
+                       description="Consent-gated longitudinal wellbeing studies.",
+                       openapi_url=OPENAPI_URL if docs else None, docs_url=None,
+                       redoc_url=None)
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.ledger_anchor = ledger_anchor.attach(app.state.engine, settings)  # checkpoints
@@ -73,6 +94,8 @@ def create_app(
     app.add_middleware(RateLimit, settings=settings, html=(is_web_request, html_error))
     app.add_middleware(JsonContentType)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       html=(is_web_request, html_error))
+    app.add_middleware(AllowedHosts, hosts=settings.trusted_hosts,
                        html=(is_web_request, html_error))
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (participants_router, consent_router, surveys_router, irb_consent_router,
@@ -90,5 +113,7 @@ def create_app(
     app.include_router(help_web_router)  # the public "Need help now?" page
     app.include_router(feedback_web_router)  # /p/feedback, when the study file enables it
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if docs:
+        install_api_docs(app, OPENAPI_URL)
     document_errors(app)
     return app

@@ -16,6 +16,7 @@ from app.auth import service as auth
 from app.auth.models import ParticipantCredential, StaffMember
 from app.config import Settings
 from app.core.errors import Forbidden, Unauthorized
+from app.core.middleware import require_same_origin
 from app.participants import service as participants
 from app.participants.models import Participant
 
@@ -59,6 +60,8 @@ def _participant_token(request: Request, bearer: HTTPAuthorizationCredentials | 
         return bearer.credentials
     cookie = request.cookies.get(PARTICIPANT_COOKIE)
     if cookie:
+        if request.url.path.startswith("/api/"):  # pages have CSRF tokens for their forms
+            require_same_origin(request, request.app.state.settings.public_origin)
         return cookie
     raise Unauthorized("Please open the personal link we emailed you.")
 

@@ -1,8 +1,11 @@
-"""Template rendering, CSRF (double-submit cookie) and HTML error pages."""
+"""Template rendering, CSRF tokens bound to the session and HTML error pages."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,12 @@ from jinja2.runtime import Context
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from app.auth.deps import PARTICIPANT_COOKIE
+from app.auth.deps import PARTICIPANT_COOKIE, STAFF_COOKIE
 from app.config import SUPPORTED_LANGUAGES
 from app.core import urls
 from app.core.errors import AppError, Forbidden
-from app.core.security import constant_time_equal, new_token
+from app.core.middleware import csp_nonce
+from app.core.security import new_token
 from app.i18n import LANGUAGE_NAMES, Translator, catalog, negotiate, translator
 from app.participants.timezones import local_date, local_datetime
 
@@ -43,8 +47,11 @@ TEMPLATES.env.filters["localdate"] = _localdate
 # {{ url | safe_href }}: an address from study material only becomes a link if it is https:,
 # http: or tel: (app/core/urls.py); anything else gives '' (tests/app/web/test_safe_links.py)
 TEMPLATES.env.filters["safe_href"] = urls.safe_href
-CSRF_COOKIE = "wp_csrf"
 CSRF_FIELD = "csrf_token"
+# A random id for a browser without a session (the join form, the staff login), so its forms'
+# CSRF tokens are bound to something; signed-in pages bind them to the session itself.
+PRESESSION_COOKIE = "wp_presession"
+MAX_PRESESSION_ID = 128  # characters; ours are 43
 LANG_COOKIE = "wp_lang"  # an anonymous visitor's language (the header switch, or ?lang=)
 LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
 WEB_PREFIXES = ("/join", "/p/", "/staff", "/demo/")
@@ -68,21 +75,35 @@ def page_language(request: Request, preferred: str | None = None) -> str:
 
 
 def render(
-    request: Request, template: str, lang: str, status_code: int = 200, **context: Any
+    request: Request, template: str, lang: str, status_code: int = 200, *,
+    ending_session: bool = False, **context: Any
 ) -> HTMLResponse:
+    """The page; `ending_session`: this answer signs the browser out (forgets wp_session), so
+    its forms are bound to a new pre-session id instead."""
     settings = request.app.state.settings
-    csrf = request.cookies.get(CSRF_COOKIE) or new_token()
+    staff_area = is_staff_path(request)
+    cookies = dict(request.cookies)
+    if ending_session:
+        cookies.pop(PARTICIPANT_COOKIE, None)
+    new_presession = None
+    if _csrf_binding(cookies, staff=staff_area) is None:
+        new_presession = cookies[PRESESSION_COOKIE] = new_token()
     context.update(
-        t=translator(lang), lang=lang, csrf_field=CSRF_FIELD, csrf_token=csrf,
+        t=translator(lang), lang=lang, csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(settings.secret_key, cookies, staff=staff_area),
+        staff_area=staff_area,
+        csp_nonce=csp_nonce(request.scope),
         ui_languages=[(code, LANGUAGE_NAMES[code]) for code in SUPPORTED_LANGUAGES],
         language_names=LANGUAGE_NAMES, demo=settings.environment == "demo",
         # where the header's language switch returns to (checked again when it is posted)
         here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
     )
     response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
-    if request.cookies.get(CSRF_COOKIE) != csrf:
-        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
+    if new_presession is not None:
+        response.set_cookie(PRESESSION_COOKIE, new_presession, httponly=True, samesite="lax",
                             secure=settings.secure_cookies, path="/")
+    if ending_session:
+        response.delete_cookie(PARTICIPANT_COOKIE, path="/")
     remember_language(request, response, lang)
     return response
 
@@ -103,12 +124,44 @@ def set_language_cookie(request: Request, response: Response, lang: str) -> None
                         path="/")
 
 
+def is_staff_path(request: Request) -> bool:
+    return request.url.path == "/staff" or request.url.path.startswith("/staff/")
+
+
+def _usable_presession(cookies: Mapping[str, str]) -> bool:
+    return 0 < len(cookies.get(PRESESSION_COOKIE, "")) <= MAX_PRESESSION_ID
+
+
+def _csrf_binding(cookies: Mapping[str, str], *, staff: bool) -> str | None:
+    """What a form's token is bound to: the staff session (staff pages, whose cookie only
+    /staff paths receive), else the participant's session, else the pre-session id."""
+    if staff and cookies.get(STAFF_COOKIE):
+        return "staff\0" + cookies[STAFF_COOKIE]
+    if cookies.get(PARTICIPANT_COOKIE):
+        return "participant\0" + cookies[PARTICIPANT_COOKIE]
+    if _usable_presession(cookies):
+        return "presession\0" + cookies[PRESESSION_COOKIE]
+    return None
+
+
+def csrf_token(secret_key: str, cookies: Mapping[str, str], *, staff: bool) -> str:
+    """HMAC of the session (or pre-session id) under the app's secret key: a site that can
+    set a cookie in the browser still cannot make up a token that matches it."""
+    binding = _csrf_binding(cookies, staff=staff)
+    if binding is None:
+        return ""
+    return hmac.new(secret_key.encode("utf-8"), b"wellpanel-csrf\0" + binding.encode(
+        "utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
 async def form_with_csrf(request: Request) -> dict[str, Any]:
-    """Read a posted form and check its CSRF token against the cookie."""
+    """Read a posted form and check its CSRF token against this browser's session."""
     form = await request.form()
     sent = str(form.get(CSRF_FIELD, ""))
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not sent or not cookie or not constant_time_equal(sent, cookie):
+    expected = csrf_token(request.app.state.settings.secret_key, request.cookies,
+                          staff=is_staff_path(request))
+    if not sent or not expected or not hmac.compare_digest(sent.encode("utf-8", "replace"),
+                                                           expected.encode("ascii")):
         raise Forbidden("This form has expired or did not come from this site; "
                         "please go back, reload the page and try again.", code="csrf_failed")
     values: dict[str, Any] = {}

@@ -302,9 +302,7 @@ async def withdraw_confirm(request: Request, ctx: WebParticipant, session: Sessi
         session, ctx.participant, withdrawal_id, str(form.get("confirm_token", "")), now=now)
     session.commit()
     # The session was revoked with every other credential: the browser forgets it too.
-    response = render(request, "withdrawn.html", lang, withdrawal=withdrawal)
-    response.delete_cookie(PARTICIPANT_COOKIE, path="/")
-    return response
+    return render(request, "withdrawn.html", lang, withdrawal=withdrawal, ending_session=True)
 
 
 # ---- settings: upcoming surveys, pause, time zone, language, email address -------------------
@@ -484,10 +482,8 @@ async def email_undo_submit(token: str, request: Request, session: SessionDep, n
                       error=EMAIL_UNDO_ERRORS.get(exc.code, "email_undo.invalid"))
     session.commit()
     deliver_in_background(request.app, background)  # a new link to the old address
-    response = render(request, "email_undo.html", page_language(request, participant.language),
-                      token=token, step="done")
-    response.delete_cookie(PARTICIPANT_COOKIE, path="/")
-    return response
+    return render(request, "email_undo.html", page_language(request, participant.language),
+                  token=token, step="done", ending_session=True)
 
 
 @router.get("/demo/mailbox", response_class=HTMLResponse)

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from tests.app.test_route_guards import _api_routes
 from tests.support.flows import fresh_link, joined_and_consented
+from tests.support.pages import csrf_of
 
 
 def _alice_ids(client, alice):  # type: ignore[no-untyped-def]
@@ -33,10 +34,10 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
         ("GET", "/api/v1/me/surveys/{instance_id}"): None,
         ("POST", "/api/v1/me/surveys/{instance_id}/responses"): answers,
         ("GET", "/p/consent/records/{record_id}"): None,
-        ("POST", "/p/consent/records/{record_id}/email"): {"csrf_token": "c" * 32},
+        ("POST", "/p/consent/records/{record_id}/email"): {},
         ("GET", "/p/surveys/{instance_id}"): None,
         ("GET", "/p/surveys/{instance_id}/thanks"): None,
-        ("POST", "/p/surveys/{instance_id}"): {"csrf_token": "c" * 32, "who5_1": "3"},
+        ("POST", "/p/surveys/{instance_id}"): {"who5_1": "3"},
         ("DELETE", "/api/v1/me/api-tokens/{token_id}"): None,
     }
     with_ids = {(m, r.path) for r in _api_routes(app.routes) for m in r.methods
@@ -45,11 +46,12 @@ def test_every_route_with_an_id_refuses_the_other_participant(app, client, smtp)
     assert with_ids <= set(calls), f"add these routes to the test: {with_ids - set(calls)}"
     web = TestClient(app)
     web.get(f"/p/login/{fresh_link(client, smtp, bob)}")  # Bob's browser session
-    web.cookies.set("wp_csrf", "c" * 32)
+    csrf = csrf_of(web.get("/p"))  # Bob's own token passes: the object check must refuse
     for (method, template), body in calls.items():
         path = template.format(**ids)
         if template.startswith("/p/"):
-            response = web.request(method, path, data=body, follow_redirects=False)
+            form = None if body is None else body | {"csrf_token": csrf}
+            response = web.request(method, path, data=form, follow_redirects=False)
         else:
             headers = bob.headers | ({"Idempotency-Key": "steal-attempt-1"} if body else {})
             response = client.request(method, path, json=body, headers=headers)

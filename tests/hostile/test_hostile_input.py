@@ -234,7 +234,7 @@ def test_odd_header_values_on_a_submission(app, client, actors, session, header)
 
 @pytest.mark.parametrize("header", [
     (b"accept-language", b"\xff\xfe;q=NaN, zz-ZZ;q=1e400, " + b"en," * 3000),
-    (b"cookie", b"wp_csrf=\xff\x00; lang=../../etc"),
+    (b"cookie", b"wp_presession=\xff\x00; lang=../../etc"),
     (b"content-type", b"application/x-www-form-urlencoded; charset=\xff"),
 ])
 def test_odd_headers_on_the_participant_pages(app, client, header):

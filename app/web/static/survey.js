@@ -3,7 +3,8 @@
 (function () {
   var form = document.getElementById('survey-form');
   if (!form) return;
-  var conditions = window.WELLPANEL_CONDITIONS || {};
+  // the display conditions, as data on the form (the CSP allows no inline script)
+  var conditions = JSON.parse(form.getAttribute('data-conditions') || '{}');
   var draftKey = form.getAttribute('data-draft-key');
 
   function answerOf(id) {

@@ -110,6 +110,7 @@ def test_copy_page_button_sends_one_copy_per_click_burst(app, smtp, session, clo
         "csrf_token": csrf, "lang": "en", "email": email, "timezone": "Europe/Berlin",
         "screening_adult": "yes", "screening_uses_ai_chat": "yes"})
     web.get(smtp.to(email)[-1].link().replace("http://testserver", ""))
+    csrf = _csrf(web.get("/p/consent?lang=en").text)  # tokens are bound to the new session
     signed = web.post("/p/consent?lang=en", data={
         "csrf_token": csrf, "version": CONSENT_VERSION, "language": "en", "decision": "consent",
         "signature_name": "Button Tester", "statements": STATEMENTS}, follow_redirects=True)

@@ -20,6 +20,7 @@ from app.surveys import service as surveys
 from app.surveys.models import SurveyInstance, SurveyResponse
 from app.web.common import TEMPLATES
 from tests.support.flows import fresh_link
+from tests.support.pages import csrf_of
 
 STATEMENTS = ["read_information", "voluntary", "data_use", "adult_confirmed"]
 BASELINE = ["baseline", "who5", "phq9", "gad7", "ucla3", "swls", "social_contact", "ai_usage",
@@ -105,7 +106,8 @@ def _as_form(answers: dict[str, Any]) -> dict[str, Any]:
 def _submit_api(web: TestClient, instance: SurveyInstance, answers: dict[str, Any]) -> None:
     response = web.post(f"/api/v1/me/surveys/{instance.id}/responses",
                         json={"answers": answers},
-                        headers={"Idempotency-Key": f"api-{instance.id}"})
+                        headers={"Idempotency-Key": f"api-{instance.id}",
+                                 "Origin": "http://testserver"})  # the cookie, from this site
     assert response.status_code == 201, response.text
 
 
@@ -172,9 +174,8 @@ def test_sign_out_in_the_participants_language_and_with_an_ended_session(app, sm
     assert again.status_code == 401 and 'lang="de"' in again.text
     assert "Bitte öffnen Sie den persönlichen Link" in again.text
     # Signing out again with the dead cookie (an old tab) is no error page either.
-    stale = TestClient(app, follow_redirects=False,
-                       cookies={"wp_session": "no-such-session", "wp_csrf": "c" * 20})
-    again = stale.post("/p/sign-out", data={"csrf_token": "c" * 20})
+    stale = TestClient(app, follow_redirects=False, cookies={"wp_session": "no-such-session"})
+    again = stale.post("/p/sign-out", data={"csrf_token": csrf_of(stale.get("/help"))})
     assert again.status_code == 303 and again.headers["location"].startswith("/p/signed-out")
 
 

@@ -14,7 +14,7 @@ from app.i18n import LANGUAGE_NAMES, translator
 from app.participants.models import Participant
 from app.studies import service as studies
 from tests.support.flows import STATEMENTS
-from tests.support.pages import signed_in_browser
+from tests.support.pages import csrf_of, signed_in_browser
 from tests.support.studyfiles import StudyCopy
 
 LANGUAGES = ["en", "de", "pt-BR", "zh-CN"]
@@ -76,7 +76,7 @@ def test_without_a_document_in_the_language_another_is_shown_with_a_note(
     assert _stored(session) == before
     # and it can be signed in the language shown
     signed = web.post("/p/consent", data={
-        "csrf_token": web.cookies["wp_csrf"], "version": "1.2", "language": shown,
+        "csrf_token": csrf_of(page), "version": "1.2", "language": shown,
         "decision": "consent", "signature_name": "Fallback Reader", "statements": STATEMENTS},
         follow_redirects=False)
     assert signed.status_code == 303
@@ -118,7 +118,7 @@ def test_signing_in_a_document_language_that_does_not_exist_is_refused(app, smtp
     before = _stored(session)
     version = web.get("/api/v1/me").json()["consent_current_version"]
     refused = web.post("/p/consent", data={
-        "csrf_token": web.cookies["wp_csrf"], "version": version, "language": language,
+        "csrf_token": csrf_of(web.get("/p/consent")), "version": version, "language": language,
         "decision": "consent", "signature_name": "Jürgen Groß", "statements": STATEMENTS})
     assert refused.status_code == 422 and 'role="alert"' in refused.text
     assert _shown_language(refused.text) == "de" and "<b>de</b>" not in refused.text

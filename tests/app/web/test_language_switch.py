@@ -14,7 +14,7 @@ from app.audit.models import AuditEvent
 from app.i18n import translator
 from app.participants.models import Contact, Participant
 from tests.support.flows import STUDY
-from tests.support.pages import fresh_address, join_form, signed_in_browser
+from tests.support.pages import csrf_of, fresh_address, join_form, signed_in_browser
 
 FORGED = ["xx", "../../etc/passwd", "<script>alert(1)</script>", "d" * 3000, "EN", ""]
 
@@ -26,7 +26,7 @@ def _participant(session, email: str) -> Participant:  # type: ignore[no-untyped
 
 
 def _switch(web: TestClient, language: str, next_page: str = "/p"):  # type: ignore[no-untyped-def]
-    return web.post("/p/language", data={"csrf_token": web.cookies["wp_csrf"],
+    return web.post("/p/language", data={"csrf_token": csrf_of(web.get("/help")),
                                          "language": language, "next": next_page},
                     follow_redirects=False)
 
@@ -158,7 +158,7 @@ def test_a_language_not_offered_in_the_address_falls_back(app, smtp, session, as
 def test_the_withdrawal_sentence_is_in_the_participants_language(app, smtp, session, lang,
                                                                  scope):
     web = signed_in_browser(app, smtp, lang)
-    csrf = web.cookies["wp_csrf"]
+    csrf = csrf_of(web.get("/p/withdraw"))
     step = web.post("/p/withdraw", data={"csrf_token": csrf, "scope": scope})
     ids = {name: step.text.split(f'name="{name}" value="', 1)[1].split('"', 1)[0]
            for name in ("withdrawal_id", "confirm_token")}

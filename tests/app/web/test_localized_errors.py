@@ -17,7 +17,7 @@ from app.i18n import catalog, translator
 from app.main import create_app
 from app.surveys.models import SurveyInstance
 from tests.support.flows import STATEMENTS
-from tests.support.pages import signed_in_browser
+from tests.support.pages import csrf_of, signed_in_browser
 
 GENEROUS = "1000/minute"
 
@@ -57,7 +57,7 @@ def test_each_error_a_participant_can_meet_is_in_their_language(app, smtp, sessi
     session.rollback()
     mine = set(session.exec(select(SurveyInstance.id)).all()) - stranger_instances
     theirs = next(iter(stranger_instances - mine))
-    csrf = web.cookies["wp_csrf"]
+    csrf = csrf_of(web.get("/p"))
 
     # an old or mistyped link, while signed in on this device
     _assert_error_page(web.get("/p/login/not-a-real-token"), lang, "invalid_link", 401,
@@ -116,8 +116,9 @@ def test_each_error_a_participant_can_meet_is_in_their_language(app, smtp, sessi
         "csrf_token": csrf, "withdrawal_id": withdrawal_id, "confirm_token": token})
     assert done.status_code == 200
     # after withdrawing, the session has ended: signing the consent form again is refused
+    # (with the token of the page now open: the old page's token was bound to the session)
     _assert_error_page(web.post("/p/consent", data={
-        "csrf_token": csrf, "version": "1.0", "language": "en", "decision": "consent",
+        "csrf_token": csrf_of(done), "version": "1.0", "language": "en", "decision": "consent",
         "signature_name": "Again", "statements": STATEMENTS}),
         _other(lang), "unauthorized", 401, "This link or session is not valid")  # (signed out:
     # the browser's own language now)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.support.flows import ELIGIBLE, STUDY
-from tests.support.pages import fresh_address, join_form
+from tests.support.pages import csrf_of, fresh_address, join_form
 
 GENEROUS = "1000/minute"
 ENROLL = f"/api/v1/studies/{STUDY}/enrollments"
@@ -33,7 +33,7 @@ def _failed_attempts(web: TestClient, email: str) -> list[int]:
     """Six ways to get the join form wrong with this address: none sends a message."""
     page = web.get(f"/join/{STUDY}")
     assert page.status_code == 200
-    csrf = web.cookies["wp_csrf"]
+    csrf = csrf_of(page)
     form = {"csrf_token": csrf, "email": email, "timezone": "Europe/Berlin",
             "screening_adult": "yes", "screening_uses_ai_chat": "yes"}
     attempts = [
