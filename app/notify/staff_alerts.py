@@ -5,9 +5,10 @@ Queued in the caller's transaction with a unique dedupe key (INSERT ... ON CONFL
 so whatever queues twice queues once. Delivery claims due rows with a conditional UPDATE ...
 RETURNING (SKIP LOCKED on PostgreSQL), so two deliverers (the API right after an answer, the
 scheduler's tick) never send the same alert; a row is `sending` while its email leaves and `sent`
-after. An SMTP failure puts it back to `pending` for the next tick (at most RETRY_CAP later):
-an alert is never given up. A row left `sending` by a process that died mid-send is claimed again
-after STALE_SENDING: after a crash an alert may arrive twice, never not at all.
+after. An SMTP failure puts it back to `pending`: the next tick tries again, later ones at
+growing intervals up to RETRY_CAP; an alert is never given up. A row left `sending` by a
+process that died mid-send is claimed again after STALE_SENDING: after such a crash an alert
+may arrive twice, never not at all.
 """
 
 from __future__ import annotations
@@ -107,12 +108,20 @@ def _retry_later(session: Session, alert_id: int, exc: Exception, now: datetime)
     assert alert is not None
     alert.status = "pending"
     alert.last_error = f"{type(exc).__name__}: {scrub_error(str(exc))}"[:500]
-    alert.next_attempt_at = now + min(RETRY_BASE * (2 ** max(alert.attempts - 1, 0)), RETRY_CAP)
+    alert.next_attempt_at = now + retry_delay(alert.attempts)
     session.add(alert)
     session.commit()
     log.warning("staff alert not sent, will retry",
                 extra={"alert_id": alert_id, "kind": alert.kind, "error": type(exc).__name__})
     return "retry"
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """After a first failure (often the API's send right after the answer) the next tick tries
+    again; then 1, 2, 4 and at most 5 minutes apart, for as long as it takes."""
+    if attempts <= 1:
+        return timedelta(0)
+    return min(RETRY_BASE * (2 ** (attempts - 2)), RETRY_CAP)
 
 
 def cancel_pending(session: Session, subject_ref: str, reason: str) -> int:

@@ -151,7 +151,23 @@ def test_each_on_call_address_gets_one_alert_at_once_with_no_contact_and_no_answ
     assert all(a.status == "sent" and a.attempts == 1 for a in _alerts(engine))
 
 
-def test_an_alert_waits_out_an_smtp_outage_and_leaves_in_the_next_tick(
+def test_an_alert_whose_immediate_send_failed_leaves_with_the_next_tick(
+        app, client, smtp, engine, settings, clock):
+    before = _counts(smtp)
+    _risky(client, smtp, "next-tick@example.org", smtp_down=True)
+    assert _counts(smtp) == before
+    assert [(a.status, a.attempts) for a in _alerts(engine)] == [("pending", 1)] * 2
+    app.state.channel = SMTPChannel(settings)  # SMTP answers again
+    clock.advance(seconds=30)  # the scheduler's next tick (60 s interval: at most a minute)
+    assert tick(engine, settings, app.state.channel, now=clock()).safety_alerts_sent == 2
+    for address in ON_CALL:
+        smtp.wait_for(address, before[address] + 1)
+    tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=1))
+    after = _counts(smtp)
+    assert [after[a] - before[a] for a in ON_CALL] == [1, 1]
+
+
+def test_an_alert_waits_out_a_long_smtp_outage_and_is_sent_once(
         app, client, smtp, engine, settings, clock):
     before = _counts(smtp)
     _risky(client, smtp, "smtp-down@example.org", smtp_down=True)
@@ -159,14 +175,15 @@ def test_an_alert_waits_out_an_smtp_outage_and_leaves_in_the_next_tick(
     assert len(alerts) == 2 and all(a.status == "pending" and a.attempts == 1 for a in alerts)
     assert all(a.last_error and "@" not in a.last_error for a in alerts)
     assert _metric(_scrape(app, client), "wellpanel_safety_alerts_retrying") == 2
-    # still down at the next tick: kept, tried again (never given up)
-    clock.advance(minutes=1)
-    tick(engine, settings, app.state.channel, now=clock())
-    assert [a.attempts for a in _alerts(engine)] == [2, 2]
+    # still down at the next ticks: kept and tried again, further apart (never given up)
+    for seconds, attempts in ((30, 2), (60, 2), (90, 3), (180, 3), (210, 4)):
+        tick(engine, settings, app.state.channel, now=clock() + timedelta(seconds=seconds))
+        assert [a.attempts for a in _alerts(engine)] == [attempts] * 2, seconds
     assert _counts(smtp) == before
-    # SMTP is back: the first tick after the retry time sends each alert once
+    assert {a.status for a in _alerts(engine)} == {"pending"}
+    # SMTP is back: the first tick once the retry is due sends each alert once
     app.state.channel = SMTPChannel(settings)
-    clock.advance(minutes=2)
+    clock.advance(minutes=10)
     report = tick(engine, settings, app.state.channel, now=clock())
     assert report.safety_alerts_sent == 2
     for address in ON_CALL:
@@ -176,6 +193,26 @@ def test_an_alert_waits_out_an_smtp_outage_and_leaves_in_the_next_tick(
     after = _counts(smtp)
     assert [after[a] - before[a] for a in ON_CALL] == [1, 1]
     assert _metric(_scrape(app, client), "wellpanel_safety_alerts_retrying") == 0
+    assert all(a.status == "sent" and a.attempts == 5 for a in _alerts(engine))
+
+
+def test_an_alert_left_sending_by_a_crash_is_sent_again_later_never_lost(
+        app, client, smtp, engine, settings, clock):
+    from sqlmodel import update
+
+    before = _counts(smtp)
+    _risky(client, smtp, "crash@example.org", smtp_down=True)
+    assert len(_alerts(engine)) == 2
+    with Session(engine) as s:  # a deliverer claimed both, then its process died mid-send
+        s.exec(update(StaffAlert).values(status="sending", claimed_at=clock()))  # type: ignore[call-overload]
+        s.commit()
+    app.state.channel = SMTPChannel(settings)
+    tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=5))
+    assert _counts(smtp) == before  # maybe still being sent by someone: not sent twice
+    tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=10))
+    after = _counts(smtp)
+    assert [after[a] - before[a] for a in ON_CALL] == [1, 1]
+    assert {a.status for a in _alerts(engine)} == {"sent"}
 
 
 def test_an_answer_through_the_survey_page_alerts_too(app, client, smtp, engine, settings):
