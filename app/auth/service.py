@@ -568,3 +568,41 @@ def record_failed_login(session: Session, *, ip: str, channel: str, check: Staff
                           "minute": window.isoformat(),
                           "later_failures": "counted in staff_login_failures"}, now=now)
     return True
+
+
+# ---- whether a request's credential is live (for the rate limiter) ---------------------------
+
+# What a request may present, named for where it comes from: `bearer` (Authorization header:
+# a participant session or API token, or a staff token), `participant_session` / `staff_session`
+# (the browser cookies), `link` (an emailed link being used) and `staff_token` (typed into the
+# staff login form).
+PRESENTED_KINDS = ("bearer", "participant_session", "staff_session", "link", "staff_token")
+
+
+def _live_participant_credential(session: Session, token: str, kinds: tuple[str, ...],
+                                 now: datetime) -> bool:
+    credential = session.exec(select(ParticipantCredential).where(
+        ParticipantCredential.token_hash == hash_token(token))).first()
+    return (credential is not None and credential.kind in kinds
+            and credential.revoked_at is None and credential.expires_at > now)
+
+
+def credential_is_live(session: Session, kind: str, token: str, *, now: datetime,
+                       staff_ttl: timedelta) -> bool:
+    """Whether the credential a request presents (`kind`: one of PRESENTED_KINDS) is valid now.
+    Read only: the rate limiter asks it to let a valid user through their IP's failed-login
+    limit; the route still checks everything (consent, role, second factor) itself."""
+    if not token:
+        return False
+    if kind == "link":
+        return _live_participant_credential(session, token, ("link",), now)
+    if kind == "participant_session":
+        return _live_participant_credential(session, token, REQUEST_KINDS, now)
+    if kind == "staff_session":
+        return staff_for_session(session, token, now=now, token_ttl=staff_ttl) is not None
+    if kind == "staff_token":
+        return staff_for_token(session, token, now=now, ttl=staff_ttl) is not None
+    if kind == "bearer":
+        return (_live_participant_credential(session, token, REQUEST_KINDS, now)
+                or staff_for_token(session, token, now=now, ttl=staff_ttl) is not None)
+    raise ValueError(f"unknown credential kind {kind!r}")

@@ -15,6 +15,19 @@ together; the per-IP limit, counted up front, bounds that.) Limits use a moving 
 (uvicorn --workers N, or several containers) each one counts on its own, so the effective limit
 is N times the setting. Targets are kept only as keyed hashes, never as addresses.
 
+An IP's failed-authentication limit never blocks a request that carries a valid credential:
+people behind one address (a university, a mobile carrier's NAT) must not be locked out by
+someone guessing tokens there. Only failures (401s) are counted. Once the IP is over the limit,
+the credential the route will use is looked at: the bearer token, else the browser session
+cookie of the area (/staff: the staff session, elsewhere the participant's), or for a login the
+emailed link or the staff token typed in. A live one passes (uncounted), a request without any
+(the join form, the help page) passes too since it guesses nothing, and anything else gets 429:
+a wrong guess, a valid credential next to a guessed one (only the one the route uses counts),
+the staff login's second step (TOTP codes are few enough to guess) and an address change's
+confirmation token. The check is one indexed lookup, made only while the IP is over a limit;
+tokens are 256-bit random, so answering it does not make guessing them feasible. The login
+rules (magic links, staff login) let a live link or staff token through the same way.
+
 The middleware matches on method and path, so no route file needs to know about it.
 """
 
@@ -29,13 +42,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import Request, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -59,6 +73,7 @@ class Rule:
     per_ip: list[RateLimitItem]
     per_target: list[RateLimitItem]
     target_field: str | None = None  # body field that names the target (JSON or form)
+    login: bool = False  # guarding a login: a request with a live credential passes uncounted
 
 
 def rules_from(settings: Settings) -> list[Rule]:
@@ -75,13 +90,13 @@ def rules_from(settings: Settings) -> list[Rule]:
              enroll_ip, enroll_target, "email"),
         Rule("email_change", "POST", re.compile(r"^/p/settings/email/?$"),
              enroll_ip, enroll_target, "email"),
-        Rule("magic_link", "GET", re.compile(r"^/p/login/[^/]+/?$"), link_ip, []),
-        Rule("magic_link", "POST", re.compile(r"^/api/v1/session/?$"), link_ip, []),
+        Rule("magic_link", "GET", LINK_LOGIN, link_ip, [], login=True),
+        Rule("magic_link", "POST", API_LOGIN, link_ip, [], login=True),
         Rule("magic_link", "POST", re.compile(r"^/api/v1/me/email/confirm/?$"), link_ip, []),
         Rule("magic_link", "*", re.compile(r"^/p/email/confirm/[^/]+/?$"), link_ip, []),
         Rule("magic_link", "POST", re.compile(r"^/p/email/undo/[^/]+/?$"), link_ip, []),
-        Rule("staff_login", "POST", re.compile(r"^/staff/login/?$"),
-             parse_many(settings.rate_limit_staff_login_per_ip), []),
+        Rule("staff_login", "POST", STAFF_LOGIN,
+             parse_many(settings.rate_limit_staff_login_per_ip), [], login=True),
     ]
 
 
@@ -106,8 +121,18 @@ class RateLimit:
         retry = self._waiting_after_failures(ip)
         rule = self._rule_for(scope)
         target: str | None = None
-        if retry is None and rule is not None:
+        # the request's credential (NONE, LIVE or INVALID), looked at only when over a limit
+        credential: str | None = None
+        if retry is not None:
+            credential, receive = await _credential_state(scope, receive)
+            if credential != INVALID:  # a valid user, or no credential at all: not a guess
+                retry = None
+        if retry is None and rule is not None and not (rule.login and credential == LIVE):
             retry = self._spend(rule, rule.per_ip, "ip", ip)
+            if retry is not None and rule.login and credential is None:
+                credential, receive = await _credential_state(scope, receive)
+                if credential == LIVE:  # a refused hit is not counted: nothing to give back
+                    retry = None
             if retry is None and rule.target_field and rule.per_target:
                 body, receive = await _buffered(receive)
                 address = _field(scope, body, rule.target_field)
@@ -178,6 +203,77 @@ class RateLimit:
             response = error_response(err)
         response.headers["Retry-After"] = str(retry)
         await response(scope, receive, send)
+
+
+LINK_LOGIN = re.compile(r"^/p/login/([^/]+)/?$")
+API_LOGIN = re.compile(r"^/api/v1/session/?$")
+STAFF_LOGIN = re.compile(r"^/staff/login/?$")
+
+
+EMAIL_TOKEN = re.compile(r"^/p/email/(confirm|undo)/[^/]+/?$")
+NONE, LIVE, INVALID = "none", "live", "invalid"
+UNCHECKED = "unchecked"  # a secret the limiter cannot check (never live): a TOTP code, ...
+
+
+def presented_credential(scope: Scope, body: bytes) -> tuple[str, str] | None:
+    """(kind, token) of the credential the route will use for this request, None when it has
+    none (kinds: app.auth.service.PRESENTED_KINDS, or UNCHECKED)."""
+    from app.auth.deps import PARTICIPANT_COOKIE, STAFF_COOKIE
+
+    path, method = scope["path"], scope["method"]
+    if method == "GET" and (link := LINK_LOGIN.match(path)):
+        return "link", unquote(link.group(1))
+    if method == "POST" and API_LOGIN.match(path):
+        return "link", _field(scope, body, "link") or ""
+    if method == "POST" and STAFF_LOGIN.match(path):
+        # step 1 only: the second step's TOTP code must stay limited (a million codes)
+        token, code = _field(scope, body, "token"), _field(scope, body, "code")
+        return ("staff_token", token.strip()) if token and not code else (UNCHECKED, "")
+    if EMAIL_TOKEN.match(path):  # an address change's confirmation or undo token
+        return UNCHECKED, ""
+    headers = Headers(scope=scope)
+    scheme, _, bearer = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and bearer.strip():
+        return "bearer", bearer.strip()
+    cookies = cookie_parser(headers.get("cookie", ""))
+    name, kind = ((STAFF_COOKIE, "staff_session") if path.startswith("/staff")
+                  else (PARTICIPANT_COOKIE, "participant_session"))
+    return (kind, cookies[name]) if cookies.get(name) else None
+
+
+def _needs_body(scope: Scope) -> bool:
+    return scope["method"] == "POST" and bool(API_LOGIN.match(scope["path"])
+                                              or STAFF_LOGIN.match(scope["path"]))
+
+
+async def _credential_state(scope: Scope, receive: Receive) -> tuple[str, Receive]:
+    """NONE when the request presents no credential, else LIVE or INVALID as the auth service
+    says (in a worker thread); the body is read (and replayed) only for the two logins."""
+    body = b""
+    if _needs_body(scope):
+        body, receive = await _buffered(receive)
+    presented = presented_credential(scope, body)
+    if presented is None:
+        return NONE, receive
+    state = getattr(scope.get("app"), "state", None)
+    if presented[0] == UNCHECKED or state is None or not hasattr(state, "engine"):
+        return INVALID, receive
+    live = await run_in_threadpool(_check_credential, state, *presented)
+    return (LIVE if live else INVALID), receive
+
+
+def _check_credential(state: Any, kind: str, token: str) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlmodel import Session
+
+    from app.auth import service as auth
+
+    try:
+        with Session(state.engine) as session:
+            return auth.credential_is_live(session, kind, token, now=state.clock(),
+                                           staff_ttl=state.settings.staff_token_ttl)
+    except SQLAlchemyError:  # the database is unwell: keep the limit (429, not 500)
+        return False
 
 
 def count_message_sent(request: Request) -> None:

@@ -113,9 +113,12 @@ def test_magic_links_cannot_be_guessed(limited, smtp):
         for i in range(4):
             response = client.get(f"/p/login/guess-{i:04d}", follow_redirects=False)
             assert response.status_code == 401
-        # The limit is spent: even the right token waits, so guessing gains nothing.
+        # The limit is spent: every further guess waits, while the person's own emailed link
+        # still opens (a live credential is never blocked; links are 256-bit random).
+        _assert_limited(client.get("/p/login/guess-9999", follow_redirects=False), html=True)
+        assert client.get(f"/p/login/{link}", follow_redirects=False).status_code == 303
         _assert_limited(client.get(f"/p/login/{link}", follow_redirects=False),
-                        html=True)
+                        html=True)  # used up now: a guess like any other
 
 
 def test_staff_login_attempts_are_limited(limited):
@@ -138,7 +141,10 @@ def test_bearer_tokens_cannot_be_guessed_on_any_route(limited, smtp):
         for i in range(3):
             guess = {"Authorization": f"Bearer guess-{i:04d}"}
             assert client.get("/api/v1/me/surveys", headers=guess).status_code == 401
-        _assert_limited(client.get("/api/v1/me", headers=person.headers))
+        _assert_limited(client.get("/api/v1/me", headers={"Authorization": "Bearer guess-9"}))
+        # the person's own token still works from this address (tests/hostile/
+        # test_failed_login_limit.py has the whole story)
+        assert client.get("/api/v1/me", headers=person.headers).status_code == 200
         assert client.get("/healthz").status_code == 200  # probes are never limited
     with TestClient(app, client=("10.9.9.9", 5000)) as elsewhere:
         assert elsewhere.get("/api/v1/me", headers=person.headers).status_code == 200
