@@ -14,6 +14,8 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 
+from app.core import urls
+
 ALWAYS_OPEN = "24/7"
 
 
@@ -67,8 +69,10 @@ def _localized(texts: dict[str, str], language: str) -> str:
 
 def _line(entry: dict[str, Any], language: str) -> Line:
     hours = entry.get("hours")
+    # study load refuses other addresses; one stored before that check is never a link (nor
+    # in the API's list): app/core/urls.py
     return Line(name=_localized(entry["name"], language), phone=entry.get("phone"),
-                url=entry.get("url"),
+                url=urls.safe_href(entry.get("url")) or None,
                 hours=_localized(hours, language) if isinstance(hours, dict) else None,
                 always_open=hours == ALWAYS_OPEN)
 

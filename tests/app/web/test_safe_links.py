@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlmodel import col, select
 
+from app.studies import crisis
 from app.studies.models import ProtocolVersion, Study
 from app.web.common import TEMPLATES
 from tests.support.flows import STUDY
@@ -87,3 +88,16 @@ def test_a_stored_script_address_is_never_a_link_on_the_help_page(client, sessio
     # ... while the line itself (name, phone) is still shown, and other lines keep their links
     assert "tel:08001110111" in hrefs
     assert "https://www.iasp.info/crisis-centres-helplines/" in hrefs
+
+
+def test_a_stored_script_address_is_dropped_from_the_crisis_lines_the_api_lists_too() -> None:
+    config = {"countries": {"de": {"emergency": [{"number": "112"}], "lines": [
+        {"name": {"en": "Line"}, "phone": "0800 111 0 111", "url": "javascript:alert(1)",
+         "hours": "24/7"},
+        {"name": {"en": "Web"}, "url": "https://www.telefonseelsorge.de", "hours": "24/7"}]}},
+        "directory": [{"name": {"en": "Directory"}, "url": "data:text/html,x"}]}
+    found = crisis.crisis_help(config, "de", "en")
+    assert found.country is not None
+    assert [(line.name, line.phone, line.url) for line in found.country.lines] == [
+        ("Line", "0800 111 0 111", None), ("Web", None, "https://www.telefonseelsorge.de")]
+    assert [line.url for line in found.directory] == [None]
