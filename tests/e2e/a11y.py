@@ -25,7 +25,8 @@ NOT_A_LEAK = re.compile(r"^(wellpanel|GPT-4o|ChatGPT|OK|PDF|CSV|JSON|SHA-256|UTC
 def axe_violations(page: Page) -> list[str]:
     """Serious and critical axe-core violations on the page, one readable line each."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(path=str(AXE_SCRIPT))
+        # run by the driver, not added as an inline <script>, which the pages' CSP refuses
+        page.evaluate(_axe_source())
     result = page.evaluate("""async () => {
         const r = await axe.run(document, {resultTypes: ['violations']});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
@@ -33,6 +34,18 @@ def axe_violations(page: Page) -> list[str]:
     }""")
     return [f"{v['impact']} {v['id']}: {v['help']} at {', '.join(v['nodes'])}"
             for v in result if v["impact"] in FAILING_IMPACTS]
+
+
+@cache
+def _axe_source() -> str:
+    return AXE_SCRIPT.read_text("utf-8")
+
+
+def csp_violations(page: Page) -> list[str]:
+    """What the browser refused under the pages' Content-Security-Policy (it logs each refusal
+    as a console error: an inline script or handler, a style attribute, a foreign source)."""
+    return sorted({m.text for m in page.console_messages()
+                   if "Content Security Policy" in m.text})
 
 
 def sideways_overflow(page: Page) -> int:
@@ -100,7 +113,7 @@ def english_leaks(page: Page, language: str) -> list[str]:
 
 def check_page(page: Page, language: str) -> list[str]:
     """Everything wrong with the page as a list of problems (empty when it passes)."""
-    problems = axe_violations(page)
+    problems = axe_violations(page) + csp_violations(page)
     overflow = sideways_overflow(page)
     if overflow > 0:
         width = page.viewport_size["width"] if page.viewport_size else "?"
