@@ -162,6 +162,7 @@ class SafetyEventPublic(BaseModel):
     # flag (e.g. PHQ-9 item 9), the instrument's score and band, how long it waited, who
     # acknowledged it, and when it escalated.
     study: str | None = None
+    participant_status: str | None = None  # withdrawn: never to be contacted
     trigger_item: str | None = None
     trigger_value: Any = None
     trigger_label: str | None = None  # the chosen option's label, in English

@@ -8,6 +8,7 @@ return the stored result; a unique constraint settles concurrent duplicates.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -502,7 +503,7 @@ def safety_events(session: Session, secret_key: str, *, open_only: bool = False,
 
     query = (select(SafetyEvent, SurveyResponse.instrument_key, SurveyResponse.answers,
                     SurveyInstance.protocol_version, Participant.study_id, Study.key,
-                    ResponseScore, StaffMember.name)
+                    ResponseScore, StaffMember.name, Participant.status)
              .join(SurveyResponse, col(SurveyResponse.id) == SafetyEvent.response_id)
              .join(SurveyInstance, col(SurveyInstance.id) == SurveyResponse.instance_id)
              .join(Participant, col(Participant.id) == SafetyEvent.participant_id)
@@ -514,8 +515,8 @@ def safety_events(session: Session, secret_key: str, *, open_only: bool = False,
         query = query.where(col(SafetyEvent.acknowledged_at).is_(None))
     pinned: dict[tuple[int, int, str], Instrument] = {}
     out = []
-    for event, key, answers, version, study_id, study_key, row, staff_name in session.exec(
-            query).all():
+    for (event, key, answers, version, study_id, study_key, row, staff_name,
+         status) in session.exec(query).all():
         if (study_id, version, key) not in pinned:
             sha, _ = _protocol_shas(session, study_id, version)
             pinned[(study_id, version, key)] = _pinned_instrument(session, sha, key)[0]
@@ -525,6 +526,7 @@ def safety_events(session: Session, secret_key: str, *, open_only: bool = False,
             id=event.id, pseudonym=irb_pseudonym(secret_key, event.participant_id),  # type: ignore[arg-type]
             flag=event.flag, instrument=key, created_at=event.created_at,
             acknowledged_at=event.acknowledged_at, note=event.note, study=study_key,
+            participant_status=status,
             **_trigger(instrument, event.flag, answers or {}), **_score_fields(row, instrument),
             waiting_seconds=(max(0, int((ended - event.created_at).total_seconds()))
                              if ended is not None else None),
@@ -743,3 +745,20 @@ def own_safety_events(session: Session, participant: Participant) -> list[dict[s
              "instance_id": instance_id, "created_at": event.created_at,
              "reviewed_by_study_team_at": event.acknowledged_at}
             for event, instrument, instance_id in rows]
+
+
+def stored_answer_hashes(session: Session, batch: int = 5000
+                         ) -> Iterator[tuple[str, str, str]]:
+    """(survey instance id, participant id, SHA-256 of the stored answers) for every response,
+    hashed as the ledger's response.store row hashed them (audit verify --deep)."""
+    last = 0
+    while True:
+        rows = session.exec(select(SurveyResponse.id, SurveyResponse.instance_id,
+                                   SurveyResponse.participant_id, SurveyResponse.answers)
+                            .where(col(SurveyResponse.id) > last)
+                            .order_by(col(SurveyResponse.id)).limit(batch)).all()
+        if not rows:
+            return
+        for _id, instance_id, participant_id, answers in rows:
+            yield instance_id, participant_id, sha256_json(answers)
+        last = rows[-1][0]

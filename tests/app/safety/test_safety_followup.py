@@ -331,7 +331,8 @@ def test_the_queue_shows_item_value_score_band_waiting_and_who_acknowledged(
         "pseudonym": "-", "id": event.id, "trigger_item": "phq9_9", "trigger_value": 2,
         "trigger_label": "More than half the days", "score_name": "total", "score": 10,
         "band": "moderate", "band_label": "Moderate (10-14)", "waiting_seconds": 7512,
-        "acknowledged_by": None, "study": "keep4o-panel", "escalated_at": None}
+        "acknowledged_by": None, "study": "keep4o-panel", "escalated_at": None,
+        "participant_status": "active"}
     # acknowledged: who, when, the note and how long it waited
     done = web.post(f"/staff/researcher/safety/{event.id}/acknowledge",
                     data={"csrf_token": _csrf(page.text), "note": "Phoned; safety plan made."})
@@ -510,6 +511,8 @@ def test_withdrawn_or_erased_participants_show_that_there_is_no_contact(
                          headers=bearer)
     assert erased.json()["outcome"] == "no_contact" and erased.json()["email"] is None
     page = web.get("/staff/researcher/safety")
+    section = re.search(rf'id="event-{first.id}".*?</section>', page.text, re.S).group(0)  # type: ignore[union-attr]
+    assert "withdrew: not to be contacted" in section
     shown = web.post(f"/staff/researcher/safety/{first.id}/contact",
                      data={"csrf_token": _csrf(page.text), "reason": "Follow-up call"})
     assert "withdrew from the study and must not be contacted" in shown.text
