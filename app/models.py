@@ -2,7 +2,13 @@
 
 from app.audit.models import AuditEvent
 from app.auth.models import ParticipantCredential, StaffMember, StaffSession
-from app.consent.models import ConsentDocument, ConsentRecord, ConsentVersion, Withdrawal
+from app.consent.models import (
+    ConsentCopy,
+    ConsentDocument,
+    ConsentRecord,
+    ConsentVersion,
+    Withdrawal,
+)
 from app.export.models import ExportJob
 from app.notify.models import OutboxMessage, StaffAlert
 from app.participants.models import Contact, EmailChange, Participant, ScreeningTally
@@ -10,7 +16,7 @@ from app.studies.models import ProtocolVersion, Study
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
 
 __all__ = [
-    "AuditEvent", "Contact", "ConsentDocument", "ConsentRecord", "ConsentVersion",
+    "AuditEvent", "Contact", "ConsentCopy", "ConsentDocument", "ConsentRecord", "ConsentVersion",
     "EmailChange", "ExportJob",
     "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
     "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffAlert", "StaffMember",

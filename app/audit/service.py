@@ -251,3 +251,13 @@ def entries_about(session: Session, subject: str, targets: set[str]) -> list[Aud
     for row in session.exec(select(AuditEvent).where(AuditEvent.actor == subject)).all():
         found[row.id] = row
     return [found[seq] for seq in sorted(found)]
+
+
+def recorded_details(session: Session, target: str, actions: tuple[str, ...]
+                     ) -> dict[str, Any] | None:
+    """The details of the first ledger row about `target` with one of `actions` (e.g. the
+    hashes recorded when a consent decision was made), or None."""
+    row = session.exec(select(AuditEvent).where(AuditEvent.target == target,
+                                                col(AuditEvent.action).in_(actions))
+                       .order_by(col(AuditEvent.id)).limit(1)).first()
+    return dict(row.details) if row is not None else None

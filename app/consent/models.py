@@ -58,6 +58,21 @@ class ConsentRecord(SQLModel, table=True):
     identity_verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class ConsentCopy(SQLModel, table=True):
+    """What the participant signed, frozen at signing: the document, the statements they ticked
+    as worded in their language, the signature's meaning and the record's fields, as canonical
+    JSON with its SHA-256 (also in the ledger's consent.sign row). The copy they download is
+    made from this, after the hash is checked, never re-rendered from tables that may have
+    changed since. Append-only (triggers)."""
+
+    __tablename__ = "consent_copies"
+
+    record_id: int = Field(primary_key=True, foreign_key="consent_records.id")
+    sha256: str = Field(max_length=64)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class Withdrawal(SQLModel, table=True):
     """A withdrawal in two steps: requested (with a scope), then confirmed."""
 

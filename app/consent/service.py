@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from app.audit import service as audit
 from app.consent.document import render_markdown
 from app.consent.models import (
+    ConsentCopy,
     ConsentDocument,
     ConsentDocumentPublic,
     ConsentLogEntry,
@@ -31,7 +32,13 @@ from app.consent.models import (
 )
 from app.core import csv_cells
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
-from app.core.security import hash_token, keyed_pseudonym, new_token, sha256_text
+from app.core.security import (
+    canonical_json,
+    hash_token,
+    keyed_pseudonym,
+    new_token,
+    sha256_text,
+)
 from app.db import utcnow
 from app.participants.models import Participant
 from app.studies.models import Study
@@ -43,6 +50,14 @@ WITHDRAWAL_CONFIRM_WINDOW = timedelta(hours=1)
 class ConsentVersionImmutable(AppError):
     status_code = 409
     code = "consent_version_immutable"
+
+
+class ConsentCopyMismatch(AppError):
+    """The stored copy of what someone signed no longer matches the ledger: it is refused (and
+    reported), never re-rendered from tables that may have been edited."""
+
+    status_code = 409
+    code = "consent_copy_mismatch"
 
 
 # ---- publishing ----------------------------------------------------------------------------
@@ -279,6 +294,7 @@ def record_decision(
         participant.status = "declined"
     session.add(participant)
     session.flush()
+    copy_sha256 = _store_copy(session, participant, record, now)
     if submit.decision == "consent":
         from app.consent import copy_mail
         from app.scheduling import service as scheduling
@@ -290,7 +306,7 @@ def record_decision(
                  target=f"consent_record:{record.id}",
                  details={"version": version.version, "language": submit.language,
                           "document_sha256": record.document_sha256,
-                          "statements": record.statements},
+                          "statements": record.statements, "copy_sha256": copy_sha256},
                  old_value={"status": old_status}, new_value={"status": participant.status},
                  now=now)
     if submit.decision == "decline":
@@ -714,8 +730,8 @@ class SignedCopy:
     statement_texts: list[str]
 
 
-def signed_copy(session: Session, participant: Participant, record_id: int) -> SignedCopy:
-    """What this participant saw and ticked for one of their records, for their copy."""
+def _render_copy(session: Session, participant: Participant, record_id: int) -> SignedCopy:
+    """What this participant saw and ticked for one of their records, from the tables."""
     record, version_name = record_of(session, participant.id, record_id)
     study = session.get(Study, participant.study_id)
     assert study is not None and study.id is not None
@@ -726,6 +742,79 @@ def signed_copy(session: Session, participant: Participant, record_id: int) -> S
                        language_versions=language_versions_of(session, study.id, version_name,
                                                               at=record.decided_at))
     return SignedCopy(public, doc.body_md, [texts[s] for s in record.statements if s in texts])
+
+
+def _copy_content(copy: SignedCopy) -> str:
+    return canonical_json({"record": copy.record.model_dump(mode="json"),
+                           "body_md": copy.body_md, "statements": copy.statement_texts})
+
+
+def _store_copy(session: Session, participant: Participant, record: ConsentRecord,
+                now: datetime) -> str:
+    """Freeze the copy at signing; its hash goes into the ledger row of the decision."""
+    content = _copy_content(_render_copy(session, participant, record.id))  # type: ignore[arg-type]
+    digest = sha256_text(content)
+    session.add(ConsentCopy(record_id=record.id, sha256=digest, content=content,  # type: ignore[arg-type]
+                            created_at=now))
+    return digest
+
+
+def signed_copy(session: Session, participant: Participant, record_id: int) -> SignedCopy:
+    """The participant's copy of one of their records: the snapshot stored at signing, served
+    only when its hash matches the one in the ledger (records older than snapshots: the
+    document, only when its hash matches the record's and the ledger's)."""
+    record, _version = record_of(session, participant.id, record_id)
+    recorded = audit.recorded_details(session, f"consent_record:{record_id}",
+                                      ("consent.sign", "consent.decline"))
+    stored = session.get(ConsentCopy, record_id)
+    problems: list[str] = []
+    copy: SignedCopy | None
+    if recorded is None:
+        problems.append("the ledger holds no row for this decision")
+    elif recorded.get("document_sha256") != record.document_sha256:
+        problems.append("the record's document hash differs from the ledger's")
+    if stored is None:
+        copy = _render_copy(session, participant, record_id)
+        if recorded is not None and "copy_sha256" in recorded:
+            problems.append("the stored copy is missing")
+    else:
+        content = stored.content
+        if sha256_text(content) != stored.sha256:
+            problems.append("the stored copy does not match its own hash")
+        if recorded is not None and recorded.get("copy_sha256") != sha256_text(content):
+            problems.append("the stored copy does not match the hash in the ledger")
+        copy = None if problems else _copy_from(content)
+    if copy is not None and sha256_text(copy.body_md) != record.document_sha256:
+        problems.append("the document text does not match the hash that was signed")
+    if problems or copy is None:
+        _report_copy_refused(session, participant, record_id, problems)
+        raise ConsentCopyMismatch(
+            "Your copy cannot be shown: the stored text no longer matches what the ledger "
+            "recorded when you decided. The study team has been told.",
+            details={"record_id": record_id})
+    return copy
+
+
+def _copy_from(content: str) -> SignedCopy:
+    import json
+
+    data = json.loads(content)
+    return SignedCopy(ConsentRecordPublic.model_validate(data["record"]), data["body_md"],
+                      list(data["statements"]))
+
+
+def _report_copy_refused(session: Session, participant: Participant, record_id: int,
+                         problems: list[str]) -> None:
+    """Logged and ledgered, committed here although the request then fails: the refusal must
+    be on record (the caller has only read so far)."""
+    import logging
+
+    logging.getLogger("wellpanel.consent").error(
+        "consent copy refused: it does not match the ledger",
+        extra={"record_id": record_id, "problems": problems})
+    audit.append(session, actor="system", action="consent.copy_refused",
+                 target=f"consent_record:{record_id}", details={"problems": problems})
+    session.commit()
 
 
 def confirm_withdrawal_by_policy(
@@ -770,3 +859,42 @@ def own_withdrawals(session: Session, participant: Participant) -> list[dict[str
     return [{"id": w.id, "scope": w.scope, "requested_at": w.requested_at,
              "confirmed_at": w.confirmed_at, "data_deleted": w.data_deleted,
              "outcome_note": w.outcome_note} for w in rows]
+
+
+# ---- what the ledger vouches for (audit verify --deep) -------------------------------------
+
+@dataclass(frozen=True)
+class StoredDocument:
+    study: str
+    version: str
+    language: str
+    stored_sha256: str  # the column
+    text_sha256: str  # recomputed from the text
+
+
+def stored_document_hashes(session: Session) -> list[StoredDocument]:
+    rows = session.exec(select(Study.key, ConsentVersion.version, ConsentDocument.language,
+                               ConsentDocument.sha256, ConsentDocument.body_md)
+                        .join(ConsentVersion,
+                              col(ConsentVersion.id) == ConsentDocument.consent_version_id)
+                        .join(Study, col(Study.id) == ConsentVersion.study_id)).all()
+    return [StoredDocument(key, version, lang, sha, sha256_text(body))
+            for key, version, lang, sha, body in rows]
+
+
+def stored_copy_hashes(session: Session) -> list[tuple[int, str, str]]:
+    """(record id, stored hash, hash of the stored content) of every frozen copy."""
+    return [(record_id, sha, sha256_text(content)) for record_id, sha, content in session.exec(
+        select(ConsentCopy.record_id, ConsentCopy.sha256, ConsentCopy.content)).all()]
+
+
+def stored_record_hashes(session: Session) -> dict[int, str]:
+    """record id -> the document hash the record says was signed."""
+    return dict(session.exec(select(ConsentRecord.id, ConsentRecord.document_sha256)).all())
+
+
+def erased_participants(session: Session) -> set[str]:
+    """Participants whose research data was deleted on withdrawal (their answers are gone on
+    purpose)."""
+    return set(session.exec(select(Withdrawal.participant_id)
+                            .where(col(Withdrawal.data_deleted).is_(True))).all())

@@ -15,6 +15,7 @@ from app.audit.models import AuditEvent
 APPEND_ONLY_TRIGGERS = {  # SQLite: the triggers' names (migrations 0001 and 0008)
     "audit_events": ["audit_events_no_update", "audit_events_no_delete"],
     "consent_documents": ["consent_documents_no_update", "consent_documents_no_delete"],
+    "consent_copies": ["consent_copies_no_update", "consent_copies_no_delete"],
 }
 
 
