@@ -27,7 +27,7 @@ from app.participants import service as participants
 from app.scheduling.dispatcher import tick
 from app.studies import service as studies
 from app.studies.service import StudyLoadError
-from app.surveys.models import SafetyEvent
+from app.surveys.models import SafetyEvent, SurveyResponse
 from tests.support.flows import Person, joined_and_consented
 from tests.support.pg import free_port
 from tests.support.smtp import SMTPServer
@@ -138,6 +138,13 @@ def test_each_on_call_address_gets_one_alert_at_once_with_no_contact_and_no_answ
         assert person.email not in text and "phq9" not in text.lower()
         assert "More than half" not in text and "suicid" not in text.lower()
         assert event.participant_id not in text
+    # the participant's app retries the same submission: the stored answer, no second alert
+    with Session(engine) as s:
+        instance_id = s.exec(select(SurveyResponse.instance_id)).one()
+    replay = client.post(f"/api/v1/me/surveys/{instance_id}/responses",
+                         json={"answers": RISKY},
+                         headers=person.headers | {"Idempotency-Key": "safety-0001"})
+    assert replay.status_code == 201 and replay.json()["replayed"] is True
     # the scheduler's ticks find nothing left to send: one alert per address, ever
     for minutes in (0, 1, 30):
         tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=minutes))
