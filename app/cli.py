@@ -103,7 +103,7 @@ def study_load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)
 @staff_app.command("add")
 def staff_add(
     name: str,
-    role: Annotated[str, typer.Option(help="researcher, irb or admin")] = "researcher",
+    role: Annotated[str, typer.Option(help="researcher, irb, admin or safety")] = "researcher",
 ) -> None:
     """Create a staff member and print their token once (only its hash is stored)."""
     from app.auth import service as auth
