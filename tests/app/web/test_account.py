@@ -387,3 +387,14 @@ def test_api_download_before_withdrawal_and_nothing_after(client, smtp, session)
     after = client.get("/api/v1/me/data", headers=person.headers)
     assert after.status_code == 401
     assert [d.details["via"] for d in _ledger(session, "participant.data_download")] == ["api"]
+
+
+def test_a_completed_participant_is_not_offered_a_pause(app, smtp, session):
+    web, _ = _signed_in(app, smtp, "done@example.org")
+    assert 'action="/p/settings/pause"' in web.get("/p/settings").text
+    participant = session.exec(select(Participant)).one()
+    participant.status = "completed"  # as the retention job marks it when the schedule ended
+    session.add(participant)
+    session.commit()
+    page = web.get("/p/settings")
+    assert page.status_code == 200 and 'action="/p/settings/pause"' not in page.text
