@@ -10,12 +10,12 @@ from playwright.sync_api import Page, expect
 from sqlmodel import Session
 
 from app.auth import service as auth
-from tests.e2e.a11y import axe_violations, sideways_overflow, widest_elements
+from tests.e2e.a11y import axe_violations, csp_violations, sideways_overflow, widest_elements
 from tests.support.flows import joined_and_consented
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
-CONTEXT = {"viewport": PHONE, "bypass_csp": True}  # axe-core is injected into the page
+CONTEXT = {"viewport": PHONE}  # under the pages' real CSP (axe is run by the driver)
 RISKY = {f"phq9_{i}": 1 for i in range(1, 9)} | {"phq9_9": 2}
 
 
@@ -23,6 +23,7 @@ def _checked(page: Page, artifacts_dir, name: str) -> None:  # type: ignore[no-u
     page.screenshot(path=str(artifacts_dir / f"safety-queue-{name}.png"), full_page=True)
     assert axe_violations(page) == [], name
     assert sideways_overflow(page) <= 0, (name, widest_elements(page))
+    assert csp_violations(page) == [], name
 
 
 def test_the_safety_role_reveals_and_acknowledges_at_phone_width(
