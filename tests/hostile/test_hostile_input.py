@@ -80,15 +80,17 @@ def actors(client, smtp, engine):  # type: ignore[no-untyped-def]
     with Session(engine) as s:
         researcher = auth.add_staff(s, "hostile-researcher", "researcher")
         irb = auth.add_staff(s, "hostile-irb", "irb")
+        admin = auth.add_staff(s, "hostile-admin", "admin")
     return {"participant": person.headers,
+            "staff": {"Authorization": f"Bearer {admin}"},
             "researcher": {"Authorization": f"Bearer {researcher}"},
             "irb": {"Authorization": f"Bearer {irb}"},
             "instance_id": next(s["id"] for s in surveys if s["instrument"] == "who5")}
 
 
 def _auth_for(path: str, actors: dict[str, Any]) -> dict[str, str]:
-    for kind in ("researcher", "irb"):
-        if path.startswith(f"/api/v1/{kind}"):
+    for kind in ("researcher", "irb", "staff"):
+        if path.startswith(f"/api/v1/{kind}/"):
             return actors[kind]
     return actors["participant"]
 
