@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
@@ -260,3 +261,35 @@ def verify(session: Session, view: SinkView | None, *, full: bool = True) -> Cha
     if result.ok and matched is not None:
         save_position(view, ledger, matched)
     return result
+
+
+# ---- for the IRB -----------------------------------------------------------------------------
+
+class LedgerStatus(BaseModel):
+    """What the IRB pages and API show: the (incremental) verification, the latest checkpoints
+    newest first, and the key they must be signed with."""
+
+    report: ChainReport
+    checkpoints: list[CheckpointInfo]
+    key_id: str | None
+    public_key: str | None
+    sink: str
+
+
+def ledger_status(session: Session, settings: Settings, *, full: bool = False,
+                  recent: int = 10) -> LedgerStatus:
+    try:
+        view = load_view(settings)
+    except anchoring.AnchorError as exc:  # an unreadable key: say so, as a broken report
+        report = ChainReport(ok=False, rows_checked=0, head_seq=None, head_hash=None,
+                             first_broken=BrokenLink(seq=None, problem="no_key",
+                                                     message=str(exc)))
+        return LedgerStatus(report=report, checkpoints=[], key_id=None, public_key=None,
+                            sink=str(anchoring.ledger_paths(settings).directory))
+    report = verify(session, view, full=full)
+    return LedgerStatus(
+        report=report,
+        checkpoints=[checkpoint_info(e) for e in reversed(view.entries[-recent:])],
+        key_id=anchoring.key_id_of(view.key) if view.key is not None else None,
+        public_key=anchoring.public_pem(view.key) if view.key is not None else None,
+        sink=view.label)

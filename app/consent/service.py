@@ -898,3 +898,22 @@ def erased_participants(session: Session) -> set[str]:
     purpose)."""
     return set(session.exec(select(Withdrawal.participant_id)
                             .where(col(Withdrawal.data_deleted).is_(True))).all())
+
+
+def existing_participant_ids(session: Session, candidates: set[str]) -> set[str]:
+    """Which of these strings are participant ids (to show them only as pseudonyms)."""
+    found: set[str] = set()
+    ordered = sorted(candidates)
+    for start in range(0, len(ordered), 500):
+        found.update(session.exec(select(Participant.id).where(
+            col(Participant.id).in_(ordered[start:start + 500]))).all())
+    return found
+
+
+def related_targets(session: Session, participant_id: str) -> set[str]:
+    """Ledger targets that concern this participant besides `participant:<id>` itself."""
+    records = session.exec(select(ConsentRecord.id).where(
+        ConsentRecord.participant_id == participant_id)).all()
+    withdrawals = session.exec(select(Withdrawal.id).where(
+        Withdrawal.participant_id == participant_id)).all()
+    return {f"consent_record:{r}" for r in records} | {f"withdrawal:{w}" for w in withdrawals}

@@ -20,6 +20,7 @@ NAV: list[tuple[str, str, set[str]]] = [
     ("/staff/irb/consent-log", "staff.nav_log", {"irb"}),
     ("/staff/irb/participant", "staff.nav_participant", {"irb"}),
     ("/staff/irb/audit", "staff.nav_audit", {"irb"}),
+    ("/staff/irb/ledger", "ledger.nav", {"irb"}),
 ]
 # (path, label, roles allowed): the research console, in English only for now (staff-facing).
 CONSOLE_NAV: list[tuple[str, str, set[str]]] = [

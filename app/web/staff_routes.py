@@ -31,6 +31,7 @@ from app.web.console_compliance import router as compliance_router
 from app.web.console_exports import router as exports_router
 from app.web.console_funnel import enrollment_funnel
 from app.web.console_routes import router as console_router
+from app.web.staff_ledger_routes import router as ledger_router
 
 __all__ = ["NAV", "StaffLoginRequired", "router", "web_staff"]
 
@@ -224,16 +225,6 @@ def participant_page(request: Request, member: Reviewer, session: SessionDep,
                          entries=entries, status=status, error=error)
 
 
-@router.get("/irb/audit", response_class=HTMLResponse)
-def audit_page(request: Request, member: Reviewer, session: SessionDep,
-               now: NowDep) -> HTMLResponse:
-    report = audit.verify(session)
-    audit.append(session, actor=f"staff:{member.id}", action="staff.verify_audit_chain",
-                 details={"ok": report.ok, "rows_checked": report.rows_checked}, now=now)
-    session.commit()
-    return _staff_render(request, "staff/audit.html", member, report=report)
-
-
 @router.get("/irb/safety-events", response_class=HTMLResponse)
 def irb_safety_page(request: Request, member: Reviewer, session: SessionDep,
                     settings: SettingsDep, now: NowDep) -> HTMLResponse:
@@ -251,3 +242,4 @@ router.include_router(console_router)
 router.include_router(admin_router)
 router.include_router(exports_router)
 router.include_router(compliance_router)
+router.include_router(ledger_router)  # /staff/irb/audit, /staff/irb/ledger(.csv)
