@@ -168,3 +168,32 @@ def test_an_old_copy_from_an_edited_document_is_refused(study_with_data, client,
     session.commit()
     refused = client.get(f"/api/v1/me/consent/records/{record_id}", headers=person.headers)
     assert refused.status_code == 409
+
+
+def test_verify_deep_command_exits_1_naming_the_changed_answer(study_with_data, session,
+                                                               settings, db_url):
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli_app
+    from app.config import get_settings
+
+    def run() -> tuple[int, str]:
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(cli_app, ["audit", "verify", "--deep"], env={
+                "WELLPANEL_DATABASE_URL": db_url, "WELLPANEL_ENVIRONMENT": "test",
+                "WELLPANEL_SECRET_KEY": settings.secret_key,
+                "WELLPANEL_LEDGER_DIR": str(settings.ledger_dir)})
+        finally:
+            get_settings.cache_clear()
+        return result.exit_code, result.stdout + result.stderr
+
+    code, out = run()
+    assert code == 0 and "data under the ledger intact" in out, out
+    row = session.exec(select(SurveyResponse)).one()
+    session.execute(update(SurveyResponse.__table__).values(  # type: ignore[attr-defined]
+        answers=dict(row.answers) | {"phq9_9": 3}))
+    session.commit()
+    code, out = run()
+    assert code == 1 and "audit ledger intact" in out  # the chain is fine ...
+    assert f"answers_changed: survey_instance:{row.instance_id}" in out  # ... the data is not
