@@ -108,6 +108,7 @@ def _json_or_empty(scope: Scope) -> bool:
 
 # ---- security headers ------------------------------------------------------------------------
 STATIC_PREFIX = "/static/"
+API_PREFIX = "/api/"
 API_DOCS_PATHS = ("/docs", "/redoc")
 # Scripts only from this site, or inline when they carry this answer's nonce; no inline styles
 # or event handlers; nothing may frame the pages or change where forms and relative links go.
@@ -171,11 +172,22 @@ class SecurityHeaders:
                     headers["Strict-Transport-Security"] = HSTS
                 if not path.startswith(STATIC_PREFIX):
                     headers["Cache-Control"] = "no-store"
+                _name_json(headers, api=path.startswith(API_PREFIX))
                 if "location" in headers:
                     headers["Location"] = _not_to_host(headers["location"], host)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _name_json(headers: MutableHeaders, *, api: bool) -> None:
+    """JSON answers name their character set, and an API answer is a download if a browser
+    is tricked into opening it as a page (ASVS 14.4.1, 14.4.2); real downloads keep theirs."""
+    if headers.get("content-type") == "application/json":
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    if (api and headers.get("content-type", "").startswith("application/json")
+            and "content-disposition" not in headers):
+        headers["Content-Disposition"] = 'attachment; filename="api.json"'
 
 
 def _not_to_host(location: str, host: str) -> str:

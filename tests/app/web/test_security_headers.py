@@ -117,6 +117,12 @@ def header_problems(response, *, hsts: bool = False) -> list[str]:  # type: igno
         problems.append(f"{where}: HSTS {h.get('strict-transport-security')!r}")
     if not path.startswith("/static/") and h.get("cache-control") != "no-store":
         problems.append(f"{where}: Cache-Control {h.get('cache-control')!r}")
+    kind = h.get("content-type", "")
+    if kind.startswith("application/json") and kind != "application/json; charset=utf-8":
+        problems.append(f"{where}: Content-Type {kind!r}")
+    if (path.startswith("/api/") and kind.startswith("application/json")
+            and not h.get("content-disposition", "").startswith("attachment")):
+        problems.append(f"{where}: API answer without Content-Disposition: attachment")
     if h.get("content-type", "").startswith("text/html") and path not in DOCS:
         match = CSP.fullmatch(csp)
         problems += [f"{where}: {p}" for p in inline_code(response.text,
