@@ -94,8 +94,8 @@ def entries(
                                        "participant:<pseudonym>")] = None,
     pseudonym: Annotated[str | None, Query(max_length=64, description="rows about this "
                                            "participant (IRB pseudonym)")] = None,
-    before: Annotated[int | None, Query(ge=1, description="the next_before of the previous "
-                                        "page")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="the next_before of the "
+                                        "previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE_SIZE)] = listing.PAGE_SIZE,
     format: Literal["json", "csv"] = "json",
 ) -> listing.LedgerPage | Response:

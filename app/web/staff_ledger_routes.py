@@ -33,7 +33,7 @@ def _form(request: Request) -> dict[str, Any]:
             "action": (q.get("action") or "").strip()[:100],
             "actor": (q.get("actor") or "").strip()[:200],
             "pseudonym": (q.get("pseudonym") or "").strip()[:64],
-            "before": int(before) if before.isdigit() else None}
+            "before": int(before) if before.isdigit() and len(before) < 18 else None}
 
 
 def _filter(request: Request, session: SessionDep, settings: SettingsDep

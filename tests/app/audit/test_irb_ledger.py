@@ -182,3 +182,10 @@ def test_the_audit_page_shows_checkpoints_and_key_and_a_broken_ledger(people, we
     session.commit()
     broken = web.get("/staff/irb/audit")
     assert "truncated" in broken.text and "are missing" in broken.text
+
+
+def test_out_of_range_paging_is_refused_or_ignored(client, irb, people, web):
+    huge = "9" * 30
+    refused = client.get(f"/api/v1/irb/audit/entries?before={huge}", headers=irb)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "validation_failed"
+    assert web.get(f"/staff/irb/ledger?before={huge}").status_code == 200  # the newest page
