@@ -402,9 +402,10 @@ class Anchor:
             return None
         with self._mutex, self.sink.lock():
             previous = latest_entry(self.sink)
-            if only_if_due and previous is not None and previous.seq >= seq:
+            if only_if_due and previous is not None:  # another process may have just written
                 self._latest = (previous.seq, previous.at)
-                return None
+                if not self.due(seq, now):
+                    return None
             since = self._since(connection, previous, seq)
             hashes = db_hashes(connection, since, seq) if seq - since <= DIGEST_MAX_ROWS else []
             payload: dict[str, Any] = {
