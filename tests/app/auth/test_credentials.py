@@ -150,3 +150,26 @@ def test_joining_again_before_consent_still_reaches_the_consent_page(app, client
 def test_the_exchanged_session_can_consent(client, smtp):
     person = join(client, smtp, "exchange@example.org")
     assert consent(client, person)["decision"] == "consent"
+
+
+def test_the_browser_session_cookie_in_production(db_url, client, smtp, clock):  # type: ignore[no-untyped-def]
+    """ASVS 3.4.1-3.4.3: Secure, HttpOnly, SameSite; host-only (no Domain) and Path=/."""
+    from app.config import Settings
+    from app.main import create_app
+
+    token = _new_link(client, smtp, "prod-cookie@example.org")
+    prod = create_app(Settings(database_url=db_url, environment="production",
+                               secret_key="production-secret-0123456789",
+                               base_url="https://testserver"), clock=clock)
+    try:
+        opened = TestClient(prod, base_url="https://testserver").get(
+            f"/p/login/{token}", follow_redirects=False)
+        assert opened.status_code == 303
+        [cookie] = [c for c in opened.headers.get_list("set-cookie")
+                    if c.startswith("wp_session=")]
+        attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+        assert {"secure", "httponly", "samesite", "path"} <= attributes
+        assert "domain" not in attributes and "Path=/" in cookie
+        assert "samesite=lax" in cookie.lower()
+    finally:
+        prod.state.engine.dispose()
