@@ -825,7 +825,10 @@ def _build(
                 need.add(sens_item)
         first = _first_answers(conn, t, study_id, need, people)
         bands = _baseline_bands(conn, t, study_id, sens_band, people) if sens_band else {}
-        order = list(people.values())
+        # every table lists participants in the order of their pseudonyms, never of their
+        # internal ids (which anyone with the database, a backup or audit targets holds)
+        order = sorted(people.values(), key=lambda person: person.pid)
+        ranks = {person.internal: ix for ix, person in enumerate(order)}
         raw = {
             f: [
                 (first.get((p.internal, src), {}).get(f) if src is not None else None)
@@ -888,7 +891,8 @@ def _build(
                           if inst.scoring is not None and inst.scoring.subscales}
         fast = stream.server_knows_zones(conn, {p.tz.key for p in people.values()})
         query = stream.response_query(t, eligibility, answer_instruments, with_subscales,
-                                      sql_local_day=fast)
+                                      sql_local_day=fast, ranks=ranks,
+                                      dialect=conn.dialect.name)
         r = t["r"]
         total = int(conn.execute(
             select(func.count()).select_from(r).join(t["p"], t["p"].c.id == r.c.participant_id)
@@ -915,6 +919,9 @@ def _build(
 
         tables = (stream.copy_tables(conn, query) if fast
                   else stream.row_tables(conn, query, chunk_size, local_day))
+        sqlite = None if conn.dialect.name == "postgresql" else conn.connection.driver_connection
+        if sqlite is not None:
+            stream.register_sqlite_order(sqlite, ranks)
         # closing() ends an interrupted COPY before the snapshot rolls back (else it hangs)
         try:
             with contextlib.closing(tables):
@@ -923,15 +930,15 @@ def _build(
             proc.finish()
         finally:
             bar.close()
+            if sqlite is not None:
+                stream.register_sqlite_order(sqlite, None)
         for sink in sinks.values():
             sink.close()
         stats = proc.stats
         after_cutoff = stream.after_cutoff_count(conn, t, eligibility)
 
         pbuf = open_buf("participants", layout.participants)
-        rows_p = sorted(range(len(order)), key=lambda ix: order[ix].pid)
-        for ix in rows_p:
-            p = order[ix]
+        for ix, p in enumerate(order):  # already in pseudonym order
             row = {
                 "pid": p.pid,
                 "status": p.status,

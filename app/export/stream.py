@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import (
     Integer,
     Text,
+    bindparam,
     case,
     cast,
     extract,
@@ -41,11 +42,13 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from analysis import spec
 
 EPOCH = date(1970, 1, 1).toordinal()
+SQLITE_RANK_FUNCTION = "wellpanel_pid_rank"
 WAVE_DAYS = 14  # the panel's waves are two weeks apart (analysis.spec: wave)
 USAGE_INSTRUMENT = "ai_usage"
 PURPOSE_VALUES = {  # contract purpose -> ai_usage option value
@@ -106,6 +109,39 @@ def cutoff_expr(t: dict[str, Any]) -> tuple[Any, Any]:
     return stops, cutoff
 
 
+def register_sqlite_order(dbapi_connection: Any, ranks: Mapping[str, int] | None) -> None:
+    """Give SQLite's ``wellpanel_pid_rank(participant_id)`` the export's participant ranks
+    (None removes the function again, so a pooled connection keeps nothing of the export)."""
+    if ranks is None:
+        dbapi_connection.create_function(SQLITE_RANK_FUNCTION, 1, None)
+        return
+    lookup = dict(ranks)
+    dbapi_connection.create_function(SQLITE_RANK_FUNCTION, 1,
+                                     lambda internal: lookup.get(internal, -1),
+                                     deterministic=True)
+
+
+def _ranked(query: Any, participant_id: Any, ranks: Mapping[str, int], dialect: str
+            ) -> tuple[Any, Any]:
+    """(query, ORDER BY expression) putting participants in the order of ``ranks``.
+
+    Rows are never written in internal-id order: whoever holds internal ids (the database, a
+    backup, audit targets) could pair every pseudonym by position, and two exports with fresh
+    keys would pair row by row. The ranks (the pseudonyms' sort order) are all the database
+    is given: never the key, never a pseudonym. PostgreSQL joins them as an unnested array;
+    SQLite calls a function registered on the connection (:func:`register_sqlite_order`)."""
+    if dialect != "postgresql":
+        return query, func.wellpanel_pid_rank(participant_id)
+    ids = sorted(ranks)
+    order = (
+        func.unnest(bindparam("rank_ids", ids, type_=ARRAY(Text)),
+                    bindparam("rank_values", [ranks[i] for i in ids], type_=ARRAY(Integer)))
+        .table_valued("internal", "rank")
+        .render_derived(name="pid_rank")
+    )
+    return query.join(order, order.c.internal == participant_id), order.c.rank
+
+
 def response_query(
     t: dict[str, Any],
     eligibility: Sequence[Any],
@@ -113,9 +149,13 @@ def response_query(
     subscale_instruments: set[str],
     *,
     sql_local_day: bool,
+    ranks: Mapping[str, int] | None = None,
+    dialect: str = "sqlite",
 ) -> Any:
     """Every exportable response. JSON is selected (as text) only where it is used: answers
-    of ai_usage (all answers when items are exported), subscales of instruments having some."""
+    of ai_usage (all answers when items are exported), subscales of instruments having some.
+    ``ranks`` (internal id -> position of the pseudonym) sorts the participants, see
+    :func:`_ranked`; without it (benchmarks only) they come in internal-id order."""
     r, i, s, p = t["r"], t["i"], t["s"], t["p"]
     stops, cutoff = cutoff_expr(t)
 
@@ -138,15 +178,19 @@ def response_query(
         s.c.n_answered.label("n_answered"),
         only(s.c.subscales, subscale_instruments).label("subscales"),
     ]
-    return (
+    query = (
         select(*cols)
         .join(i, i.c.id == r.c.instance_id)
         .join(p, p.c.id == r.c.participant_id)
         .outerjoin(s, s.c.response_id == r.c.id)
         .outerjoin(stops, stops.c.participant_id == p.c.id)
         .where(*eligibility, or_(cutoff.is_(None), r.c.submitted_at <= cutoff))
-        .order_by(r.c.participant_id, wave, r.c.instrument_key, r.c.submitted_at, r.c.id)
     )
+    first: Any = r.c.participant_id
+    if ranks is not None:
+        query, first = _ranked(query, r.c.participant_id, ranks, dialect)
+    return query.order_by(first, r.c.participant_id, wave, r.c.instrument_key,
+                          r.c.submitted_at, r.c.id)
 
 
 def after_cutoff_count(conn: Connection, t: dict[str, Any], eligibility: Sequence[Any]) -> int:
