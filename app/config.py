@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         default="sqlite:///./wellpanel.db",
         description="SQLAlchemy URL; sqlite:///path or postgresql+psycopg://user:pw@host/db",
     )
+    migration_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL: the tables' owner, used by `wellpanel db upgrade` (which then "
+        "grants the user of WELLPANEL_DATABASE_URL only what the app needs), `db grant-app-role` "
+        "and `restore`; unset: WELLPANEL_DATABASE_URL (SQLite has no roles)")
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public URL for links")
     secret_key: str = Field(
         default=_DEV_SECRET,
@@ -64,6 +69,17 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS")
     smtp_username: str | None = Field(default=None, description="SMTP login, if required")
     smtp_password: str | None = Field(default=None, description="SMTP password, if required")
+    smtp_connect_timeout: float = Field(
+        default=10.0, gt=0, le=120,
+        description="Seconds to wait for the SMTP server to accept the connection and greet")
+    smtp_send_timeout: float = Field(
+        default=30.0, gt=0, le=600,
+        description="Seconds to wait for each SMTP reply while a message is sent; a server "
+        "that accepts and never answers costs at most this, then the message is retried")
+    outbox_lease_seconds: float = Field(
+        default=300.0, gt=0, le=86400,
+        description="How long a sender holds a claimed outbox message; a message whose sender "
+        "died is sent by another after this. Must exceed the two SMTP timeouts together")
     mail_from: str = Field(default="wellpanel <study@wellpanel.invalid>",
                            description="Sender of messages to participants")
     notify_channel: Literal["smtp", "console"] = Field(
@@ -124,9 +140,11 @@ class Settings(BaseSettings):
         description="Serve the API documentation (/docs, /redoc, /openapi.json) in production "
         "too; outside production it is always served")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migration_database_url")
     @classmethod
-    def _known_database(cls, value: str) -> str:
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
         if value.startswith("postgresql://"):
@@ -166,6 +184,15 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # A sender renews its lease right before each message; a send that outlasted the lease
+        # could meet a second sender of the same message.
+        if self.outbox_lease_seconds <= self.smtp_connect_timeout + self.smtp_send_timeout:
+            raise ValueError("WELLPANEL_OUTBOX_LEASE_SECONDS must exceed "
+                             "WELLPANEL_SMTP_CONNECT_TIMEOUT + WELLPANEL_SMTP_SEND_TIMEOUT")
+        return self
+
+    @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.secret_key == _DEV_SECRET:
             raise ValueError("WELLPANEL_SECRET_KEY must be set in production")
@@ -174,6 +201,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def owner_database_url(self) -> str:
+        """Where schema changes and restores connect: the owner's URL if one is set."""
+        return self.migration_database_url or self.database_url
 
     @property
     def staff_token_ttl(self) -> timedelta:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -31,6 +32,7 @@ from app.core.ratelimit import RateLimit
 from app.db import make_engine, utcnow
 from app.export.routes import router as export_router
 from app.notify.channels import Channel, make_channel
+from app.notify.dispatch import Deliverer
 from app.notify.routes import router as notify_router
 from app.ops.health import router as health_router
 from app.ops.metrics import Metrics, RequestMetrics
@@ -74,6 +76,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        deliverer = getattr(app.state, "deliverer", None)
+        if deliverer is not None:  # let a send in progress finish (bounded by SMTP timeouts)
+            await anyio.to_thread.run_sync(deliverer.stop)
         app.state.engine.dispose()
 
     # The API documentation is for developers: off in production unless configured.
@@ -87,6 +92,7 @@ def create_app(
     app.state.ledger_anchor = ledger_anchor.attach(app.state.engine, settings)  # checkpoints
     app.state.clock = clock
     app.state.channel = channel or make_channel(settings)
+    app.state.deliverer = Deliverer(app.state)  # sends off the request threads
     app.state.metrics = Metrics(app.state.engine, clock)
     install_error_handlers(app, html=(is_web_request, html_error))
     # The last added runs first: metrics see every answer, sizes are checked before rate limits

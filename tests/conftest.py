@@ -17,6 +17,7 @@ from app import migrate
 from app.config import PROJECT_ROOT, Settings
 from app.db import make_engine
 from app.main import create_app
+from app.notify.dispatch import wait_all_idle
 from app.studies import service as studies
 from tests.support.clock import Clock
 from tests.support.pg import PostgresServer
@@ -152,9 +153,20 @@ def app(settings: Settings, clock: Clock, loaded_study: str):  # type: ignore[no
     application.state.engine.dispose()
 
 
+class SettlingClient(TestClient):
+    """A TestClient that, after each answer, waits for what the request woke in the app's
+    deliverer thread (app/notify/dispatch.py) to be done, so a test that next runs a scheduler
+    tick or reads the mailbox sees the same state every run."""
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        response = super().request(*args, **kwargs)
+        wait_all_idle()
+        return response
+
+
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    with TestClient(app) as c:
+    with SettlingClient(app) as c:
         yield c
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 import ssl
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Protocol
 
 from app.config import Settings
@@ -34,6 +36,7 @@ class Message:
     body: str
     language: str
     attachments: tuple[Attachment, ...] = ()
+    key: str | None = None  # the outbox dedupe key: gives a resent message the same Message-ID
 
 
 class Channel(Protocol):
@@ -49,6 +52,8 @@ class SMTPChannel:
         email["From"] = self.settings.mail_from
         email["To"] = message.to
         email["Subject"] = message.subject
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = message_id(message.key, self.settings.mail_from)
         email.set_content(message.body)
         for attachment in message.attachments:
             maintype, subtype = attachment.mime_type.split("/", 1)
@@ -57,12 +62,27 @@ class SMTPChannel:
         # After the attachments: turning the message multipart moves Content-* headers inward.
         email["Content-Language"] = message.language
         s = self.settings
-        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30) as smtp:
+        # The connect timeout covers the TCP connection and the server's greeting; after it,
+        # every reply gets the send timeout. A server that accepts and never answers costs at
+        # most these, never a stalled sender.
+        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_connect_timeout) as smtp:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(s.smtp_send_timeout)
+            smtp.timeout = s.smtp_send_timeout  # also for the socket STARTTLS wraps
             if s.smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if s.smtp_username:
                 smtp.login(s.smtp_username, s.smtp_password or "")
             smtp.send_message(email)
+
+
+def message_id(key: str | None, mail_from: str) -> str:
+    """A Message-ID; the same for every attempt at one outbox message (derived from its
+    dedupe key), so a message sent again after a sender died can be recognized as one."""
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "wellpanel.invalid"
+    if key is None:
+        return make_msgid(domain=domain)
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 
 class ConsoleChannel:

@@ -26,6 +26,10 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # while `sending`: who holds it and until when (real clock); see app/notify/service.py
+    claim_token: str | None = Field(default=None, max_length=32)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
 
 class StaffAlert(SQLModel, table=True):

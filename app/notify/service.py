@@ -1,21 +1,33 @@
 """The outbox: queue messages in the caller's transaction, deliver them exactly once.
 
 Delivery claims rows with one UPDATE ... RETURNING (with FOR UPDATE SKIP LOCKED on PostgreSQL;
-SQLite transactions are serialized), so two deliverers never send the same message. A message is
-marked `sending` before it leaves; one that crashed mid-send stays visible as `sending` instead of
-being sent again.
+SQLite transactions are serialized), so two deliverers never send the same message. A claimed
+row is `sending` under a lease: a random claim token and `lease_until`, measured on the real
+clock (it times processes, not the study). The holder renews the lease right before each send
+and sends only while the token is still its own; a row whose holder died (killed, restarted)
+comes back when the lease runs out and is claimed by the next deliverer. SMTP timeouts (shorter
+than the lease, see Settings) bound each send, so a live holder never loses a lease mid-send; a
+message that was already handed to the server when its sender died keeps its Message-ID
+(derived from the dedupe key) when it is sent again.
+
+When the mail server does not answer (timeout, refused or dropped connection) the rest of the
+batch goes back to pending at once, so a dead server costs one timeout per batch, not one per
+message.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import smtplib
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func
-from sqlmodel import Session, col, or_, select, update
+from sqlmodel import Session, and_, col, or_, select, update
 
 from app.config import Settings
 from app.db import utcnow
@@ -61,21 +73,60 @@ def cancel_pending(session: Session, participant_id: str, *, now: datetime) -> i
     return result.rowcount
 
 
-def claim_due(session: Session, now: datetime, limit: int) -> list[int]:
-    due = (select(OutboxMessage.id)
-           .where(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now)
-           .order_by(col(OutboxMessage.id)).limit(limit))
+def claim_due(session: Session, now: datetime, limit: int, *, token: str | None = None,
+              lease: timedelta = timedelta(minutes=5)) -> list[int]:
+    """Claim due messages (pending ones, and `sending` ones whose lease ran out) for
+    ``token``; returns their ids. ``now`` is the study clock (when a message is due), the
+    lease is on the real clock."""
+    wall = utcnow()
+    due_now = or_(and_(col(OutboxMessage.status) == "pending",
+                       col(OutboxMessage.next_attempt_at) <= now),
+                  and_(col(OutboxMessage.status) == "sending",
+                       col(OutboxMessage.lease_until) <= wall))
+    due = select(OutboxMessage.id).where(due_now).order_by(col(OutboxMessage.id)).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     claimed = session.exec(  # type: ignore[call-overload]
         update(OutboxMessage)
-        .where(col(OutboxMessage.id).in_(due.scalar_subquery()),
-               col(OutboxMessage.status) == "pending")
-        .values(status="sending", attempts=OutboxMessage.attempts + 1)
+        .where(col(OutboxMessage.id).in_(due.scalar_subquery()), due_now)
+        .values(status="sending", attempts=OutboxMessage.attempts + 1,
+                claim_token=token or uuid.uuid4().hex, claimed_at=wall,
+                lease_until=wall + lease)
         .returning(OutboxMessage.id)
     ).all()
     session.commit()
     return sorted(row[0] for row in claimed)
+
+
+def _renew_lease(session: Session, message_id: int, token: str, lease: timedelta) -> bool:
+    """Extend our lease on a message right before sending it; False when it is no longer ours
+    (our lease ran out and another sender claimed it)."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.status) == "sending",
+               col(OutboxMessage.claim_token) == token)
+        .values(lease_until=utcnow() + lease))
+    session.commit()
+    return bool(result.rowcount)
+
+
+def _release(session: Session, message_ids: list[int], token: str) -> int:
+    """Give claimed, unattempted messages back (pending, the attempt not counted)."""
+    if not message_ids:
+        return 0
+    result = session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(message_ids), col(OutboxMessage.status) == "sending",
+               col(OutboxMessage.claim_token) == token)
+        .values(status="pending", attempts=OutboxMessage.attempts - 1, claim_token=None,
+                lease_until=None))
+    session.commit()
+    return int(result.rowcount)
+
+
+# The server itself is unreachable or silent: no point trying the rest of the batch now.
+SERVER_DOWN = (TimeoutError, ConnectionError, smtplib.SMTPServerDisconnected,
+               smtplib.SMTPConnectError)
 
 
 Renderer = Callable[[Session, OutboxMessage, datetime, Settings], Message | None]
@@ -90,33 +141,58 @@ def deliver_due(
 
     now = now or utcnow()
     counts = {"sent": 0, "failed": 0, "retry": 0, "cancelled": 0}
+    token, lease = uuid.uuid4().hex, timedelta(seconds=settings.outbox_lease_seconds)
     with Session(engine, expire_on_commit=False) as session:
-        ids = claim_due(session, now, limit)
-    for message_id in ids:
-        outcome = _deliver_one(engine, settings, channel, message_id, now, render_message)
-        counts[outcome] += 1
+        ids = claim_due(session, now, limit, token=token, lease=lease)
+    for position, message_id in enumerate(ids):
+        try:
+            outcome = _deliver_one(engine, settings, channel, message_id, now, render_message,
+                                   token, lease)
+        except _ServerDown:
+            counts["retry"] += 1
+            with Session(engine) as session:
+                counts["retry"] += _release(session, ids[position + 1:], token)
+            break
+        if outcome is not None:
+            counts[outcome] += 1
     return counts
+
+
+class _ServerDown(Exception):
+    """The mail server did not answer; the failure of this message is recorded already."""
 
 
 def _deliver_one(
     engine: Engine, settings: Settings, channel: Channel, message_id: int, now: datetime,
-    render: Renderer,
-) -> str:
+    render: Renderer, token: str, lease: timedelta,
+) -> str | None:
+    """Send one claimed message; the outcome, or None when it is no longer ours to send."""
     with Session(engine, expire_on_commit=False) as session:
         message = session.get(OutboxMessage, message_id)
         assert message is not None
+        if message.claim_token != token:
+            return None
         try:
             rendered = render(session, message, now, settings)
             if rendered is None:
                 message.status, message.last_error = "cancelled", "participant not reachable"
+                message.claim_token = message.lease_until = None
                 session.add(message)
                 session.commit()
                 return "cancelled"
-            channel.send(rendered)
+            if not _renew_lease(session, message_id, token, lease):
+                log.warning("message lease lost, left to its new sender",
+                            extra={"message_id": message_id})
+                return None
+            channel.send(replace(rendered, key=message.dedupe_key))
         except Exception as exc:  # noqa: BLE001 - any delivery failure is recorded, not raised
             session.rollback()
-            return _record_failure(session, message_id, exc, now)
+            outcome = _record_failure(session, message_id, exc, now)
+            if isinstance(exc, SERVER_DOWN):
+                raise _ServerDown from exc
+            return outcome
         message.status, message.sent_at, message.last_error = "sent", now, None
+        message.claim_token = message.lease_until = None
         session.add(message)
         session.commit()
         log.info("message sent", extra={"message_id": message_id, "kind": message.kind})
@@ -133,6 +209,7 @@ def _record_failure(session: Session, message_id: int, exc: Exception, now: date
         outcome = "failed"
     else:
         message.status = "pending"
+        message.claim_token = message.lease_until = None
         message.next_attempt_at = now + BACKOFF_BASE * (2 ** (message.attempts - 1))
         outcome = "retry"
     session.add(message)

@@ -128,14 +128,13 @@ def deliver_alerts(engine: Engine, settings: Settings, channel: Channel, *,
                                     after_send=_record_sent)
 
 
-def deliver_now(app: FastAPI) -> None:
-    """Right after an answer raised an event, in the API process (a background task). Whatever
-    fails here is retried by the scheduler's next tick."""
-    state = app.state
-    try:
-        deliver_alerts(state.engine, state.settings, state.channel, now=state.clock())
-    except Exception:  # never fail the participant's request
-        log.exception("background safety alert delivery failed")
+async def deliver_now(app: FastAPI) -> None:
+    """Right after an answer raised an event (a background task, after the commit): wakes the
+    API process's deliverer thread, which sends the alert at once, off the request's thread
+    (app/notify/dispatch.py). Whatever fails there is retried by the scheduler's next tick."""
+    from app.notify.dispatch import deliver_soon
+
+    deliver_soon(app, alerts=True)
 
 
 def _utc(moment: datetime) -> str:

@@ -12,6 +12,7 @@ from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 
+from app.notify.dispatch import wait_all_idle
 from tests.support.pg import free_port
 
 
@@ -59,6 +60,9 @@ class SMTPServer:
 
     @property
     def received(self) -> list[Received]:
+        # The apps of this process send from their deliverer threads (app/notify/dispatch.py):
+        # what they were asked to send is in (or not) once they are idle.
+        wait_all_idle()
         with self.handler.lock:
             return list(self.handler.received)
 
