@@ -65,20 +65,61 @@ def _fail(message: str, code: int = 1) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations up to REVISION (default: the newest)."""
+    """Apply migrations up to REVISION (default: the newest) as the tables' owner
+    (WELLPANEL_MIGRATION_DATABASE_URL if set); then, if the app connects as another
+    PostgreSQL user, grant that user the app's privileges (see `db grant-app-role`)."""
     from app import migrate
+    from app.privileges import needs_app_role_grant
 
-    migrate.upgrade(_settings().database_url, revision)
+    settings = _settings()
+    migrate.upgrade(settings.owner_database_url, revision)
     typer.echo(f"database at {revision}")
+    role = needs_app_role_grant(settings.database_url, settings.owner_database_url)
+    if role is not None:
+        _grant_app_role(settings, role)
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION (e.g. -1 or base)."""
+    """Revert migrations down to REVISION (e.g. -1 or base), as the tables' owner."""
     from app import migrate
 
-    migrate.downgrade(_settings().database_url, revision)
+    migrate.downgrade(_settings().owner_database_url, revision)
     typer.echo(f"database at {revision}")
+
+
+@db_app.command("grant-app-role")
+def db_grant_app_role(role: Annotated[str, typer.Argument(
+        help="The app's PostgreSQL role (default: the user of WELLPANEL_DATABASE_URL)")] = "",
+) -> None:
+    """PostgreSQL: as the tables' owner (WELLPANEL_MIGRATION_DATABASE_URL), give ROLE only
+    SELECT and INSERT on the append-only tables (ledger, consent), SELECT on alembic_version,
+    ordinary DML on the rest and the sequences; no TRUNCATE, no ALTER, no CREATE."""
+    from app.privileges import database_user
+
+    settings = _settings()
+    role = role or database_user(settings.database_url) or ""
+    if not role:
+        _fail("name the role (WELLPANEL_DATABASE_URL names no user)", 2)
+    _grant_app_role(settings, role)
+
+
+def _grant_app_role(settings: Settings, role: str) -> None:
+    from app.db import make_engine
+    from app.privileges import PrivilegeError, grant_app_role
+
+    engine = make_engine(settings.owner_database_url)
+    try:
+        with engine.begin() as conn:
+            done = grant_app_role(conn, role)
+    except PrivilegeError as exc:
+        _fail(exc.message, 2)
+        return
+    finally:
+        engine.dispose()
+    typer.echo(f"role {role}: SELECT, INSERT on {', '.join(done.append_only)} (append-only); "
+               f"SELECT on {', '.join(done.read_only)}; SELECT, INSERT, UPDATE, DELETE on "
+               f"{len(done.read_write)} other tables")
 
 
 @study_app.command("load")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from app import migrate
@@ -18,9 +19,10 @@ from app.config import PROJECT_ROOT, Settings
 from app.db import make_engine
 from app.main import create_app
 from app.notify.dispatch import wait_all_idle
+from app.privileges import grant_app_role
 from app.studies import service as studies
 from tests.support.clock import Clock
-from tests.support.pg import PostgresServer
+from tests.support.pg import APP_ROLE, PostgresServer
 from tests.support.smtp import SMTPServer
 
 STUDY_FILE = PROJECT_ROOT / "surveys" / "studies" / "keep4o-panel.yaml"
@@ -39,8 +41,17 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_template(pg_server: PostgresServer) -> str:
     name = pg_server.create_database()
     migrate.upgrade(pg_server.url(name))
+    _grant_app_role(pg_server.url(name))
     pg_server.execute(f"ALTER DATABASE {name} WITH IS_TEMPLATE true")
     return name
+
+
+def _grant_app_role(url: str) -> None:
+    """The app role's privileges, carried into every database cloned from the template."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        grant_app_role(conn, APP_ROLE)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +116,13 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
     server.drop_database(name)
 
 
+def app_role_url(db_url: str) -> str:
+    """The same database as the app's restricted role (PostgreSQL; SQLite has no roles)."""
+    if not db_url.startswith("postgresql"):
+        return db_url
+    return make_url(db_url).set(username=APP_ROLE).render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """The test's own view of the database (deferred transactions, so it never blocks the app)."""
@@ -133,7 +151,10 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(db_url: str, smtp: SMTPServer, tmp_path: Path) -> Settings:
-    return Settings(database_url=db_url, environment="test", secret_key="test-secret-0123456789",
+    # On PostgreSQL the app connects as the restricted app role, as deployed; the test's own
+    # `engine` and `db_url` stay the server's superuser (drills play a stronger attacker).
+    return Settings(database_url=app_role_url(db_url), migration_database_url=db_url,
+                    environment="test", secret_key="test-secret-0123456789",
                     smtp_host="127.0.0.1", smtp_port=smtp.port, notify_channel="smtp",
                     base_url="http://testserver", log_json=False,
                     export_dir=tmp_path / "exports",  # never ./exports in the checkout

@@ -66,8 +66,9 @@ def restore_command(
     from app.audit import custody
 
     try:
-        done = custody.restore(load_settings(), source, force=force, actor="cli",
-                               now=parse_now(now))
+        settings = load_settings()  # pg_restore --clean drops and creates: the owner's work
+        settings = settings.model_copy(update={"database_url": settings.owner_database_url})
+        done = custody.restore(settings, source, force=force, actor="cli", now=parse_now(now))
     except BackupError as exc:
         _fail(exc)
         return

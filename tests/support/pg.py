@@ -20,6 +20,12 @@ from pathlib import Path
 
 import psycopg
 
+# Roles of every test server (cluster-wide): the tables' owner that migrations run as, and the
+# app's restricted role (app/privileges.py), granted on the migrated template and so on every
+# database cloned from it. The servers trust local connections: no passwords.
+OWNER_ROLE = "wellpanel_owner"
+APP_ROLE = "wellpanel_app"
+
 
 def find_pg_bin() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
@@ -68,7 +74,12 @@ class PostgresServer:
                                    "-l", str(base / "server.log"), "-w", "start"),
                        check=True, capture_output=True)
         server._wait()
+        server.create_roles()
         return server
+
+    def create_roles(self) -> None:
+        self.execute(f"CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER")
+        self.execute(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOINHERIT")
 
     def _wait(self) -> None:
         deadline = time.monotonic() + 30
@@ -89,16 +100,17 @@ class PostgresServer:
     def admin_dsn(self, database: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, user: str = "postgres") -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         with psycopg.connect(self.admin_dsn(database), autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 
-    def create_database(self, template: str | None = None) -> str:
+    def create_database(self, template: str | None = None, owner: str | None = None) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
-        clause = f" TEMPLATE {template}" if template else ""
+        clause = (f" TEMPLATE {template}" if template else "") + (f" OWNER {owner}" if owner
+                                                                 else "")
         self.execute(f"CREATE DATABASE {name}{clause}")
         return name
 
