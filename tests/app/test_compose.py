@@ -27,6 +27,7 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 README = PROJECT_ROOT / "README.md"
 SERVICES = {"postgres", "migrate", "api", "scheduler", "mailpit"}
 WELLPANEL_SERVICES = {"migrate", "api", "scheduler"}
+OWNER_URL = "WELLPANEL_MIGRATION_DATABASE_URL"
 
 # Commands the compose file already runs but another issue has not added to the CLI yet. The
 # test fails for a compose command missing from the CLI unless it is listed here, and fails
@@ -242,8 +243,13 @@ def test_wellpanel_services_share_a_complete_environment(
     envs = {name: environment(services[name]) for name in WELLPANEL_SERVICES}
     for name, env in envs.items():
         assert required <= set(env), f"{name} lacks {required - set(env)}"
+    # only migrate holds the tables' owner's URL; the long-running services never see it
+    migrate_env = dict(envs.pop("migrate"))
+    assert migrate_env.pop(OWNER_URL, None), f"migrate runs as the owner ({OWNER_URL})"
+    envs["migrate"] = migrate_env
     assert len({json.dumps(env, sort_keys=True) for env in envs.values()}) == 1, (
-        "migrate, api and scheduler share one environment (the x- anchor)"
+        "migrate, api and scheduler share one environment (the x- anchor), migrate adds the "
+        "owner's URL"
     )
     env = envs["api"]
     assert re.fullmatch(r"\$\{WELLPANEL_SECRET_KEY:\?[^}]+\}", env["WELLPANEL_SECRET_KEY"]), (
@@ -259,19 +265,40 @@ def test_environment_values_are_valid_settings(services: dict[str, dict[str, Any
     )  # type: ignore[arg-type]
     assert settings.database_url.startswith("postgresql+psycopg://")
     pg_env = environment(services["postgres"])
-    url = settings.database_url
+    owner_url = interpolate(environment(services["migrate"])[OWNER_URL])
+    owner = Settings(_env_file=None, database_url=owner_url, environment="test")
+    app_user, app_password = url_parts(settings.database_url, pg_env)
+    owner_user, owner_password = url_parts(owner.database_url, pg_env)
+    # migrations as the owner (the image's POSTGRES_USER), the app as its own restricted role
+    assert (owner_user, owner_password) == (
+        pg_env["POSTGRES_USER"], interpolate(pg_env["POSTGRES_PASSWORD"]))
+    assert app_user == "wellpanel_app" != owner_user
+    assert app_password == interpolate(pg_env["APP_DB_PASSWORD"])
+    assert settings.smtp_host == "mailpit" and settings.smtp_port == 1025
+    assert settings.environment == "production"
+
+
+def url_parts(url: str, pg_env: dict[str, str]) -> tuple[str, str]:
+    """(user, password) of a URL that must reach the compose database."""
     match = re.fullmatch(r"postgresql\+psycopg://([^:@/]+):([^@/]*)@([^:/]+):(\d+)/(\w+)", url)
     assert match, url
     user, password, host, port, db = match.groups()
-    assert (user, host, port, db) == (
-        pg_env["POSTGRES_USER"],
-        "postgres",
-        "5432",
-        pg_env["POSTGRES_DB"],
-    )
-    assert password == interpolate(pg_env["POSTGRES_PASSWORD"])
-    assert settings.smtp_host == "mailpit" and settings.smtp_port == 1025
-    assert settings.environment == "production"
+    assert (host, port, db) == ("postgres", "5432", pg_env["POSTGRES_DB"])
+    return user, password
+
+
+def test_postgres_creates_the_app_role_on_first_start(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services["postgres"]["volumes"]}
+    source = mounts.get("/docker-entrypoint-initdb.d")
+    assert source, "an init script directory is mounted into the postgres container"
+    scripts = sorted((PROJECT_ROOT / source).glob("*.sh"))
+    assert scripts and all(p.stat().st_mode & 0o111 for p in scripts)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in scripts)
+    assert "CREATE ROLE" in text and "NOSUPERUSER" in text
+    assert "${APP_DB_USER:-wellpanel_app}" in text and "$APP_DB_PASSWORD" in text
+    assert "APP_DB_PASSWORD" in environment(services["postgres"])
 
 
 def test_mailpit_ports(services: dict[str, dict[str, Any]]) -> None:
