@@ -1,19 +1,59 @@
 """``wellpanel export panel``: the anonymized panel Data Package from the command line.
 
-Wire it into the main command with ``register(app)`` (app/cli.py). Bad input prints one line
-``error: ...`` on stderr and exits with status 2; nothing is left behind.
+Wire it into the main command with ``register(app)`` (app/cli.py). Bad input (options, the
+output path, a full disk) prints one line ``error: ...`` on stderr and exits with status 2;
+SIGTERM or SIGINT during the export prints one line and exits with 128 + the signal number
+(143, 130). In every case the partial output is removed: nothing is left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from app.cli_support import fail, load_settings
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived during an export. A BaseException, like KeyboardInterrupt, so
+    that no ``except Exception`` on the way swallows it; the export removes its partial
+    output on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _signals_abort() -> Iterator[None]:
+    """SIGTERM (a stopping container, a killed job) and SIGINT (Ctrl-C) end the export
+    cleanly instead of killing the process with its partial output on disk. A second signal
+    during the cleanup is ignored, so the cleanup finishes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def abort(signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, abort) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
 
 export_app = typer.Typer(help="Anonymized exports for researchers.", no_args_is_help=True)
 
@@ -64,9 +104,14 @@ def panel(
     # a bar only where someone watches: never in pipes, logs or cron mail
     show = False if quiet else (sys.stderr.isatty() if progress is None else progress)
     try:
-        result = export_panel(engine, options, progress=show)
+        with _signals_abort():
+            result = export_panel(engine, options, progress=show)
     except ExportError as exc:
         fail(exc.message)
+        return
+    except Interrupted as exc:
+        fail(f"interrupted by {exc.name}: the partial export was removed, nothing was written",
+             code=128 + exc.signum)
         return
     finally:
         engine.dispose()

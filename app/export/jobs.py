@@ -161,8 +161,11 @@ def zip_package(package: Path, target: Path) -> tuple[str, int]:
     """Zip a package directory (files at the zip's root) into ``target`` atomically;
     returns (SHA-256, bytes)."""
     partial = target.with_name(target.stem + PARTIAL_SUFFIX)
+    partial.unlink(missing_ok=True)
+    # 0600 from the first byte: a half-written zip is never readable by anyone else
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with zipfile.ZipFile(partial, "w", allowZip64=True) as zf:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
             for path in sorted(package.rglob("*")):
                 if path.is_file():
                     method = zipfile.ZIP_STORED if path.suffix in STORED else zipfile.ZIP_DEFLATED
@@ -239,7 +242,7 @@ class ExportWorker:
         work = _work_dir(self.root, job_id)
         package = work / "package"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ExportError(
                 f"the server cannot write to its export directory {self.root} "

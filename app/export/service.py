@@ -124,16 +124,8 @@ class ExportResult:
 # ---- options ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Checked:
-    out: Path
-    key: bytes
-    key_source: str
-    created_parents: list[Path]
-
-
 def check_options(opts: ExportOptions) -> tuple[Path, bytes, str]:
-    """Validate everything the caller gave; returns (output dir, pseudonym key, key source)."""
+    """Validate the options; returns (output dir as given, pseudonym key, key source)."""
     if opts.fmt not in FORMATS:
         raise ExportError(
             f"unknown format {opts.fmt!r}: use one of {', '.join(FORMATS)}",
@@ -169,18 +161,57 @@ def check_options(opts: ExportOptions) -> tuple[Path, bytes, str]:
         key, source = opts.key, "supplied"
     else:
         key, source = read_key(opts.key_file)
-    out = Path(opts.out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory", code="output_exists",
-                          details={"field": "out"})
-    if out.is_dir() and any(out.iterdir()):
-        raise ExportError(
-            f"{out} already exists and is not empty; choose a new directory (an export never "
-            "overwrites another)",
-            code="output_exists",
-            details={"field": "out"},
-        )
-    return out, key, source
+    # the output directory is checked by check_output when the export starts (a job checks
+    # its options long before it has a directory)
+    return Path(opts.out), key, source
+
+
+def check_output(given: Path | str) -> tuple[Path, list[Path]]:
+    """The output directory, absolute, and its missing parents (created by the export, removed
+    again if it fails). Refuses, naming the path, anything that cannot become a new package:
+    an existing file or non-empty directory, a parent that is a file, a place the process
+    cannot write (permissions, read-only file system), a name the system rejects."""
+    try:
+        if "\0" in str(given):
+            raise ValueError("a path cannot contain a NUL character")
+        out = Path(given).expanduser().absolute()
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"{shown(out)} exists and is not a directory",
+                              code="output_exists", details={"field": "out"})
+        if out.is_dir() and any(out.iterdir()):
+            raise ExportError(
+                f"{shown(out)} already exists and is not empty; choose a new directory (an export "
+                "never overwrites another)",
+                code="output_exists",
+                details={"field": "out"},
+            )
+        missing: list[Path] = []
+        anchor = out.parent
+        while not anchor.exists():
+            missing.append(anchor)
+            anchor = anchor.parent
+        if not anchor.is_dir():
+            raise ExportError(f"cannot create {shown(out)}: {shown(anchor)} is not a directory",
+                              code="output_unwritable", details={"field": "out"})
+        if not os.access(anchor, os.W_OK | os.X_OK):
+            raise ExportError(f"cannot create {shown(out)}: {shown(anchor)} is not writable",
+                              code="output_unwritable", details={"field": "out"})
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, an unreadable parent
+        raise output_error(given, exc) from exc
+    return out, missing
+
+
+def output_error(out: Path | str, exc: BaseException) -> ExportError:
+    """An operating-system failure on the output path as a one-line refusal."""
+    reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or \
+        type(exc).__name__
+    return ExportError(f"cannot write the export to {shown(out)}: {reason}; nothing was written",
+                       code="output_unwritable", details={"field": "out"})
+
+
+def shown(path: Path | str) -> str:
+    """A path for a one-line message: control characters (a newline in a name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def read_key(key_file: Path | None) -> tuple[bytes, str]:
@@ -691,33 +722,38 @@ def export_panel(
     read, responses to read) after every chunk (an exception it raises aborts the export and
     removes what was written)."""
     out, key, key_source = check_options(options)
+    out, created_parents = check_output(out)
     now = now or utcnow()
     export_id = str(uuid.uuid4())
-    created_parents: list[Path] = []
-    parent = out.parent
-    while not parent.exists():
-        created_parents.append(parent)
-        parent = parent.parent
     tmp: Path | None = None
     try:
         for d in reversed(created_parents):
             d.mkdir()
+        # mkdtemp: mode 0700, so nothing half-written is readable by anyone else; the rename
+        # below publishes the whole package at once (it keeps the mode)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         built = _build(engine, options, tmp, key, key_source, export_id, now, progress,
                        chunk_size)
         os.rename(tmp, out)
         tmp = None
-    except BaseException:
+    except BaseException as exc:  # errors, KeyboardInterrupt, the CLI's signal exceptions
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         for d in created_parents:
             with contextlib.suppress(OSError):
                 d.rmdir()
+        if isinstance(exc, OSError):  # disk full, a directory that appeared meanwhile...
+            raise output_error(out, exc) from exc
         raise
     try:
         seq, row_hash = _audit(engine, options, built, key, key_source, now)
-    except Exception as exc:
+    except BaseException as exc:
         shutil.rmtree(out, ignore_errors=True)
+        for d in created_parents:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if not isinstance(exc, Exception):
+            raise
         raise ExportError(
             f"the export could not be recorded in the audit ledger ({exc}); it was removed",
             code="audit_failed",
@@ -994,6 +1030,7 @@ def _build(
                 schema["fields"],
                 categorical=layout.categorical.get(name, {}),
                 value_labels=layout.value_labels.get(name, {}),
+                created=now if profile == spec.PROFILE_RESEARCH else None,
             )
         shutil.rmtree(tmp / ".scratch")
     wellpanel = spec.wellpanel_property(

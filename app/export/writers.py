@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,36 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 # ---- SPSS / Stata -----------------------------------------------------------------------------
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+NO_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+_SAV_DATE_AT = 92  # $FL2 header: 4 + 60 (product) + 5 int32 + 1 float64, then date and time
+_DTA_STAMP = b"<timestamp>\x11"  # 117+ header: a length byte (17), then "dd Mon yyyy hh:mm"
+
+
+def stamp_header(path: Path, fmt: str, created: datetime | None) -> None:
+    """Overwrite the creation time ReadStat puts in the file header (the wall clock when the
+    file was written; pyreadstat has no option for it). A strict export carries no export
+    time anywhere, so its files say 1970-01-01 00:00; a research export says its own
+    creation time, as datapackage.json does. Same length, in place: nothing else moves."""
+    when = (created or NO_TIMESTAMP).astimezone(UTC)
+    month = _MONTHS[when.month - 1]
+    with path.open("r+b") as f:
+        head = f.read(512)
+        if fmt == "sav":
+            if head[:4] != b"$FL2":
+                raise ValueError(f"{path.name}: not an SPSS system file")
+            f.seek(_SAV_DATE_AT)
+            f.write(f"{when.day:02d} {month} {when.year % 100:02d}"
+                    f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}".encode("ascii"))
+            return
+        at = head.find(_DTA_STAMP)
+        if at < 0:
+            raise ValueError(f"{path.name}: no 17-character Stata header timestamp")
+        f.seek(at + len(_DTA_STAMP))
+        f.write(f"{when.day:02d} {month} {when.year:04d} {when.hour:02d}:{when.minute:02d}"
+                .encode("ascii"))
+
+
 _SPSS_RESERVED = {"ALL", "AND", "BY", "EQ", "GE", "GT", "LE", "LT", "NE", "NOT", "OR", "TO", "WITH"}
 
 
@@ -215,9 +246,11 @@ def write_stat_file(
     *,
     categorical: Mapping[str, Sequence[str]],
     value_labels: Mapping[str, Mapping[int, str]],
+    created: datetime | None = None,
 ) -> dict[str, Any]:
     """Convert one resource's scratch Parquet file to .sav or .dta; returns what a reader needs
-    to decode it (variable names, value codes), for datapackage.json."""
+    to decode it (variable names, value codes), for datapackage.json. The header's creation
+    time is ``created`` (UTC), or 1970-01-01 00:00 when None (see :func:`stamp_header`)."""
     import pyreadstat
 
     table = pq.read_table(scratch)
@@ -275,6 +308,7 @@ def write_stat_file(
             variable_value_labels=val_labels,
             version=15,
         )
+    stamp_header(out_path, fmt, created)
     info: dict[str, Any] = {"rows": len(df)}
     renamed = {c: v for c, v in names.items() if c != v}
     if renamed:

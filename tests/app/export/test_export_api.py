@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from app.audit.models import AuditEvent
 from app.auth import service as auth
+from app.auth.models import StaffMember
 from app.config import get_settings
 from app.export import jobs
 from app.export.cli import register
@@ -44,6 +45,10 @@ def staff(engine, loaded_study):  # type: ignore[no-untyped-def]
         tokens = {name: auth.add_staff(s, name, role) for name, role in
                   (("ann", "researcher"), ("ben", "researcher"), ("ivy", "irb"))}
     return {name: {"Authorization": f"Bearer {tok}"} for name, tok in tokens.items()}
+
+
+def researcher(session: Session, name: str) -> StaffMember | None:
+    return session.exec(select(StaffMember).where(StaffMember.name == name)).first()
 
 
 @pytest.fixture
@@ -221,7 +226,7 @@ def test_download_waits_for_the_export_to_finish(client, staff, engine):
     ann = client.get(API, headers=staff["ann"])  # ann exists; her id from the ledger
     assert ann.status_code == 200
     with Session(engine, expire_on_commit=False) as s:
-        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        member = researcher(s, "ann")
         assert member is not None
         job = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="running",
                         params={"format": "csv"}, progress=0.4,
@@ -237,7 +242,7 @@ def test_download_waits_for_the_export_to_finish(client, staff, engine):
 def test_jobs_a_dead_process_left_behind_are_failed_at_startup(
         app, staff, engine, export_dir):
     with Session(engine, expire_on_commit=False) as s:
-        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        member = researcher(s, "ann")
         assert member is not None
         ids = {status: str(uuid.uuid4()) for status in ("queued", "running", "done")}
         for status, job_id in ids.items():
@@ -272,7 +277,7 @@ def test_a_retried_post_with_the_same_idempotency_key_starts_one_export(
 
 def test_progress_is_recorded_while_the_export_streams(app, staff, engine, export_dir, clock):
     with Session(engine, expire_on_commit=False) as s:
-        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        member = researcher(s, "ann")
         assert member is not None
         job = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="running", params={},
                         created_at=START)
@@ -293,7 +298,7 @@ def test_progress_is_recorded_while_the_export_streams(app, staff, engine, expor
 
 def test_shutdown_leaves_no_job_queued_or_running(staff, panel, engine, export_dir, clock):
     with Session(engine, expire_on_commit=False) as s:
-        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        member = researcher(s, "ann")
         assert member is not None
     worker = jobs.ExportWorker(engine, export_dir, clock)
     started = []
@@ -323,7 +328,7 @@ def test_an_unwritable_export_directory_fails_the_job_with_a_clear_message(
     blocker.write_text("x", "utf-8")
     worker = jobs.ExportWorker(engine, blocker / "exports", clock)
     with Session(engine, expire_on_commit=False) as s:
-        member = auth.staff_for_token(s, staff["ann"]["Authorization"].split()[1])
+        member = researcher(s, "ann")
         assert member is not None
         job_id = jobs.start_export(s, member, jobs.ExportRequest(), worker=worker,
                                    now=clock()).id

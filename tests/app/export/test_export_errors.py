@@ -145,8 +145,9 @@ def test_a_failure_mid_export_leaves_no_partial_package(engine, small, tmp_path,
     else:
         monkeypatch.setattr(service, "_write_descriptor", boom)
     out = tmp_path / "p" / "q" / "out"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ExportError, match="disk full") as err:  # one line, not a traceback
         export_panel(engine, ExportOptions(out=out, fmt="dta"), chunk_size=50)
+    assert err.value.code == "output_unwritable" and "nothing was written" in err.value.message
     assert calls["n"] > 0
     assert not (tmp_path / "p").exists() and not leftovers(tmp_path)
     assert audit_rows(engine) == 0
