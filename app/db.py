@@ -56,10 +56,13 @@ def utcnow() -> datetime:
 
 def make_engine(url: str, *, begin_immediate: bool = True, **kwargs: Any) -> Engine:
     """An engine for `url`. `begin_immediate=False` gives plain deferred SQLite transactions,
-    for read-mostly observers (tests) that must not hold the write lock while they look."""
+    for read-mostly observers (tests) that must not hold the write lock while they look.
+    Database errors never carry the statement's parameters (answers, addresses) into a message
+    or a traceback: hide_parameters."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url, connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True, **kwargs
         )
         _configure_sqlite(engine, begin_immediate)
         return engine
@@ -69,7 +72,7 @@ def make_engine(url: str, *, begin_immediate: bool = True, **kwargs: Any) -> Eng
         # started per request under load). The pool only grows to the concurrency it sees.
         kwargs.setdefault("pool_size", 30)
         kwargs.setdefault("max_overflow", 0)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def _configure_sqlite(engine: Engine, begin_immediate: bool) -> None:

@@ -7,7 +7,14 @@ Three guards keep them out even at DEBUG:
   app logs each request itself with the route template instead (app/ops/metrics.py).
 - The formatter masks anything shaped like an email address or a magic-link path, and the
   `[parameters: ...]` line SQLAlchemy puts into a database error's traceback, as a last line of
-  defence against a careless log call.
+  defence against a careless log call (engines are made with hide_parameters, app/db.py).
+
+During an outage the same line comes from every request: RepeatLimiter lets the first few of a
+kind through per minute and then one line saying how many it held back, so a database that is
+gone for a while costs a bounded number of lines, not one (or a traceback) per request.
+
+Each process configures itself: the API's workers in app/asgi.py, the CLI's commands (the
+scheduler) in app/cli.py.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -25,7 +35,7 @@ QUIET = {"sqlalchemy.engine": logging.WARNING, "sqlalchemy.pool": logging.WARNIN
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 MAGIC_PATH = re.compile(r"(/p/login/)(?!\{token\})[^\s\"'?/]+")  # not the route template
 SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")
-FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"  # process: which worker
 
 
 def redact(text: str) -> str:
@@ -52,6 +62,43 @@ class RedactingFormatter(logging.Formatter):
         return hide_sql_parameters(super().formatException(ei))
 
 
+class RepeatLimiter(logging.Filter):
+    """Warnings and errors: at most `burst` records of one kind (logger, level, message
+    template, exception type) per `window` seconds; the first one let through after a quiet
+    spell carries `repeats_suppressed`, the number held back."""
+
+    MAX_KINDS = 1000  # memory stays bounded whatever is logged
+
+    def __init__(self, burst: int = 5, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.window, self.clock = burst, window, clock
+        self._kinds: dict[tuple[object, ...], list[float | int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # per-request lines are the access log: one per request by design
+        error = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
+        kind = (record.name, record.levelno, str(record.msg), error)
+        now = self.clock()
+        with self._lock:
+            state = self._kinds.get(kind)
+            if state is None or now - state[0] >= self.window:
+                held_back = int(state[2]) if state is not None else 0
+                if len(self._kinds) >= self.MAX_KINDS:
+                    self._kinds.clear()
+                self._kinds[kind] = [now, 1, 0]
+                if held_back:
+                    record.repeats_suppressed = held_back
+                return True
+            if state[1] < self.burst:
+                state[1] += 1
+                return True
+            state[2] += 1
+            return False
+
+
 def configure_logging(level: str = "INFO", json_format: bool = True,
                       stream: TextIO | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -60,6 +107,7 @@ def configure_logging(level: str = "INFO", json_format: bool = True,
             FIELDS, rename_fields={"asctime": "time", "levelname": "level"}))
     else:
         handler.setFormatter(RedactingFormatter(FIELDS))
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

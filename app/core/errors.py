@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -137,6 +138,8 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in errors]
 
 
+RETRY_AFTER_SECONDS = 30  # what a 503 for an unreachable database asks clients to wait
+
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
@@ -186,6 +189,29 @@ def install_error_handlers(app: FastAPI, html: HtmlErrors | None = None) -> None
         return await respond(request, AppError(
             "A value in the request cannot be stored (for example a NUL character in text, or "
             "a number out of range).", code="invalid_value", status_code=400))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        # The database is unreachable (stopped, restarting, out of connections): a clear 503
+        # the client may retry, never a 500. One short line, no traceback and never str(exc)
+        # (it can hold SQL); the handler's RepeatLimiter bounds the lines during an outage.
+        orig = getattr(exc, "orig", None)
+        log.error("database unavailable",
+                  extra={"error": type(orig or exc).__name__,  # the template: paths hold tokens
+                         "route": getattr(request.scope.get("route"), "path", None)})
+        err = AppError("The service is briefly unavailable; please try again in a minute.",
+                       code="service_unavailable", status_code=503)
+        if html is not None and html[0](request):
+            try:
+                page = await run_in_threadpool(html[1], request, err)
+            except Exception:  # noqa: BLE001 - the page itself may need the database
+                page = error_response(err)
+        else:
+            page = error_response(err)
+        page.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return page
 
     @app.exception_handler(OverflowError)
     async def _too_big(request: Request, _exc: OverflowError) -> Response:
