@@ -173,3 +173,24 @@ def test_a_silent_mail_server_holds_up_no_request(settings, clock, loaded_study,
     assert failed and all(m.last_error.startswith(("TimeoutError", "SMTPServerDisconnected"))
                           for m in failed)
     assert all(m.attempts == 0 for m in rows if not m.last_error)  # released, not counted
+
+
+def test_a_silent_mail_server_costs_a_scheduler_tick_one_timeout(engine, session, settings,
+                                                                  clock, loaded_study, tarpit):  # type: ignore[no-untyped-def]
+    """Twenty messages (and the tick's invitations) due and a server that never answers: the
+    tick waits one timeout, not one per message, and no message is left claimed."""
+    from app.scheduling.dispatcher import tick
+
+    for person in consented_participants(session, 20, now=clock(), prefix="tick"):
+        notify.queue(session, person.id, "magic_link", dedupe_key=f"magic_link:{person.id}:t",
+                     now=clock())
+    session.commit()
+    stalled = settings.model_copy(update={"smtp_port": tarpit.port, "smtp_connect_timeout": 1.0,
+                                          "smtp_send_timeout": 1.0})
+    started = time.monotonic()
+    report = tick(engine, stalled, SMTPChannel(stalled), now=clock())
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 2.0, elapsed
+    rows = _outbox(engine)  # the twenty links, and the invitations the tick opened
+    assert report.sent == 0 and report.retry == len(rows) >= 20
+    assert {m.status for m in rows} == {"pending"} and sum(m.attempts for m in rows) == 1
