@@ -31,7 +31,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 QUIET = {"sqlalchemy.engine": logging.WARNING, "sqlalchemy.pool": logging.WARNING,
          "uvicorn.access": logging.WARNING, "httpx": logging.WARNING,
-         "httpcore": logging.WARNING, "mail.log": logging.WARNING}
+         "httpcore": logging.WARNING, "mail.log": logging.WARNING,
+         "apscheduler.executors": logging.WARNING}  # two lines a tick, saying nothing
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 MAGIC_PATH = re.compile(r"(/p/login/)(?!\{token\})[^\s\"'?/]+")  # not the route template
 SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")

@@ -147,3 +147,28 @@ def test_two_workers_log_json_without_personal_data_and_an_outage_answers_503(
         assert "seeded.worker" not in line
         for what, value in secrets.items():
             assert value not in line, f"{what} in: {line[:300]}"
+
+
+def test_the_scheduler_logs_json_with_bounded_repetition_while_the_database_is_gone(
+        tmp_path: Path) -> None:
+    """`wellpanel scheduler run` ticking every second against a database nobody answers: every
+    line is JSON, and each kind of failure is written at most 5 times in the minute."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"
+    env = server_env(url, WELLPANEL_LOG_LEVEL="INFO", WELLPANEL_LOG_JSON="true")
+    log_path = tmp_path / "scheduler.log"
+    with open(log_path, "ab") as log:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "scheduler", "run", "--interval", "1"],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        time.sleep(10)  # about ten ticks, each failing in three places
+    finally:
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        scheduler.wait(20)
+    _, records = _records(log_path)
+    errors = [r for r in records if r["level"] == "ERROR"]
+    kinds = {(r["name"], r["message"]) for r in errors}
+    per_kind = [sum(1 for r in errors if (r["name"], r["message"]) == k) for k in kinds]
+    assert kinds and max(per_kind) == 5, per_kind  # ticks went on; lines stopped at five
+    assert all("[parameters" not in json.dumps(r) for r in records)
