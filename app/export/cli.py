@@ -78,7 +78,8 @@ def panel(
         "--items", help="Include item answers in responses (quasi-identifiers excepted)")]
     = False,
     free_text: Annotated[bool, typer.Option(
-        "--free-text", help="Include free-text answers too (with --items; flagged)")] = False,
+        "--free-text", help="Include free-text answers too (research profile with --dua and "
+        "--items only; e-mail addresses, phone numbers, URLs and handles masked)")] = False,
     actor: Annotated[str, typer.Option(help="Who runs the export, for the audit ledger")]
     = "cli",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,

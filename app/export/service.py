@@ -53,7 +53,7 @@ from analysis import spec
 from app.core.errors import AppError
 from app.db import make_engine, utcnow
 from app.export import codebook as cb
-from app.export import deidentify, stream, writers
+from app.export import deidentify, freetext, stream, writers
 from app.surveys.instruments import Instrument
 
 PROFILES = (spec.PROFILE_STRICT, spec.PROFILE_RESEARCH)
@@ -144,6 +144,14 @@ def check_options(opts: ExportOptions) -> tuple[Path, bytes, str]:
             "covers this export (it is recorded in the package and the audit ledger)",
             code="dua_required",
             details={"field": "dua"},
+        )
+    if opts.include_free_text and opts.profile == spec.PROFILE_STRICT:
+        raise ExportError(
+            "free text is never released in the strict profile: it can name the participant "
+            "and others. Use the research profile with --dua (free text is then masked for "
+            "e-mail addresses, phone numbers, URLs and handles)",
+            code="free_text_not_in_strict",
+            details={"field": "include_free_text"},
         )
     if opts.include_free_text and not opts.include_items:
         raise ExportError(
@@ -481,6 +489,7 @@ class _Layout:
     descriptions: dict[str, dict[str, str]]
     value_labels: dict[str, dict[str, dict[int, str]]]
     categorical: dict[str, dict[str, list[str]]]
+    free_text: set[str] = field(default_factory=set)  # columns of free-text items
 
 
 def _layout(
@@ -508,6 +517,7 @@ def _layout(
     descriptions: dict[str, dict[str, str]] = defaultdict(dict)
     value_labels: dict[str, dict[str, dict[int, str]]] = defaultdict(dict)
     categorical: dict[str, dict[str, list[str]]] = defaultdict(dict)
+    free_text: set[str] = set()
 
     responses = [(c, spec.RESPONSES.types[c]) for c in spec.RESPONSES.columns]
     responses += [(f"{spec.SUBSCALE_PREFIX}{s}", "number") for s in subscales]
@@ -554,7 +564,11 @@ def _layout(
                     typ = {"integer": "integer", "number": "number", "text": "string"}[item.type]
                 item_columns.append(cb.ItemColumn(base, inst.key, item.id, None, typ))
                 taken.add(base)
-                flag = " [FREE TEXT: may identify the participant]" if item.type == "text" else ""
+                flag = ""
+                if item.type == "text":
+                    free_text.add(base)
+                    flag = (" [FREE TEXT: e-mail addresses, phone numbers, URLs and handles "
+                            "masked; names and places may remain]")
                 descriptions["responses"][base] = f"{inst.key}.{item.id}: {text_en}{flag}"
         responses += [(c.column, c.type) for c in item_columns]
 
@@ -588,7 +602,8 @@ def _layout(
     for c in ("age_band", "gender", "region", "living_situation", *qi_extra_columns):
         categorical["participants"][c] = []
     return _Layout(responses, usage, panel, participants, item_columns, subscales,
-                   extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical))
+                   extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical),
+                   free_text)
 
 
 # ---- the stream (see app.export.stream) ------------------------------------------------------
@@ -610,8 +625,11 @@ def response_query_for(conn: Connection, study: str | None = None,
                                  sql_local_day=conn.dialect.name == "postgresql")
 
 
-def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any]) -> dict[str, Any]:
-    """The item columns of one instrument's answer (``item_columns`` of that instrument)."""
+def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any],
+                 free_text: set[str] | frozenset[str] = frozenset(),
+                 masker: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The item columns of one instrument's answer (``item_columns`` of that instrument);
+    free-text columns go through ``masker``, and are left out without one."""
     out: dict[str, Any] = {}
     for c in item_columns:
         v = answers.get(c.item)
@@ -621,6 +639,8 @@ def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any]) 
             out[c.column] = v if isinstance(v, int) and not isinstance(v, bool) else None
         elif c.type == "number":
             out[c.column] = stream._hours(v)
+        elif c.column in free_text:
+            out[c.column] = None if v is None or masker is None else masker(str(v))
         else:
             out[c.column] = None if v is None else str(v)
     return out
@@ -934,6 +954,7 @@ def _build(
             select(func.count()).select_from(r).join(t["p"], t["p"].c.id == r.c.participant_id)
             .where(*eligibility)).scalar_one()) if progress else 0
         bar = _progress(progress, total)
+        masker = freetext.TextMasker()
         items_of: dict[str, list[cb.ItemColumn]] = defaultdict(list)
         for c in layout.item_columns:
             items_of[c.instrument].append(c)
@@ -944,7 +965,8 @@ def _build(
             events=layout.events,
             include_items=options.include_items,
             instruments=set(instruments),
-            item_values=lambda ikey, answers: _item_values(items_of.get(ikey, []), answers),
+            item_values=lambda ikey, answers: _item_values(
+                items_of.get(ikey, []), answers, layout.free_text, masker),
             progress=bar,
         )
 
@@ -1015,7 +1037,7 @@ def _build(
         "panel": sinks["panel"].total,
     }
     deid = _deid_report(options, key_source, anon.report, counts, excluded, after_cutoff, people,
-                        layout)
+                        layout, masker.report())
     title = study.get("title")
     title_text = title.get(study.get("default_language", "en")) if isinstance(title, dict) else (
         title or study_key)
@@ -1088,9 +1110,10 @@ def _deid_report(
     after_cutoff: int,
     people: Mapping[str, _Person],
     layout: _Layout,
+    masked: Mapping[str, int],
 ) -> dict[str, Any]:
-    text_items = [f"{c.instrument}.{c.item}" for c in layout.item_columns if c.type == "string"
-                  and c.option is None and c.column in {x.column for x in layout.item_columns}]
+    text_items = [f"{c.instrument}.{c.item}" for c in layout.item_columns
+                  if c.column in layout.free_text]
     return {
         "profile": options.profile,
         "direct_identifiers": "none exported: email addresses and other contact details, "
@@ -1111,6 +1134,11 @@ def _deid_report(
         "free_text": {
             "included": options.include_free_text,
             "items": sorted(set(text_items)) if options.include_free_text else [],
+            **({"masked": dict(masked),
+                "masking": "e-mail addresses, phone numbers, URLs and social-media handles "
+                "are replaced by [email], [phone], [url], [handle] (counts above); names, "
+                "places and other details written in prose are not detected and may remain"}
+               if options.include_free_text else {}),
         },
         "item_answers": options.include_items,
         "consent_and_withdrawal": {

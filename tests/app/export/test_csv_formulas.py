@@ -32,6 +32,9 @@ from tests.support.flows import consent, fresh_link, join
 
 FORMULA = '=HYPERLINK("http://x","y")'
 NEUTRALIZED = "'" + FORMULA
+# free text without a URL: an export masks URLs in free text before it neutralizes (#16 part 4)
+FREE_FORMULA = '=SUM(1+2)*cmd|" /C calc"!A0'
+FREE_NEUTRALIZED = "'" + FREE_FORMULA
 STARTS = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
 
 
@@ -83,9 +86,9 @@ def test_table_writer_neutralizes_text_cells_and_keeps_negative_numbers(tmp_path
 def test_free_text_in_an_export_is_neutralized_in_csv_only(engine, seeder, tmp_path) -> None:  # type: ignore[no-untyped-def]
     population = populate(seeder, tmp_path)
     person = seeder.participant(random.Random(11), enrolled_at=START + timedelta(days=7),
-                                waves=2, free_text=FORMULA, miss=0.0)
+                                waves=2, free_text=FREE_FORMULA, miss=0.0)
     seeder.flush()
-    assert person.free_text == [FORMULA, FORMULA]
+    assert person.free_text == [FREE_FORMULA, FREE_FORMULA]
     out = tmp_path / "csv"
     export_panel(engine, ExportOptions(out=out, profile="research", dua="DUA-1",
                                        include_items=True, include_free_text=True,
@@ -95,19 +98,19 @@ def test_free_text_in_an_export_is_neutralized_in_csv_only(engine, seeder, tmp_p
     header, body = rows[0], rows[1:]
     column = header.index("other_model_name")
     written = {row[column] for row in body if row[column]}
-    assert NEUTRALIZED in written and FORMULA not in written
+    assert FREE_NEUTRALIZED in written and FREE_FORMULA not in written
     assert not [cell for row in rows for cell in row if cell.startswith(("=", "+", "@"))]
     # negative numbers are numbers, unquoted and unprefixed (weeks before the study's event)
     week = header.index(spec.event_column("gpt4o_retirement"))
     negatives = [row[week] for row in body if row[week].startswith("-")]
     assert negatives and all(int(v) < 0 for v in negatives)
-    assert ",-" in text and "'-" not in text.replace(NEUTRALIZED, "")
+    assert ",-" in text and "'-" not in text.replace(FREE_NEUTRALIZED, "")
     # the codebook says so, and the analysis reads the original text back
     book = json.loads((out / "datapackage.json").read_text("utf-8"))["wellpanel"]["codebook"]
     note = book["csv_formula_neutralization"]
     assert note == csv_cells.CODEBOOK_NOTE and "=, +, -, @" in note and "Numbers" in note
     responses = load_panel(out).responses
-    assert FORMULA in set(responses["other_model_name"].dropna())
+    assert FREE_FORMULA in set(responses["other_model_name"].dropna())
     assert not any(str(v).startswith("'") for v in responses["other_model_name"].dropna())
 
 

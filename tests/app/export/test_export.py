@@ -314,8 +314,9 @@ def test_free_text_only_when_asked_and_then_flagged(engine, population, tmp_path
     assert item["free_text"] is True and item["exported_as"] is None
 
     text = tmp_path / "text"
-    result = run(engine, text, include_items=True, include_free_text=True)
-    assert FREE_TEXT.encode() in (text / "responses.csv").read_bytes()
+    result = run(engine, text, include_items=True, include_free_text=True, profile="research",
+                 dua="DUA-1")
+    assert FREE_TEXT.encode() in (text / "responses.csv").read_bytes()  # nothing to mask
     book = descriptor(text)["wellpanel"]["codebook"]
     item = next(i for i in book["instruments"]["ai_usage"]["items"]
                 if i["id"] == "other_model_name")

@@ -38,7 +38,15 @@ CASES = [
     ({"profile": "open"}, "unknown_profile", "unknown profile 'open'"),
     ({"profile": "research"}, "dua_required", "needs --dua"),
     ({"profile": "research", "dua": "   "}, "dua_required", "needs --dua"),
-    ({"include_free_text": True}, "free_text_needs_items", "--items"),
+    ({"include_free_text": True, "profile": "research", "dua": "D-1"}, "free_text_needs_items",
+     "--items"),
+    # free text never leaves in the strict profile, with or without item answers
+    ({"include_free_text": True}, "free_text_not_in_strict", "never released in the strict"),
+    ({"include_free_text": True, "include_items": True}, "free_text_not_in_strict",
+     "never released in the strict"),
+    # and in the research profile only under a data-use agreement
+    ({"include_free_text": True, "include_items": True, "profile": "research"}, "dua_required",
+     "needs --dua"),
 ]
 
 
