@@ -75,6 +75,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.deliverer.resume()
         yield
         deliverer = getattr(app.state, "deliverer", None)
         if deliverer is not None:  # let a send in progress finish (bounded by SMTP timeouts)

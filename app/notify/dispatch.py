@@ -53,6 +53,11 @@ class Deliverer:
         with self._cond:
             return self._cond.wait_for(lambda: self._done >= self._requested, timeout)
 
+    def resume(self) -> None:
+        """Accept wake-ups again (an app started again after a shutdown, as tests do)."""
+        with self._cond:
+            self._stopping = False
+
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._stopping = True

@@ -194,3 +194,15 @@ def test_a_silent_mail_server_costs_a_scheduler_tick_one_timeout(engine, session
     rows = _outbox(engine)  # the twenty links, and the invitations the tick opened
     assert report.sent == 0 and report.retry == len(rows) >= 20
     assert {m.status for m in rows} == {"pending"} and sum(m.attempts for m in rows) == 1
+
+
+def test_an_app_started_again_still_delivers(app, smtp) -> None:  # type: ignore[no-untyped-def]
+    """A shutdown stops the deliverer; a start (a second lifespan of the same app) resumes it."""
+    with TestClient(app):
+        pass
+    before = len(smtp.to("restarted@example.org"))  # the server outlives each test
+    with TestClient(app) as client:
+        response = client.post(f"/api/v1/studies/{STUDY}/enrollments", json={
+            "email": "restarted@example.org", "screening": ELIGIBLE})
+        assert response.status_code == 202
+        assert len(smtp.wait_for("restarted@example.org", before + 1)) == before + 1
