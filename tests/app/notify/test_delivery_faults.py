@@ -206,3 +206,14 @@ def test_an_app_started_again_still_delivers(app, smtp) -> None:  # type: ignore
             "email": "restarted@example.org", "screening": ELIGIBLE})
         assert response.status_code == 202
         assert len(smtp.wait_for("restarted@example.org", before + 1)) == before + 1
+
+
+def test_the_lease_must_outlast_both_smtp_timeouts() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="OUTBOX_LEASE_SECONDS must exceed"):
+        Settings(smtp_connect_timeout=10, smtp_send_timeout=30, outbox_lease_seconds=40)
+    with pytest.raises(ValidationError):
+        Settings(smtp_send_timeout=0)
+    assert Settings(smtp_connect_timeout=10, smtp_send_timeout=30,
+                    outbox_lease_seconds=41).outbox_lease_seconds == 41
