@@ -67,10 +67,26 @@ class Hierarchy:
     level_names: tuple[str, ...]
     levels: tuple[Level, ...]
     described: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # level -> mapping doc
+    values: tuple[str, ...] = ()  # "as answered" hierarchies: the item's option values
 
     @property
     def top(self) -> int:
         return len(self.levels) - 1
+
+    @property
+    def categories(self) -> list[str]:
+        """Every value this hierarchy can release, in an order fixed by its definition: the
+        finest level's values in the order of the instrument's options, then each coarser
+        level's new values, then "prefer not to say" and "other". These are the column's
+        SPSS/Stata codes (1, 2, ...), whatever values the data happen to hold."""
+        out: list[str] = []
+        tables = [t for t in self.described.values() if isinstance(t, Mapping)]
+        for value in [*self.values, *(v for t in tables for v in t.values())]:
+            if value not in out and value not in (STAR, PREFER_NOT, "other"):
+                out.append(value)
+        if tables or self.values:
+            out += [PREFER_NOT, "other"]
+        return out
 
 
 def _table(mapping: Mapping[str, str]) -> Level:
@@ -220,8 +236,11 @@ def hierarchy_for(field_name: str, option_values: Sequence[Any] = ()) -> Hierarc
             ("world subregion (UN M49)", "continent", "not released"),
             (_country_level(COUNTRY_SUBREGION), _country_level(COUNTRY_CONTINENT), _star),
             doc(sub, cont),
+            # codes in the fixed order of the regions, whichever countries the item offers
+            values=(*_SUBREGIONS, *dict.fromkeys(cont for cont, _ in _SUBREGIONS.values())),
         )
-    return Hierarchy(field_name, col, ("as answered", "not released"), (_identity, _star))
+    return Hierarchy(field_name, col, ("as answered", "not released"), (_identity, _star),
+                     values=tuple(str(v) for v in option_values))
 
 
 # ---- configuration ----------------------------------------------------------------------------

@@ -490,6 +490,7 @@ class _Layout:
     value_labels: dict[str, dict[str, dict[int, str]]]
     categorical: dict[str, dict[str, list[str]]]
     free_text: set[str] = field(default_factory=set)  # columns of free-text items
+    ordinal: dict[str, set[str]] = field(default_factory=dict)  # resource -> ordered columns
 
 
 def _layout(
@@ -529,7 +530,7 @@ def _layout(
     responses += event_cols
     categorical["responses"]["instrument"] = list(instruments)
     categorical["responses"]["translation_status"] = ["validated", "study"]
-    categorical["responses"]["severity"] = []
+    categorical["responses"]["severity"] = severity_bands(instruments)
     item_columns: list[cb.ItemColumn] = []
     if include_items:
         taken = {c for c, _ in responses} | {"pid"}
@@ -600,10 +601,29 @@ def _layout(
     )
     categorical["participants"]["status"] = list(spec.STATUSES)
     for c in ("age_band", "gender", "region", "living_situation", *qi_extra_columns):
-        categorical["participants"][c] = []
+        categorical["participants"][c] = []  # the hierarchies' values, set once they are known
+    ordinal = {"responses": {"severity"}, "participants": {"age_band"}}
     return _Layout(responses, usage, panel, participants, item_columns, subscales,
                    extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical),
-                   free_text)
+                   free_text, ordinal)
+
+
+def severity_bands(instruments: Mapping[str, Instrument]) -> list[str]:
+    """Every scoring band of the study's instruments, lowest first: each instrument's bands in
+    the order its definition lists them (by score), instruments in the study's order, merged
+    so that a band another instrument also has keeps one place (PHQ-9's and GAD-7's "mild" are
+    one code). The codes follow the definitions, never the data, so they are the same in every
+    export of the protocol; the order is meaningful within an instrument."""
+    order: list[str] = []
+    for inst in instruments.values():
+        at = len(order) - 1  # an instrument's new bands go after those already placed
+        for band in inst.scoring.bands if inst.scoring else []:
+            if band.key in order:
+                at = order.index(band.key)
+            else:
+                at += 1
+                order.insert(at, band.key)
+    return order
 
 
 # ---- the stream (see app.export.stream) ------------------------------------------------------
@@ -917,6 +937,11 @@ def _build(
             f: instruments[src].item(f).option_values for f, src in sources.items()
             if src is not None
         }
+        # the released values' codes come from the definitions, never from the data
+        for f in cfg.fields:
+            h = deidentify.hierarchy_for(f, option_values.get(f, ()))
+            if h.categories:
+                layout.categorical["participants"][h.column] = h.categories
         try:
             anon = deidentify.anonymize(raw, cfg, sensitive_values=sens_values,
                                         option_values=option_values)
@@ -1052,6 +1077,7 @@ def _build(
                 schema["fields"],
                 categorical=layout.categorical.get(name, {}),
                 value_labels=layout.value_labels.get(name, {}),
+                ordinal=layout.ordinal.get(name, set()),
                 created=now if profile == spec.PROFILE_RESEARCH else None,
             )
         shutil.rmtree(tmp / ".scratch")

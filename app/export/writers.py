@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,7 @@ def write_stat_file(
     *,
     categorical: Mapping[str, Sequence[str]],
     value_labels: Mapping[str, Mapping[int, str]],
+    ordinal: Collection[str] = (),
     created: datetime | None = None,
 ) -> dict[str, Any]:
     """Convert one resource's scratch Parquet file to .sav or .dta; returns what a reader needs
@@ -280,12 +281,14 @@ def write_stat_file(
                 measure[var] = "scale"
         elif col in categorical:
             values = arr.to_pylist()
+            # codes from the definitions (1, 2, ... in their order); a value they do not list
+            # (never expected) comes after them, so it cannot renumber any listed one
             order = list(dict.fromkeys([*categorical[col], *sorted({v for v in values if v})]))
             index = {v: i + 1 for i, v in enumerate(order)}
             data[var] = np.array([np.nan if not v else float(index[v]) for v in values], "float64")
             val_labels[var] = {float(i): v for v, i in index.items()}
             codes_out[col] = {str(i): v for v, i in index.items()}
-            measure[var] = "nominal"
+            measure[var] = "ordinal" if col in ordinal else "nominal"
         else:
             data[var] = ["" if v is None else v for v in arr.to_pylist()]
             measure[var] = "nominal"
@@ -316,4 +319,9 @@ def write_stat_file(
     if codes_out:
         info["value_codes"] = codes_out
     info["booleans"] = [f["name"] for f in fields if f["type"] == "boolean"]
+    # Stata files have no measurement level: the ordered columns are named here (and SPSS
+    # files mark them ordinal)
+    info["ordinal"] = [f["name"] for f in fields
+                       if f["name"] in ordinal or (f["name"] in value_labels
+                                                   and f["type"] in ("integer", "number"))]
     return info
