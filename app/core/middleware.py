@@ -205,7 +205,11 @@ def _not_to_host(location: str, host: str) -> str:
 class AllowedHosts:
     """Answer only requests whose Host header names one of `hosts` (`*.example.org` matches
     subdomains, `*` anything); others get 400 before any handler runs (as Starlette's
-    TrustedHostMiddleware, but with the app's error body or page)."""
+    TrustedHostMiddleware, but with the app's error body or page). The probes are answered
+    whatever the Host: orchestrators and scrapers call them by the container's address, and
+    they hold no personal data, build no links and /metrics has its own guard."""
+
+    PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
     def __init__(self, app: ASGIApp, hosts: list[str], html: HtmlErrors | None = None) -> None:
         self.app = app
@@ -215,7 +219,8 @@ class AllowedHosts:
         self.html = html
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.any or self._allowed(scope):
+        if (scope["type"] != "http" or self.any or scope["path"] in self.PROBES
+                or self._allowed(scope)):
             await self.app(scope, receive, send)
             return
         err = AppError("The Host header names a site this server does not serve.",
