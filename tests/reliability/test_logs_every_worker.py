@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 EMAILS = [f"private.worker{i}@example.org" for i in range(3)]
 OUTAGE_REQUESTS = 120
+FREE_TEXT = "Zorblax-7731 my secret companion"
+OUTAGE_TEXT = "Quoxil-2209 typed while the database was gone"
 
 
 def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -77,6 +79,17 @@ def test_two_workers_log_json_without_personal_data_and_an_outage_answers_503(
                 smtp.wait_for(email, 2)  # the link, then the signed copy (sent after the answer)
                 secrets[f"session of {email}"] = person.token
                 secrets[f"unused link of {email}"] = fresh_link(client, smtp, person)  # type: ignore[arg-type]
+            # a free-text answer, to look for in the logs afterwards
+            free_text = {"used_models": ["other"], "other_model_name": FREE_TEXT,
+                         "hours_other": 2, "purposes": ["work"], "ai_framing": 1,
+                         "lost_access": "no"}
+            surveys = client.get("/api/v1/me/surveys", headers=person.headers).json()
+            ai_usage = [x["id"] for x in surveys if x["instrument"] == "ai_usage"]
+            assert ai_usage, surveys
+            stored = client.post(f"/api/v1/me/surveys/{ai_usage[0]}/responses",
+                                 json={"answers": free_text},
+                                 headers=person.headers | {"Idempotency-Key": "w-free-text"})
+            assert stored.status_code == 201, stored.text
             for job in jobs:
                 secrets[f"token of {job.instance_id}"] = job.token
                 stored = client.post(f"/api/v1/me/surveys/{job.instance_id}/responses",
@@ -102,12 +115,14 @@ def test_two_workers_log_json_without_personal_data_and_an_outage_answers_503(
         subprocess.run(pg._cmd(str(pg.bin_dir / "pg_ctl"), "-D", str(pg.data_dir), "-m",
                                "immediate", "stop"), check=True, capture_output=True)
         statuses, bodies, slowest = [], [], 0.0
-        headers = {"Authorization": f"Bearer {jobs[0].token}"}
         with httpx.Client(base_url=base, timeout=30) as client:
             for i in range(OUTAGE_REQUESTS):
                 t0 = time.monotonic()
                 if i % 3 == 0:
-                    answer = client.get("/api/v1/me", headers=headers)
+                    answer = client.post(
+                        f"/api/v1/me/surveys/{ai_usage[0]}/responses",
+                        json={"answers": free_text | {"other_model_name": OUTAGE_TEXT}},
+                        headers=person.headers | {"Idempotency-Key": f"w-outage-{i}"})
                 elif i % 3 == 1:
                     answer = client.post(f"/api/v1/studies/{STUDY}/enrollments", json={
                         "email": EMAILS[0], "screening": ELIGIBLE})
@@ -145,6 +160,7 @@ def test_two_workers_log_json_without_personal_data_and_an_outage_answers_503(
         for email in EMAILS:
             assert email.split("@")[0] not in line, f"an address in: {line[:300]}"
         assert "seeded.worker" not in line
+        assert "Zorblax" not in line and "Quoxil" not in line, f"an answer in: {line[:300]}"
         for what, value in secrets.items():
             assert value not in line, f"{what} in: {line[:300]}"
 
