@@ -118,7 +118,8 @@ def _grant_app_role(settings: Settings, role: str) -> None:
     finally:
         engine.dispose()
     typer.echo(f"role {role}: SELECT, INSERT on {', '.join(done.append_only)} (append-only); "
-               f"SELECT on {', '.join(done.read_only)}; SELECT, INSERT, UPDATE, DELETE on "
+               f"SELECT on {', '.join(done.read_only)}; SELECT, INSERT, DELETE on "
+               f"{', '.join(done.no_update)}; SELECT, INSERT, UPDATE, DELETE on "
                f"{len(done.read_write)} other tables")
 
 

@@ -6,6 +6,7 @@ owns nothing and may:
   wellpanel_append_only() triggers (the ledger, consent versions, documents, records and the
   frozen copies), found in the catalog so a later migration's append-only table is covered;
 - SELECT on alembic_version (readiness: is the schema at head);
+- SELECT, INSERT, DELETE on survey_responses (answers are erased on request, never edited);
 - SELECT, INSERT, UPDATE, DELETE on every other table, and use the sequences of serial ids.
 It gets no TRUNCATE, REFERENCES or TRIGGER, owns no table (so it cannot ALTER, DROP or DISABLE
 TRIGGER) and has no CREATE on the schema. Temporary tables stay allowed (the scheduler stages
@@ -25,6 +26,9 @@ from sqlalchemy.engine import make_url
 from app.core.errors import AppError
 
 READ_ONLY_TABLES = ("alembic_version",)
+# Answers are kept exactly as accepted: stored, erased on a withdrawal that asks for it (audit
+# verify --deep tells an erasure from a deletion), never edited.
+NO_UPDATE_TABLES = ("survey_responses",)
 APPEND_ONLY_FUNCTION = "wellpanel_append_only"
 
 
@@ -38,6 +42,7 @@ class Grant:
     role: str
     append_only: list[str] = field(default_factory=list)
     read_only: list[str] = field(default_factory=list)
+    no_update: list[str] = field(default_factory=list)
     read_write: list[str] = field(default_factory=list)
 
 
@@ -109,6 +114,9 @@ def grant_app_role(conn: Connection, role: str) -> Grant:
         elif table in READ_ONLY_TABLES:
             privileges = "SELECT"
             grant.read_only.append(table)
+        elif table in NO_UPDATE_TABLES:
+            privileges = "SELECT, INSERT, DELETE"
+            grant.no_update.append(table)
         else:
             privileges = "SELECT, INSERT, UPDATE, DELETE"
             grant.read_write.append(table)

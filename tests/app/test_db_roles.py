@@ -22,11 +22,14 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from app.audit import deep
 from app.audit import service as audit
 from app.auth import service as auth
 from app.config import Settings
 from app.db import make_engine
 from app.main import create_app
+from app.ops import backup as ops
+from app.ops.backup import BackupError
 from app.privileges import PrivilegeError, grant_app_role
 from tests.app.export.seed import Seeder
 from tests.conftest import STUDY_FILE, app_role_url
@@ -90,7 +93,8 @@ def test_the_app_role_may_only_append_to_the_ledger_and_consent_tables(engine, b
     for table in APPEND_ONLY:
         assert privileges(engine, table) == {"SELECT", "INSERT"}, table
     assert privileges(engine, "alembic_version") == {"SELECT"}
-    for table in tables - APPEND_ONLY - {"alembic_version"}:
+    assert privileges(engine, "survey_responses") == {"SELECT", "INSERT", "DELETE"}
+    for table in tables - APPEND_ONLY - {"alembic_version", "survey_responses"}:
         assert privileges(engine, table) == {"SELECT", "INSERT", "UPDATE", "DELETE"}, table
     assert tuple(may_create) == (False, False)
 
@@ -110,6 +114,7 @@ def test_the_app_role_may_only_append_to_the_ledger_and_consent_tables(engine, b
     "UPDATE consent_versions SET published_at = published_at",
     "UPDATE consent_records SET id = id",
     "DELETE FROM consent_copies",
+    "UPDATE survey_responses SET answers = answers",  # edit an answer (PHQ-9 item 9 0 -> 3)
     "ALTER TABLE audit_events ADD COLUMN note text",
     "ALTER TABLE audit_events OWNER TO wellpanel_app",
     "DROP TABLE audit_events",
@@ -292,3 +297,41 @@ def test_the_compose_init_script_and_migrate_step_make_a_restricted_app_role(
     finally:
         pg_server.drop_database(name)
         pg_server.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_putting_back_an_older_backup_is_impossible_for_the_app_role(
+        client, smtp, db_url, session, tmp_path, backend):
+    joined_and_consented(client, smtp, "before@example.org")
+    older = tmp_path / "older.backup"
+    ops.backup(db_url, older)
+    joined_and_consented(client, smtp, "after@example.org")
+    head = session.execute(text("SELECT max(id) FROM audit_events")).scalar_one()
+    with pytest.raises(BackupError) as refused:  # pg_restore --clean drops tables first
+        ops.restore(app_role_url(db_url), older, force=True)
+    # refused at its first statement, an ALTER TABLE only the owner may run
+    assert refused.value.message.startswith("pg_restore failed: Command was: ALTER TABLE")
+    assert session.execute(text("SELECT max(id) FROM audit_events")).scalar_one() == head
+
+
+def test_an_answer_cannot_be_edited_and_a_deletion_is_named(client, smtp, app_engine, backend):
+    person = joined_and_consented(client, smtp, "answers@example.org")
+    surveys = client.get("/api/v1/me/surveys", headers=person.headers).json()
+    instance = next(s["id"] for s in surveys if s["instrument"] == "phq9")
+    assert client.post(f"/api/v1/me/surveys/{instance}/responses",
+                       json={"answers": {f"phq9_{i}": 0 for i in range(1, 10)}},
+                       headers=person.headers | {"Idempotency-Key": "roles-phq9"}
+                       ).status_code == 201
+
+    def edit() -> None:  # "not at all" becomes "nearly every day"
+        with app_engine.begin() as conn:
+            conn.execute(text("UPDATE survey_responses SET answers = "
+                              "jsonb_set(answers::jsonb, '{phq9_9}', '3')::json"))
+
+    assert_refused(edit)
+    with app_engine.begin() as conn:  # erasing is the app's right: deep verify tells it apart
+        for table in ("response_scores", "safety_events", "survey_responses"):
+            conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (constant names)
+    with Session(app_engine) as as_app:
+        [problem] = deep.verify_data(as_app).problems
+    assert problem.kind == "answers_missing"
+    assert problem.target == f"survey_instance:{instance}"
