@@ -18,6 +18,7 @@ from app.participants.models import Participant
 from app.scheduling.dispatcher import tick
 from app.studies import service as studies
 from tests.support.factory import consented_participants
+from tests.support.flows import fresh_link, joined_and_consented
 from tests.support.studyfiles import StudyCopy
 
 # One occasion, the day after enrolment at 10:00 local time, open 96 hours.
@@ -105,19 +106,15 @@ def test_pages_and_emails_show_local_time_with_the_zone_across_dst(app, smtp, se
     assert f"still open until Nov 4, 2026, 3:00{NNBSP}PM (Europe/Berlin)." in reminder.body
 
 
-def test_the_consent_copy_shows_when_it_was_signed_in_local_time(app, smtp, session, clock,
+def test_the_consent_copy_shows_when_it_was_signed_in_local_time(app, client, smtp, clock,
                                                                  core_study):
-    smtp.clear()
+    """Signed through the API like a participant (the copy is the snapshot stored at signing;
+    rows written directly have no ledger entry, and their copy is refused)."""
     clock.now = ENROLLED
-    (person,) = consented_participants(session, 1, now=clock(), timezone="Asia/Shanghai",
-                                       prefix="copy")
-    person.language = "de"
-    session.add(person)
-    session.commit()
+    joined_and_consented(client, smtp, "copy0@example.org", language="de",
+                         timezone="Asia/Shanghai")
     clock.now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
-    _tick(app, clock)
-    _tick(app, clock)
-    web = _signed_in(app, smtp.to("copy0@example.org")[-1].link())
+    web = _signed_in(app, f"/p/login/{fresh_link(client, smtp, 'copy0@example.org')}")
     record = re.search(r'href="/p/consent/records/(\d+)"', web.get("/p").text)
     assert record
     copy = web.get(f"/p/consent/records/{record.group(1)}")
