@@ -494,6 +494,7 @@ def email_entry(settings: Settings, entry: Entry, pem: str) -> None:
 
 _ANCHORS: weakref.WeakKeyDictionary[Engine, Anchor] = weakref.WeakKeyDictionary()
 SESSION_KEY = "wellpanel_ledger_head"  # session.info: (seq, occurred_at) appended in this tx
+COMMITTED_KEY = "wellpanel_ledger_committed"  # the same, once committed: checkpoint when ended
 
 
 def attach(engine: Engine, settings: Settings) -> Anchor:
@@ -518,7 +519,20 @@ def _forget(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # The session still holds its connection here; checkpointing now would take a second one
+    # from the pool, and under load every request would wait for a connection another
+    # request holds (the pool ran dry in the load test). So only note it, and checkpoint
+    # once the transaction has ended and given its connection back.
     appended = session.info.pop(SESSION_KEY, None)
+    if appended is not None:
+        session.info[COMMITTED_KEY] = appended
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: Any) -> None:
+    if transaction.parent is not None:
+        return
+    appended = session.info.pop(COMMITTED_KEY, None)
     if appended is None:
         return
     bind = session.get_bind()
