@@ -54,6 +54,7 @@ from app.core.errors import AppError
 from app.db import make_engine, utcnow
 from app.export import codebook as cb
 from app.export import deidentify, freetext, stream, writers
+from app.surveys.answers import visible_items
 from app.surveys.instruments import Instrument
 
 PROFILES = (spec.PROFILE_STRICT, spec.PROFILE_RESEARCH)
@@ -572,6 +573,15 @@ def _layout(
                             "masked; names and places may remain]")
                 descriptions["responses"][base] = f"{inst.key}.{item.id}: {text_en}{flag}"
         responses += [(c.column, c.type) for c in item_columns]
+        # why an item cell is empty (SPSS/Stata: distinct missing codes, writers.MISSING_CODES)
+        for col, reason, why in (
+                ("items_skipped", "skipped", "shown to the participant and left unanswered"),
+                ("items_not_applicable", "not_applicable",
+                 "not shown: the item's display condition was not met")):
+            responses.append((col, "string"))
+            descriptions["responses"][col] = (
+                f"Item columns of this answer that are empty because the item was {why} "
+                f"(semicolon-separated column names; missing reason '{reason}')")
 
     usage = [(c, spec.USAGE.types[c]) for c in spec.USAGE.columns]
     usage += [("purpose_other", "boolean"), ("lost_access_to_model", "boolean")]
@@ -647,12 +657,21 @@ def response_query_for(conn: Connection, study: str | None = None,
 
 def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any],
                  free_text: set[str] | frozenset[str] = frozenset(),
-                 masker: Callable[[str], str] | None = None) -> dict[str, Any]:
+                 masker: Callable[[str], str] | None = None,
+                 instrument: Instrument | None = None) -> dict[str, Any]:
     """The item columns of one instrument's answer (``item_columns`` of that instrument);
-    free-text columns go through ``masker``, and are left out without one."""
+    free-text columns go through ``masker``, and are left out without one. With the
+    ``instrument``, each empty item cell gets its reason: skipped (shown, not answered) or not
+    applicable (hidden by its display condition)."""
     out: dict[str, Any] = {}
+    shown = ({i.id for i in visible_items(instrument, answers)} if instrument is not None
+             else None)
+    skipped: list[str] = []
+    not_applicable: list[str] = []
     for c in item_columns:
         v = answers.get(c.item)
+        if shown is not None and v is None:
+            (skipped if c.item in shown else not_applicable).append(c.column)
         if c.option is not None:
             out[c.column] = None if not isinstance(v, list) else (c.option in v)
         elif c.type == "integer":
@@ -663,6 +682,9 @@ def _item_values(item_columns: list[cb.ItemColumn], answers: Mapping[str, Any],
             out[c.column] = None if v is None or masker is None else masker(str(v))
         else:
             out[c.column] = None if v is None else str(v)
+    if shown is not None:
+        out["items_skipped"] = ";".join(skipped) or None
+        out["items_not_applicable"] = ";".join(not_applicable) or None
     return out
 
 
@@ -991,7 +1013,8 @@ def _build(
             include_items=options.include_items,
             instruments=set(instruments),
             item_values=lambda ikey, answers: _item_values(
-                items_of.get(ikey, []), answers, layout.free_text, masker),
+                items_of.get(ikey, []), answers, layout.free_text, masker,
+                instruments.get(ikey)),
             progress=bar,
         )
 

@@ -238,6 +238,51 @@ def stat_names(columns: Sequence[str], fmt: str) -> dict[str, str]:
     return out
 
 
+# Why a value is missing, as distinct codes: SPSS user-missing values (declared as the missing
+# range, so they never enter a computation). Stata files keep system missing: pyreadstat
+# 1.3.8 fails on its extended missing values (.a to .d) when a column's first values are all
+# missing codes (narwhals then takes the column for text), so they are not used. CSV, Parquet
+# and Stata leave the cell empty; the row's items_skipped / items_not_applicable columns
+# (in every format) name the reason.
+MISSING_CODES: dict[str, tuple[int, str]] = {
+    "not_administered": (-91, "a"),
+    "skipped": (-92, "b"),
+    "withdrawn": (-93, "c"),
+    "not_applicable": (-94, "d"),
+}
+REASON_COLUMNS = {"items_skipped": "skipped", "items_not_applicable": "not_applicable"}
+
+
+def _missing_reasons(table: pa.Table) -> dict[str, dict[int, str]]:
+    """column -> {row: reason} from the resource's reason columns (if it has any)."""
+    out: dict[str, dict[int, str]] = {}
+    for rc, reason in REASON_COLUMNS.items():
+        if rc not in table.column_names:
+            continue
+        for row, cell in enumerate(table.column(rc).to_pylist()):
+            for col in cell.split(";") if cell else ():
+                out.setdefault(col, {})[row] = reason
+    return out
+
+
+def _mark_missing(data: dict[str, Any], val_labels: dict[str, dict[Any, str]],
+                  user_missing: dict[str, set[str]], var: str, rows: Mapping[int, str],
+                  fmt: str) -> None:
+    """Put each empty cell's reason code into one SPSS variable, with its value label."""
+    if fmt != "sav":
+        return  # Stata: see MISSING_CODES
+    values = data[var]
+    labels = val_labels.setdefault(var, {})
+    for row, reason in rows.items():
+        if not np.isnan(data[var][row]):
+            continue  # answered after all (never expected)
+        code, letter = MISSING_CODES[reason]
+        values[row] = float(code)
+        labels[float(code)] = f"{reason.replace('_', ' ')} (missing)"
+        user_missing.setdefault(var, set()).add(letter)
+    data[var] = values
+
+
 def write_stat_file(
     scratch: Path,
     out_path: Path,
@@ -262,6 +307,8 @@ def write_stat_file(
     val_labels: dict[str, dict[Any, str]] = {}
     measure: dict[str, str] = {}
     codes_out: dict[str, dict[str, str]] = {}
+    reasons = _missing_reasons(table)
+    user_missing: dict[str, set[str]] = {}  # variable -> its Stata missing letters in use
     for f in fields:
         col, typ, var = f["name"], f["type"], names[f["name"]]
         arr = table.column(col)
@@ -292,6 +339,9 @@ def write_stat_file(
         else:
             data[var] = ["" if v is None else v for v in arr.to_pylist()]
             measure[var] = "nominal"
+            continue
+        if col in reasons:
+            _mark_missing(data, val_labels, user_missing, var, reasons[col], fmt)
     import pandas as pd
 
     df = pd.DataFrame(data, columns=[names[f["name"]] for f in fields])
@@ -302,6 +352,9 @@ def write_stat_file(
             column_labels=col_labels,
             variable_value_labels=val_labels,
             variable_measure=measure,
+            missing_ranges={v: [{"lo": float(min(c for c, _ in MISSING_CODES.values())),
+                                 "hi": float(max(c for c, _ in MISSING_CODES.values()))}]
+                            for v in user_missing},
         )
     else:
         pyreadstat.write_dta(
@@ -319,6 +372,8 @@ def write_stat_file(
     if codes_out:
         info["value_codes"] = codes_out
     info["booleans"] = [f["name"] for f in fields if f["type"] == "boolean"]
+    if user_missing:
+        info["missing_codes"] = {reason: code for reason, (code, _) in MISSING_CODES.items()}
     # Stata files have no measurement level: the ordered columns are named here (and SPSS
     # files mark them ordinal)
     info["ordinal"] = [f["name"] for f in fields
