@@ -28,6 +28,10 @@ OCCASION_KINDS = ("invitation", "reminder")
 # the owner of an address someone asked to use; email_changed_notice goes to the address a
 # confirmed change replaced, with a link to take the change back for a week.
 EMAIL_CHANGE_KINDS = ("email_change", "email_change_taken", "email_changed_notice")
+# The email-change messages that carry a link: the participants service function that issues
+# it (address, token) at send time, and the page it opens.
+EMAIL_CHANGE_LINKS = {"email_change": ("issue_email_change_link", "/p/email/confirm/"),
+                      "email_changed_notice": ("issue_email_undo_link", "/p/email/undo/")}
 # consent_copy carries the signed consent as a PDF attachment (built now from the record id in
 # its payload) and no login link: people keep and forward such a copy.
 ATTACHMENT_KINDS = ("consent_copy",)
@@ -125,22 +129,16 @@ def _address_and_link(session: Session, message: OutboxMessage, contact_email: s
     """Where the message goes and the link it carries (issued now, never stored)."""
     from app.participants import service as participants
 
-    if message.kind == "email_change":
-        # Only the confirmation link: a login link must never go to an unconfirmed address.
-        issued = participants.issue_email_change_link(
+    if message.kind in EMAIL_CHANGE_LINKS:
+        # The confirmation link goes to the new address only (a login link must never go to an
+        # unconfirmed address); the notice goes to the replaced one, with the way to undo it.
+        issue, path = EMAIL_CHANGE_LINKS[message.kind]
+        issued = getattr(participants, issue)(
             session, message.participant_id, message.payload.get("email_change_id"), now)
         if issued is None:
             return None
-        new_email, token = issued
-        return new_email, f"{settings.base_url}/p/email/confirm/{token}"
-    if message.kind == "email_changed_notice":
-        # To the address that was replaced, with the way to take the change back.
-        undo = participants.issue_email_undo_link(
-            session, message.participant_id, message.payload.get("email_change_id"), now)
-        if undo is None:
-            return None
-        old_email, token = undo
-        return old_email, f"{settings.base_url}/p/email/undo/{token}"
+        address, token = issued
+        return address, f"{settings.base_url}{path}{token}"
     if message.kind in ("email_change_taken", *ATTACHMENT_KINDS):
         return contact_email, ""  # a notice or a copy to keep: no login link in it
     token = auth.issue_participant_token(

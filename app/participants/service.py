@@ -246,13 +246,19 @@ def issue_email_change_link(session: Session, participant_id: str, change_id: ob
     A fresh token replaces the stored hash, so no usable token is ever stored anywhere (the
     caller's transaction is rolled back if sending fails, keeping the previous hash).
     """
-    change = session.get(EmailChange, change_id) if isinstance(change_id, int) else None
-    if change is None or change.participant_id != participant_id or not _pending(change, now):
+    change = _change_of(session, participant_id, change_id)
+    if change is None or not _pending(change, now):
         return None
     token = new_token()
     change.token_hash = hash_token(token)
     session.add(change)
     return change.new_email, token
+
+
+def _change_of(session: Session, participant_id: str, change_id: object) -> EmailChange | None:
+    """The participant's own email change with this id (from a queued message's payload)."""
+    change = session.get(EmailChange, change_id) if isinstance(change_id, int) else None
+    return change if change is not None and change.participant_id == participant_id else None
 
 
 def _pending(change: EmailChange, now: datetime) -> bool:
@@ -320,9 +326,8 @@ def issue_email_undo_link(session: Session, participant_id: str, change_id: obje
                           now: datetime) -> tuple[str, str] | None:
     """At send time: (old address, fresh undo token) for a confirmed change that can still be
     taken back, or None. As for confirmation links, only the new token's hash is kept."""
-    change = session.get(EmailChange, change_id) if isinstance(change_id, int) else None
-    if (change is None or change.participant_id != participant_id or not change.old_email
-            or not _undoable(change, now)):
+    change = _change_of(session, participant_id, change_id)
+    if change is None or not change.old_email or not _undoable(change, now):
         return None
     token = new_token()
     change.undo_token_hash = hash_token(token)
