@@ -4,6 +4,8 @@ reached with the keyboard, and the PDF copy downloads."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.sync_api import expect
 
@@ -32,8 +34,11 @@ def test_consent_page_and_copy_in_a_phone_browser(live_server, browser, smtp, ar
     assert page.evaluate("document.activeElement.classList.contains('document')")
     page.keyboard.press("PageDown")
     # Scrolling may be animated: wait for the box to have moved (fails after 5 s if it never).
-    page.wait_for_function("document.querySelector('article.document').scrollTop > 0",
-                           timeout=5000)
+    # Polled from here: wait_for_function evaluates a string in the page, which the CSP refuses.
+    deadline = time.monotonic() + 5
+    while page.evaluate("document.querySelector('article.document').scrollTop") <= 0:
+        assert time.monotonic() < deadline, "the document box did not scroll"
+        page.wait_for_timeout(50)
     page.screenshot(path=str(artifacts_dir / f"consent-page-{lang}.png"), full_page=True)
     assert check_page(page, lang) == []
 
