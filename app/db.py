@@ -54,6 +54,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Execution option for a connection that only reads: on SQLite its transaction is deferred,
+# so it never takes the write lock (in WAL mode it does not block writers either).
+READ_ONLY = "wellpanel_read_only"
+
+
 def make_engine(url: str, *, begin_immediate: bool = True, **kwargs: Any) -> Engine:
     """An engine for `url`. `begin_immediate=False` gives plain deferred SQLite transactions,
     for read-mostly observers (tests) that must not hold the write lock while they look.
@@ -89,7 +94,9 @@ def _configure_sqlite(engine: Engine, begin_immediate: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if begin_immediate else "BEGIN")
+        # A reader that must not hold the write lock (READ_ONLY) begins a deferred transaction.
+        immediate = begin_immediate and not connection.get_execution_options().get(READ_ONLY)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def session_factory(engine: Engine) -> Iterator[Session]:

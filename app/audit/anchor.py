@@ -43,6 +43,7 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.core.security import canonical_json
+from app.db import READ_ONLY
 
 log = logging.getLogger("wellpanel.audit")
 
@@ -550,7 +551,10 @@ def maybe_checkpoint(engine: Engine, anchor: Anchor | None = None, *, now: datet
     if anchor is None:
         return None
     try:
+        # Only reads the database: it must not hold SQLite's write lock while it signs and
+        # writes the checkpoint file.
         with engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
             return anchor.checkpoint(connection, now=now, only_if_due=True, background=True)
     except Exception:
         log.exception("ledger checkpoint failed")
