@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sqlite3
 import tempfile
@@ -17,6 +19,7 @@ from sqlmodel import Session
 from app import migrate
 from app.config import PROJECT_ROOT, Settings
 from app.db import make_engine
+from app.logging_setup import configure_logging
 from app.main import create_app
 from app.notify.dispatch import wait_all_idle
 from app.privileges import grant_app_role
@@ -207,3 +210,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if "XDG_DATA_HOME" not in os.environ:
         os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="wellpanel-test-data-")
     tempfile.tempdir = None
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Everything logged during the test, as JSON lines; logging is put back afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level,
+             {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict})
+    stream = io.StringIO()
+    configure_logging("DEBUG", json_format=True, stream=stream)
+    yield stream
+    root.handlers[:], root.level = saved[0], saved[1]
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)

@@ -9,9 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import typer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from app.config import get_settings
+from app.export.cli import register
 from app.studies import service as studies
 from tests.app.export.seed import START, Person, Seeder
 from tests.conftest import STUDY_FILE, SURVEYS_DIR
@@ -71,3 +74,19 @@ def populate(seeder: Seeder, tmp_path: Path, n: int = 60, waves: int = 4,
 @pytest.fixture
 def population(seeder: Seeder, tmp_path: Path) -> Population:
     return populate(seeder, tmp_path)
+
+
+@pytest.fixture
+def cli(db_url, monkeypatch):  # type: ignore[no-untyped-def]
+    """The `wellpanel` command with only `export`, on this test's database."""
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """wellpanel"""
+
+    register(app)
+    monkeypatch.setenv("WELLPANEL_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    yield app
+    get_settings.cache_clear()

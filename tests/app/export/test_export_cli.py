@@ -15,31 +15,13 @@ import termios
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from analysis.panel import load_panel
-from app.config import get_settings
-from app.export.cli import register
 from app.export.service import ExportOptions, export_panel
 from tests.support.flows import joined_and_consented
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli(db_url, monkeypatch):  # type: ignore[no-untyped-def]
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """wellpanel"""
-
-    register(app)
-    monkeypatch.setenv("WELLPANEL_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    yield app
-    get_settings.cache_clear()
 
 
 def test_export_panel_command(cli, population, tmp_path):

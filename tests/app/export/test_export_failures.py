@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pyreadstat
 import pytest
-import typer
 from sqlmodel import Session, func, select
 from typer.testing import CliRunner
 
 from app.audit.models import AuditEvent
-from app.config import get_settings
-from app.export.cli import register
 from app.export.jobs import zip_package
 from app.export.service import ExportError, ExportOptions, export_panel
 
@@ -45,21 +42,6 @@ def small(seeder):  # type: ignore[no-untyped-def]
     seeder.populate(12, 2, seed=3)
     seeder.flush()
     return seeder
-
-
-@pytest.fixture
-def cli(db_url, monkeypatch):  # type: ignore[no-untyped-def]
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """wellpanel"""
-
-    register(app)
-    monkeypatch.setenv("WELLPANEL_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    yield app
-    get_settings.cache_clear()
 
 
 def env(db_url: str) -> dict[str, str]:

@@ -10,11 +10,8 @@ import random
 from datetime import timedelta
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from app.config import get_settings
-from app.export.cli import register
 from app.export.freetext import TextMasker
 from app.export.service import ExportOptions, export_panel
 from tests.app.export.conftest import populate
@@ -109,23 +106,10 @@ def test_research_export_masks_free_text_and_counts_it(engine, seeder, tmp_path)
     assert saved["wellpanel"]["export"]["dua"] == "DUA-2026-004"
 
 
-def test_the_cli_refuses_free_text_in_the_strict_profile(db_url, small_study, tmp_path,
-                                                         monkeypatch):
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """wellpanel"""
-
-    register(app)
-    monkeypatch.setenv("WELLPANEL_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    try:
-        out = tmp_path / "out"
-        result = CliRunner().invoke(app, ["export", "panel", "--out", str(out), "--items",
-                                          "--free-text"])
-    finally:
-        get_settings.cache_clear()
+def test_the_cli_refuses_free_text_in_the_strict_profile(cli, small_study, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "panel", "--out", str(out), "--items",
+                                      "--free-text"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(

@@ -8,17 +8,13 @@ every logger at DEBUG writing JSON. Then every line is searched for what must no
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
-from collections.abc import Iterator
 
-import pytest
 from sqlmodel import select
 
 from app.core.errors import AppError
 from app.export.service import ExportOptions, export_panel
-from app.logging_setup import configure_logging
 from app.participants.models import Participant
 from app.scheduling.dispatcher import tick
 from tests.support.flows import consent, fresh_link, join, sign_in_again
@@ -33,19 +29,6 @@ ANSWERS = {
     "ai_usage": {"used_models": ["other"], "other_model_name": FREE_TEXT, "hours_other": 2,
                  "purposes": ["work"], "ai_framing": 1, "lost_access": "no"},
 }
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level,
-             {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict})
-    stream = io.StringIO()
-    configure_logging("DEBUG", json_format=True, stream=stream)
-    yield stream
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def _answer_all(client, person) -> int:  # type: ignore[no-untyped-def]

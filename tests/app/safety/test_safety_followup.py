@@ -4,11 +4,8 @@ of a participant's contact, on SQLite and PostgreSQL with the real SMTP server a
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +17,6 @@ from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.auth import service as auth
 from app.consent.service import irb_pseudonym
-from app.logging_setup import configure_logging
 from app.notify.channels import SMTPChannel
 from app.notify.models import StaffAlert
 from app.participants import service as participants
@@ -366,19 +362,6 @@ def test_the_safety_role_works_the_queue_and_nothing_else(app, engine, clock):
 
 
 # ---- revealing the contact -----------------------------------------------------------------
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level,
-             {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict})
-    stream = io.StringIO()
-    configure_logging("DEBUG", json_format=True, stream=stream)
-    yield stream
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
-
 
 def test_an_allowed_role_reveals_the_contact_with_a_reason_and_it_is_audited(
         app, client, smtp, engine, clock, log_stream):
