@@ -25,6 +25,7 @@ from app.notify.dispatch import wait_all_idle
 from app.privileges import grant_app_role
 from app.studies import service as studies
 from tests.support.clock import Clock
+from tests.support.dbview import observer_engine
 from tests.support.pg import APP_ROLE, PostgresServer
 from tests.support.smtp import SMTPServer
 
@@ -89,7 +90,7 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 def _load_default_study(url: str) -> None:
     """Load the default study once into a template: a load reads and checks every instrument
     and consent document, too slow to repeat for each of a thousand tests."""
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     with Session(engine) as s:
         studies.load_study(s, STUDY_FILE, SURVEYS_DIR, actor="test")
     engine.dispose()
@@ -129,7 +130,7 @@ def app_role_url(db_url: str) -> str:
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """The test's own view of the database (deferred transactions, so it never blocks the app)."""
-    eng = make_engine(db_url, begin_immediate=False)
+    eng = observer_engine(db_url)
     yield eng
     eng.dispose()
 

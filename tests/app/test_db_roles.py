@@ -34,6 +34,7 @@ from app.privileges import PrivilegeError, grant_app_role
 from tests.app.export.seed import Seeder
 from tests.conftest import STUDY_FILE, app_role_url
 from tests.support import tamper
+from tests.support.dbview import observer_engine
 from tests.support.flows import joined_and_consented
 from tests.support.pg import APP_ROLE, OWNER_ROLE, PostgresServer
 
@@ -51,7 +52,7 @@ pytestmark = pytest.mark.parametrize("backend", ["postgres"])
 @pytest.fixture
 def app_engine(db_url: str) -> Iterator[Engine]:
     """The database as the app's role sees it."""
-    engine = make_engine(app_role_url(db_url), begin_immediate=False)
+    engine = observer_engine(app_role_url(db_url))
     yield engine
     engine.dispose()
 

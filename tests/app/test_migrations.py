@@ -7,11 +7,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from app import migrate
-from app.db import import_all_models, make_engine
+from app.db import import_all_models
+from tests.support.dbview import observer_engine
 
 
 def _tables(url: str) -> set[str]:
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     try:
         return set(inspect(engine).get_table_names()) - {"alembic_version"}
     finally:
@@ -36,7 +37,7 @@ def test_upgrade_downgrade_upgrade(backend, request, tmp_path):
     assert _tables(url) == set()
     migrate.upgrade(url)
     assert _tables(url) == expected
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     assert migrate.is_at_head(engine)
     engine.dispose()
 
@@ -44,7 +45,7 @@ def test_upgrade_downgrade_upgrade(backend, request, tmp_path):
 def test_models_and_migrations_agree(backend, request, tmp_path):
     url = _fresh_url(backend, request, tmp_path)
     migrate.upgrade(url)
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diff = compare_metadata(context, import_all_models().metadata)

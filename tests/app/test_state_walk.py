@@ -35,7 +35,6 @@ from app.auth.models import ParticipantCredential
 from app.config import Settings
 from app.consent import service as consent
 from app.consent.models import ConsentRecord, Withdrawal
-from app.db import make_engine
 from app.i18n import translator
 from app.main import create_app
 from app.notify.models import OutboxMessage
@@ -47,6 +46,7 @@ from app.studies import service as studies
 from app.surveys.models import SurveyResponse
 from tests.app.test_route_guards import _api_routes
 from tests.support.clock import Clock
+from tests.support.dbview import observer_engine
 from tests.support.flows import STUDY, consent_body, fresh_link, join
 from tests.support.smtp import SMTPServer
 from tests.support.studyfiles import StudyCopy
@@ -345,7 +345,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                         rate_limits_enabled=False)
     clock = Clock()
     app = create_app(settings, clock=clock)
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     with TestClient(app) as client:
         world = World(backend, app, client, engine, clock, smtp)
         _make_states(world, tmp)

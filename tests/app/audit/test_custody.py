@@ -21,10 +21,10 @@ from app.audit import anchor as anchoring
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.config import Settings, get_settings
-from app.db import make_engine
 from app.ops import backup as ops
 from app.ops.backup import BackupError
 from tests.support import tamper
+from tests.support.dbview import observer_engine
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -151,7 +151,7 @@ def test_another_studys_backup_is_refused_with_nothing_changed(backend, db_url, 
     _append(session, 6)
     assert wellpanel(db_url, ledger, "audit", "checkpoint").returncode == 0
     other_url = _other_database(backend, request, tmp_path)
-    engine = make_engine(other_url, begin_immediate=False)
+    engine = observer_engine(other_url)
     with Session(engine) as other:
         _append(other, 3, start=50)
     engine.dispose()
@@ -167,7 +167,7 @@ def test_another_studys_backup_is_refused_with_nothing_changed(backend, db_url, 
 def test_a_backup_of_another_study_key_is_refused(backend, db_url, ledger, tmp_path, request):
     other_url = _other_database(backend, request, tmp_path)
     for url, key in ((db_url, "our-study"), (other_url, "their-study")):
-        engine = make_engine(url, begin_immediate=False)
+        engine = observer_engine(url)
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO studies (key, created_at) VALUES (:k, :t)"),
                                {"k": key, "t": T0})
@@ -182,7 +182,7 @@ def test_a_backup_of_another_study_key_is_refused(backend, db_url, ledger, tmp_p
 
 def test_a_backup_from_a_newer_schema_is_refused(backend, db_url, ledger, tmp_path, request):
     other_url = _other_database(backend, request, tmp_path)
-    engine = make_engine(other_url, begin_immediate=False)
+    engine = observer_engine(other_url)
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     engine.dispose()

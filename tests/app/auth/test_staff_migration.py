@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from app import migrate
-from app.db import make_engine
+from tests.support.dbview import observer_engine
 
 
 def test_existing_members_get_their_creation_as_token_issue_time(backend, request, tmp_path):
@@ -20,7 +20,7 @@ def test_existing_members_get_their_creation_as_token_issue_time(backend, reques
         request.addfinalizer(lambda: server.drop_database(name))
         url = server.url(name)
     migrate.upgrade(url, "0005")
-    engine = make_engine(url, begin_immediate=False)
+    engine = observer_engine(url)
     created = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
     stamp = created if backend == "postgres" else created.replace(tzinfo=None)
     with engine.begin() as connection:

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import Session
 
 from app.audit import service as audit
-from app.db import make_engine
 from app.ops import backup as ops
 from app.ops.backup import BackupError
+from tests.support.dbview import observer_engine
 from tests.support.flows import joined_and_consented
 
 WELLPANEL = [sys.executable, "-m", "app.cli"]
@@ -78,7 +78,7 @@ def test_restore_drill(backend, db_url, client, smtp, request, tmp_path):
 
     verified = wellpanel(target, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    engine = make_engine(target, begin_immediate=False)
+    engine = observer_engine(target)
     try:
         with Session(engine) as session:
             report = audit.verify(session)
