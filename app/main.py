@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -56,6 +57,12 @@ STATIC_DIR = Path(__file__).parent / "web" / "static"
 OPENAPI_URL = "/openapi.json"
 
 
+def operation_id(route: APIRoute) -> str:
+    """`tag-name` (e.g. `participant-submit_response`), as the FastAPI template does: short,
+    stable ids that client generators turn into readable method names."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
 class WellpanelAPI(FastAPI):
     """FastAPI with the security headers outside Starlette's ServerErrorMiddleware, which
     sends the answer to an unhandled error itself: a 500 gets the headers too."""
@@ -87,7 +94,7 @@ def create_app(
     app = WellpanelAPI(title="wellpanel", version=__version__, lifespan=lifespan,
                        description="Consent-gated longitudinal wellbeing studies.",
                        openapi_url=OPENAPI_URL if docs else None, docs_url=None,
-                       redoc_url=None)
+                       redoc_url=None, generate_unique_id_function=operation_id)
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.ledger_anchor = ledger_anchor.attach(app.state.engine, settings)  # checkpoints

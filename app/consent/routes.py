@@ -64,7 +64,8 @@ def get_consent_record(record_id: int, ctx: ParticipantDep, session: SessionDep
 
 
 @router.get("/consent/records/{record_id}/copy.pdf", response_class=Response,
-            responses={200: {"content": {"application/pdf": {}}}})
+            responses={200: {"content": {"application/pdf": {
+                "schema": {"type": "string", "format": "binary"}}}}})
 def download_consent_pdf(record_id: int, ctx: ParticipantDep, session: SessionDep) -> Response:
     copy = consent.signed_copy(session, ctx.participant, record_id)
     pdf = consent_pdf(copy.record, copy.body_md, copy.statement_texts,
