@@ -24,6 +24,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHON
 
 .PHONY: help venv install install-dev system-deps pg-install demo test test-at lint format bench \
+	bench-deps \
 	clean distclean
 
 help:
@@ -34,7 +35,8 @@ help:
 	@echo "                (Debian's faketime; proves no test depends on today's date)"
 	@echo "make lint       ruff check"
 	@echo "make format     ruff format + ruff check --fix"
-	@echo "make bench      run each bench/*.py (JSON lines)"
+	@echo "make bench      run each bench/*.py (JSON lines); bench-deps installs what they need"
+	@echo "                (postgresql, wrk)"
 	@echo "make system-deps  install missing Debian packages (postgresql, chromium, fonts-noto-cjk)"
 	@echo "make clean      remove caches, build/ and test artifacts; distclean also removes .venv"
 
@@ -109,7 +111,11 @@ format: $(VENV)/.stamp-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.stamp-dev
+# bench/api.py drives the servers with wrk (a C load generator) and runs them on PostgreSQL.
+bench-deps:
+	@scripts/install-system-deps.sh postgres wrk
+
+bench: $(VENV)/.stamp-dev bench-deps
 	@set -e; for script in $(sort $(wildcard bench/*.py)); do \
 		echo "== $$script"; $(BIN)/python $$script; done
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages wellpanel's targets need, but only those whose programs are missing.
 #
-#   scripts/install-system-deps.sh [venv] [postgres] [browser] [fonts] [faketime]
+#   scripts/install-system-deps.sh [venv] [postgres] [browser] [fonts] [faketime] [wrk]
 #
 #   venv      python3's venv module with ensurepip           -> python3-venv
 #   postgres  PostgreSQL server binaries (initdb, pg_ctl)     -> postgresql
@@ -10,6 +10,7 @@
 #   fonts     Noto Sans CJK, for the consent PDF's Chinese     -> fonts-noto-cjk
 #             text (app/consent/copy.py; `make demo` too)
 #   faketime  libfaketime, for `make test-at`                  -> faketime
+#   wrk       the HTTP load generator of bench/api.py          -> wrk
 #
 # Nothing is installed when everything is present (no network, no root needed). Otherwise the
 # script runs `apt-get update` once and installs the missing packages: directly as root, through
@@ -60,8 +61,13 @@ for component in "${want[@]}"; do
                 missing+=(faketime)
             fi
             ;;
+        wrk)
+            if ! command -v wrk >/dev/null 2>&1; then
+                missing+=(wrk)
+            fi
+            ;;
         *)
-            echo "install-system-deps: unknown component '$component' (venv, postgres, browser, fonts, faketime)" >&2
+            echo "install-system-deps: unknown component '$component' (venv, postgres, browser, fonts, faketime, wrk)" >&2
             exit 2
             ;;
     esac

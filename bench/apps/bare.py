@@ -1,14 +1,15 @@
 """The baseline for bench/api.py: a FastAPI app whose only work is validating the same body.
 
 Same path shape, same pydantic model (ResponseSubmit), same uvicorn settings as the real
-submission endpoint; no auth, no database. Run: ``uvicorn bench.apps.bare:app``.
+submission endpoint; no auth, no database. ``GET /noop`` answers 204 and does nothing: bench/api.py
+measures the load generator's ceiling against it. Run: ``uvicorn bench.apps.bare:app``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Response
 
 from app.surveys.models import ResponseSubmit
 
@@ -22,3 +23,8 @@ def submit_response(
 ) -> dict[str, object]:
     return {"instance_id": instance_id, "answered": len(body.answers),
             "replayed": False, "key": idempotency_key}
+
+
+@app.get("/noop", status_code=204)
+async def noop() -> Response:  # no thread pool hop: the cheapest answer
+    return Response(status_code=204)
