@@ -37,6 +37,8 @@ class Message:
     language: str
     attachments: tuple[Attachment, ...] = ()
     key: str | None = None  # the outbox dedupe key: gives a resent message the same Message-ID
+    html: str | None = None  # the same text as HTML: sent as multipart/alternative with `body`
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (List-Unsubscribe...)
 
 
 class Channel(Protocol):
@@ -54,7 +56,12 @@ class SMTPChannel:
         email["Subject"] = message.subject
         email["Date"] = formatdate(localtime=False)
         email["Message-ID"] = message_id(message.key, self.settings.mail_from)
-        email.set_content(message.body)
+        for name, value in message.headers:
+            email[name] = value
+        # UTF-8 always (de, pt-BR, zh-CN texts; an ASCII-only English text reads the same).
+        email.set_content(message.body, charset="utf-8")
+        if message.html is not None:
+            email.add_alternative(message.html, subtype="html", charset="utf-8")
         for attachment in message.attachments:
             maintype, subtype = attachment.mime_type.split("/", 1)
             email.add_attachment(attachment.content, maintype=maintype, subtype=subtype,

@@ -15,6 +15,7 @@ from app.auth import service as auth
 from app.config import Settings
 from app.i18n import Translator, translator
 from app.notify.channels import Attachment, Message
+from app.notify.html import render_html
 from app.notify.models import OutboxMessage
 from app.participants.models import Contact, Participant
 from app.participants.timezones import local_datetime
@@ -83,13 +84,16 @@ def render_message(
     if attachments is None:
         return None
     params = {"study": title, "link": link, **_payload_params(message.payload, participant)}
+    subject = t(f"email.{message.kind}.subject", **params)
+    body = t(f"email.{message.kind}.body", **params).rstrip()
+    footer = _footer(t, settings, participant.language)
     return Message(
         to=to,
-        subject=t(f"email.{message.kind}.subject", **params),
-        body=_with_help_line(t(f"email.{message.kind}.body", **params), t, settings,
-                             participant.language),
+        subject=subject,
+        body=f"{body}\n\n{footer}\n",
         language=participant.language,
         attachments=attachments,
+        html=render_html(body, footer, subject=subject, language=participant.language),
     )
 
 
@@ -118,10 +122,10 @@ def _payload_params(payload: dict[str, Any], participant: Participant) -> dict[s
     return params
 
 
-def _with_help_line(body: str, t: Translator, settings: Settings, language: str) -> str:
+def _footer(t: Translator, settings: Settings, language: str) -> str:
     """Every message ends with where crisis lines are (added here once, not in each text)."""
     url = f"{settings.base_url}/help?lang={language}"
-    return f"{body.rstrip()}\n\n{t('help.email_footer', url=url)}\n"
+    return t("help.email_footer", url=url)
 
 
 def _address_and_link(session: Session, message: OutboxMessage, contact_email: str,

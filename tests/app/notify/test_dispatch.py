@@ -9,23 +9,11 @@ import pytest
 from sqlmodel import Session, select
 
 from app.scheduling.dispatcher import tick
-from app.studies import service as studies
 from app.surveys.models import SurveyInstance
 from tests.support.factory import consented_participants
-from tests.support.studyfiles import StudyCopy
 
-# Participants are enrolled at 10:00 Berlin time; their core surveys open the next day at 10:00.
-CORE = {"name": "core", "instruments": ["who5", "phq9"], "cadence": {"offsets_days": [1]},
-        "local_time": "10:00", "open_for_hours": 96, "reminders_hours": [24, 72]}
-
-
-@pytest.fixture
-def core_study(tmp_path, session, loaded_study) -> int:  # type: ignore[no-untyped-def]
-    copy = StudyCopy(tmp_path)
-    data = copy.read()
-    data["schedule"]["entries"] = [CORE]
-    copy.write(data)
-    return studies.load_study(session, copy.file, copy.surveys, actor="test").protocol_version
+# core_study (tests/app/notify/conftest.py): participants enrolled at 10:00 Berlin time get
+# their core surveys the next day at 10:00, with reminders after 24 and 72 hours.
 
 
 def _tick(app, clock):  # type: ignore[no-untyped-def]
