@@ -9,17 +9,19 @@ from app.consent.models import (
     ConsentVersion,
     Withdrawal,
 )
+from app.core.ratelimit_store import RateLimitHit
 from app.export.models import ExportJob
-from app.notify.models import OutboxMessage, StaffAlert
+from app.jobs.models import Job
+from app.notify.models import MailContact, OutboxMessage, StaffAlert
 from app.participants.models import Contact, EmailChange, Participant, ScreeningTally
 from app.studies.models import ProtocolVersion, Study
 from app.surveys.models import ResponseScore, SafetyEvent, SurveyInstance, SurveyResponse
 
 __all__ = [
     "AuditEvent", "Contact", "ConsentCopy", "ConsentDocument", "ConsentRecord", "ConsentVersion",
-    "EmailChange", "ExportJob",
+    "EmailChange", "ExportJob", "Job", "MailContact",
     "OutboxMessage", "Participant", "ParticipantCredential", "ProtocolVersion",
-    "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffAlert", "StaffMember",
+    "RateLimitHit", "ResponseScore", "SafetyEvent", "ScreeningTally", "StaffAlert", "StaffMember",
     "StaffSession", "Study",
     "SurveyInstance", "SurveyResponse", "Withdrawal",
 ]
