@@ -16,6 +16,7 @@ from typing import Any
 
 from analysis import spec
 from app.core import csv_cells
+from app.export.timeshift import TimePolicy
 from app.surveys.instruments import Instrument
 
 FREE_TEXT_WARNING = (
@@ -160,6 +161,44 @@ def instrument_entry(
     return out
 
 
+def time_entry(policy: TimePolicy, profile: str, events: list[Mapping[str, Any]]
+               ) -> dict[str, Any]:
+    """How the export releases time: the variables and what they can tell (issue 16 part 3)."""
+    r = policy.day_resolution_days
+    out: dict[str, Any] = {
+        "summary": "no calendar dates in any row; time is counted from each participant's own "
+        "enrollment" + ("" if profile == spec.PROFILE_RESEARCH
+                        else "; no calendar information at all (strict profile)"),
+        "variables": {
+            "wave": "measurement wave (0 = baseline), whole two-week steps from enrollment to "
+            "the time the survey was scheduled",
+            "day": f"days from the participant's enrollment to the answer, both in the "
+            f"participant's own time zone, rounded down to a multiple of {r} (0, {r}, "
+            f"{2 * r}, ...): the day within those {r} is not released",
+            "days_in_study": "the last such day of the participant, rounded the same way",
+        },
+        "day_resolution_days": r,
+    }
+    if profile == spec.PROFILE_RESEARCH:
+        s, b = policy.max_shift_days, policy.event_band_weeks
+        for e in events:
+            col = spec.event_column(str(e["key"]))
+            out["variables"][col] = (
+                f"weeks from the event {e['key']} ({e.get('description', '')}) to the answer, "
+                f"computed on the participant's dates moved by a secret offset of -{s}..{s} "
+                f"days (the same for all of one participant's rows), released as the first "
+                f"week of {b}-week bands (..., -{b}, 0, {b}, ...): 0 means weeks 0..{b - 1} "
+                f"after the (shifted) event, negative values are before it. Use it for "
+                f"event-time analyses at {b}-week resolution; its error is at most {s} days "
+                f"plus the band")
+        out.update({
+            "date_precision_days": policy.date_precision_days,
+            "max_shift_days": s,
+            "event_band_weeks": b,
+        })
+    return out
+
+
 def build_codebook(
     *,
     protocol: Mapping[str, Any],
@@ -169,6 +208,7 @@ def build_codebook(
     include_items: bool,
     include_free_text: bool,
     item_columns: list[ItemColumn],
+    time_policy: TimePolicy | None = None,
     answered: Mapping[str, Mapping[tuple[str, str], int]],
     versions_in_data: Mapping[str, Mapping[str, int]],
     profile: str,
@@ -197,15 +237,7 @@ def build_codebook(
         "default_language": study.get("default_language"),
         **dict(protocol_meta),
     }
-    book["time"] = (
-        "day = whole calendar days from the participant's enrollment to the answer, both taken "
-        "in the participant's own time zone (day 0 = the enrollment day); wave 0 is the baseline"
-        + (
-            "; week_since_<event> = whole weeks from the study event's date (negative before it)"
-            if profile == spec.PROFILE_RESEARCH
-            else "; no calendar dates (strict profile)"
-        )
-    )
+    book["time"] = time_entry(time_policy or TimePolicy(), profile, study.get("events") or [])
     book["item_answers"] = {
         "included": include_items,
         "free_text_included": include_free_text,

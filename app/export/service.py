@@ -53,7 +53,7 @@ from analysis import spec
 from app.core.errors import AppError
 from app.db import make_engine, utcnow
 from app.export import codebook as cb
-from app.export import deidentify, freetext, stream, writers
+from app.export import deidentify, freetext, stream, timeshift, writers
 from app.surveys.answers import visible_items
 from app.surveys.instruments import Instrument
 
@@ -294,6 +294,7 @@ class _Person:
     cutoff: datetime | None
     last_day: int = 0
     enrolled_day: int = 0  # days since 1970-01-01 of the local enrollment date
+    shift: int = 0  # research profile: keyed date offset in days (app/export/timeshift.py)
     qi: dict[str, Any] = field(default_factory=dict)
 
 
@@ -618,6 +619,25 @@ def _layout(
                    free_text, ordinal)
 
 
+def _describe_time(layout: _Layout, policy: timeshift.TimePolicy, profile: str) -> None:
+    """The released time columns' descriptions say how coarse they are (the codebook's
+    ``time`` entry has the whole story)."""
+    r = policy.day_resolution_days
+    for name in ("responses", "usage", "panel"):
+        layout.descriptions.setdefault(name, {})["day"] = (
+            f"Days since the participant's enrollment, rounded down to a multiple of {r}")
+    layout.descriptions.setdefault("participants", {})["days_in_study"] = (
+        f"Days from enrollment to the participant's last exported answer, rounded down to a "
+        f"multiple of {r}")
+    if profile == spec.PROFILE_RESEARCH:
+        for name in ("responses", "panel"):
+            for key, _ in layout.events:
+                layout.descriptions[name][spec.event_column(key)] = (
+                    f"Weeks since {key} on dates shifted by a secret per-participant offset "
+                    f"(-{policy.max_shift_days}..{policy.max_shift_days} days), first week of "
+                    f"{policy.event_band_weeks}-week bands")
+
+
 def severity_bands(instruments: Mapping[str, Instrument]) -> list[str]:
     """Every scoring band of the study's instruments, lowest first: each instrument's bands in
     the order its definition lists them (by score), instruments in the study's order, merged
@@ -887,6 +907,11 @@ def _build(
             cfg = deidentify.parse_config(study)
         except deidentify.DeidentificationError as exc:
             raise ExportError(exc.message, code="invalid_quasi_identifiers") from exc
+        try:
+            time_policy = timeshift.parse_policy(study)
+        except timeshift.TimePolicyError as exc:
+            raise ExportError(str(exc), code="invalid_export_settings",
+                              details={"field": "export.time"}) from exc
         sources = _qi_sources(cfg, instruments)
         qi_pairs = {(inst, f) for f, inst in sources.items() if inst is not None}
         # country is generalized into region; any QI outside the contract gets its own column
@@ -895,10 +920,15 @@ def _build(
                     if deidentify.OUTPUT_COLUMN.get(f, f) not in contract_cols]
         layout = _layout(instruments, list(study.get("events") or []), profile,
                          options.include_items, options.include_free_text, qi_pairs, qi_extra)
+        _describe_time(layout, time_policy, profile)
 
         counts = _counts(conn, t, study_id)
         excluded: dict[str, int] = {}
         people = _people(conn, t, study_id, key, excluded)
+        if profile == spec.PROFILE_RESEARCH:  # strict: no calendar alignment to shift
+            for person in people.values():
+                person.shift = timeshift.date_shift(key, person.internal,
+                                                    time_policy.max_shift_days)
 
         # -- quasi-identifiers and the sensitive attribute, from the earliest answers --
         need = {inst for inst in sources.values() if inst is not None}
@@ -1016,6 +1046,8 @@ def _build(
                 items_of.get(ikey, []), answers, layout.free_text, masker,
                 instruments.get(ikey)),
             progress=bar,
+            day_resolution=time_policy.day_resolution_days,
+            event_band_weeks=time_policy.event_band_weeks,
         )
 
         def local_day(internal: str, at: datetime) -> int:
@@ -1048,7 +1080,8 @@ def _build(
             row = {
                 "pid": p.pid,
                 "status": p.status,
-                "days_in_study": p.last_day,
+                "days_in_study": timeshift.coarse_days(p.last_day,
+                                                       time_policy.day_resolution_days),
                 "used_4o_before_retirement": used4o[ix],
                 "qi_suppressed": anon.suppressed[ix],
             }
@@ -1073,6 +1106,7 @@ def _build(
             include_items=options.include_items,
             include_free_text=options.include_free_text,
             item_columns=layout.item_columns,
+            time_policy=time_policy,
             answered={k: dict(v) for k, v in stats.answered.items()},
             versions_in_data={k: dict(v) for k, v in stats.versions.items()},
             profile=profile,
@@ -1086,6 +1120,7 @@ def _build(
     }
     deid = _deid_report(options, key_source, anon.report, counts, excluded, after_cutoff, people,
                         layout, masker.report())
+    deid["time"] = time_policy.report(profile == spec.PROFILE_RESEARCH)
     title = study.get("title")
     title_text = title.get(study.get("default_language", "en")) if isinstance(title, dict) else (
         title or study_key)
@@ -1144,7 +1179,10 @@ def _schema(name: str, cols: list[tuple[str, str]], layout: _Layout) -> dict[str
     schema = spec.table_schema(name, [c for c, _ in cols], extras,
                                layout.descriptions.get(name, {}))
     labels = layout.value_labels.get(name, {})
+    described = layout.descriptions.get(name, {})
     for f in schema["fields"]:
+        if f["name"] in described:  # contract columns too (e.g. day: how coarse it is)
+            f["description"] = described[f["name"]]
         if f["name"] in labels and "categories" not in f:
             f["categories"] = [{"value": v, "label": lab} for v, lab in labels[f["name"]].items()]
     return schema

@@ -46,6 +46,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from analysis import spec
+from app.export import timeshift
 
 EPOCH = date(1970, 1, 1).toordinal()
 SQLITE_RANK_FUNCTION = "wellpanel_pid_rank"
@@ -307,6 +308,8 @@ class Processor:
         instruments: set[str],
         item_values: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None,
         progress: Any = None,
+        day_resolution: int = 1,
+        event_band_weeks: int = 1,
     ) -> None:
         self.people = people
         self.sinks = sinks
@@ -317,6 +320,10 @@ class Processor:
         self.instruments = instruments
         self.item_values = item_values
         self.progress = progress
+        # time without dates (app/export/timeshift.py): released days are coarse, event weeks
+        # are computed on each person's shifted dates (``shift``, 0 in the strict profile)
+        self.day_resolution = day_resolution
+        self.event_band_weeks = event_band_weeks
         self.stats = StreamStats()
         self._carry: pa.Table | None = None
 
@@ -371,6 +378,8 @@ class Processor:
             return
         pid_dict = pa.array([p.pid if p is not None else None for p in persons], pa.string())
         enrolled = np.array([p.enrolled_day if p is not None else 0 for p in persons], np.int64)
+        shift = np.array([getattr(p, "shift", 0) if p is not None else 0 for p in persons],
+                         np.int64)
         pid = pid_dict.take(pa.array(codes))
         local = table.column("local_day").to_numpy()
         day = np.maximum(local - enrolled[codes], 0)
@@ -387,7 +396,9 @@ class Processor:
         scored = valid_col.is_valid().to_numpy(zero_copy_only=False)
         valid = valid_col.fill_null(False).to_numpy(zero_copy_only=False)
         primary = table.column("primary").to_numpy(zero_copy_only=False)  # NaN when null
-        weeks = {col: (local - ev) // 7 for col, ev in self.events}
+        weeks = {col: timeshift.event_weeks(local + shift[codes], ev, self.event_band_weeks)
+                 for col, ev in self.events}
+        released_day = timeshift.coarse_days(day, self.day_resolution)
 
         # -- responses --
         rmask = scored | np.isin(inst_py, list(self.instruments)) if self.include_items \
@@ -400,7 +411,7 @@ class Processor:
                 "pid": pid.take(take),
                 "instrument": instrument.take(take),
                 "wave": wave[ridx],
-                "day": day[ridx],
+                "day": released_day[ridx],
                 "score": table.column("primary").take(take),
                 "severity": table.column("band").take(take),
                 "valid": valid[ridx],
@@ -445,9 +456,10 @@ class Processor:
             "wave": wave[starts],
             "day": np.minimum.reduceat(day, starts),
         }
-        first_local = panel["day"] + enrolled[codes[starts]]
+        first_local = panel["day"] + enrolled[codes[starts]] + shift[codes[starts]]
         for col, ev in self.events:
-            panel[col] = (first_local - ev) // 7
+            panel[col] = timeshift.event_weeks(first_local, ev, self.event_band_weeks)
+        panel["day"] = timeshift.coarse_days(panel["day"], self.day_resolution)
         ok = valid & ~np.isnan(primary)
         for k in self.outcomes:
             col = np.full(ng, np.nan)
@@ -466,7 +478,8 @@ class Processor:
             for j, i in enumerate(uidx):
                 if answers[j] is None:
                     continue
-                s = usage.add(pids[j], int(wave[i]), int(day[i]), json.loads(answers[j]))
+                s = usage.add(pids[j], int(wave[i]), int(released_day[i]),
+                              json.loads(answers[j]))
                 g = gidx[i]
                 for k, v in s.items():
                     summary[k][g] = v

@@ -21,7 +21,7 @@ from analysis import spec
 from analysis.panel import load_panel
 from app.audit import service as audit
 from app.audit.models import AuditEvent
-from app.export import deidentify
+from app.export import deidentify, timeshift
 from app.export.service import ExportOptions, export_panel, pseudonym_of, read_key
 from app.export.writers import file_digest
 from app.surveys.models import ResponseScore, SurveyInstance, SurveyResponse
@@ -155,11 +155,14 @@ def test_research_profile_aligns_to_study_events_and_records_the_dua(
 
         for p in s.exec(select(Participant)).all():
             tzs[p.id] = ZoneInfo(p.timezone)
+    # weeks since the event on each person's keyed shifted dates, in 4-week bands (part 3)
+    key, _ = read_key(population.key_file)
     for row in panel.responses.head(200).itertuples(index=False):
         internal = by_pid[row.pid].id
         at = source[(internal, row.instrument, row.wave)]["at"]
         local = at.astimezone(tzs[internal]).date()
-        assert getattr(row, col) == (local - date(2026, 2, 13)).days // 7
+        shifted = (local - date(2026, 2, 13)).days + timeshift.date_shift(key, internal, 14)
+        assert getattr(row, col) == (shifted // 7) // 4 * 4
     assert col in panel.wide.columns and panel.wide[col].notna().all()
     assert result.profile == "research"
 
