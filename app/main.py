@@ -52,6 +52,7 @@ from app.web.routes import router as web_router
 from app.web.staff_routes import router as staff_web_router
 from app.web.submitted_routes import router as submitted_web_router
 from app.web.survey_routes import router as survey_web_router
+from app.web.unsubscribe_routes import router as unsubscribe_web_router
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 OPENAPI_URL = "/openapi.json"
@@ -126,6 +127,7 @@ def create_app(
         app.include_router(router)  # participant controls: sign out, my data, after a survey
     app.include_router(help_web_router)  # the public "Need help now?" page
     app.include_router(feedback_web_router)  # /p/feedback, when the study file enables it
+    app.include_router(unsubscribe_web_router)  # /p/unsubscribe/<token> (RFC 8058 one-click)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if docs:
         install_api_docs(app, OPENAPI_URL)

@@ -32,6 +32,34 @@ class OutboxMessage(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
 
+class MailContact(SQLModel, table=True):
+    """How a participant may be emailed, kept by the notify domain (never an address here).
+
+    - unsubscribe_hash: SHA-256 of the participant's List-Unsubscribe token (app/notify/
+      unsubscribe.py), so the link finds its participant; the token itself is derived, never
+      stored.
+    - one_click: what a mail client's one-click unsubscribe does, as the participant chose on
+      the unsubscribe page: "stop" (email contact, the default) or "pause" (participation).
+    - email_stopped_at: email contact stopped (no invitations or reminders; mail the person
+      asks for, such as sign-in links, still goes). Not a withdrawal.
+    - undeliverable_*: the mail server refused the address for good (an SMTP 5xx, or a
+      provider's bounce). `undeliverable_address` is a keyed hash of the refused address, so a
+      change of address lifts it without the address being kept here.
+    """
+
+    __tablename__ = "mail_contacts"
+
+    participant_id: str = Field(primary_key=True, foreign_key="participants.id", max_length=36)
+    unsubscribe_hash: str | None = Field(default=None, max_length=64, unique=True)
+    one_click: str = Field(default="stop", max_length=10)
+    email_stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    undeliverable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    undeliverable_code: int | None = None
+    undeliverable_source: str | None = Field(default=None, max_length=20)  # smtp | webhook
+    undeliverable_address: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class StaffAlert(SQLModel, table=True):
     """An email to a staff member (an on-call safety alert, an escalation): not a participant
     message, but sent over the same channel through its own outbox (app/notify/staff_alerts.py).
@@ -73,6 +101,19 @@ class NotificationFailure(BaseModel):
     pseudonym: str  # the IRB pseudonym, as on the IRB pages
 
 
+class UndeliverableContact(BaseModel):
+    pseudonym: str  # the IRB pseudonym
+    since: datetime  # when the address was refused for good
+    code: int | None  # the SMTP reply code (550...), None for a provider's bounce without one
+    source: str  # smtp (refused while sending) | webhook (a provider's bounce notification)
+
+
+class UndeliverableReport(BaseModel):
+    count: int
+    contacts: list[UndeliverableContact]
+
+
 class NotificationReport(BaseModel):
     counts: list[NotificationCount]
     failures: list[NotificationFailure]
+    undeliverable: UndeliverableReport | None = None  # current addresses refused for good

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from app.auth import service as auth
 from app.config import Settings
 from app.i18n import Translator, translator
+from app.notify import unsubscribe
 from app.notify.channels import Attachment, Message
 from app.notify.html import render_html
 from app.notify.models import OutboxMessage
@@ -68,9 +69,10 @@ def render_message(
     contact = session.get(Contact, message.participant_id)
     if participant is None or contact is None or participant.status in BLOCKED_STATUSES:
         return None
-    if message.kind in OCCASION_KINDS and not _occasion_still_due(session, participant, message,
-                                                                  now):
-        return None
+    if message.kind in OCCASION_KINDS and (
+            unsubscribe.email_stopped(session, participant.id)
+            or not _occasion_still_due(session, participant, message, now)):
+        return None  # stopped email contact: no invitations or reminders (asked-for mail goes)
     study = session.get(Study, participant.study_id)
     assert study is not None
     protocol = studies.current_protocol(session, study.id)  # type: ignore[arg-type]
@@ -87,6 +89,15 @@ def render_message(
     subject = t(f"email.{message.kind}.subject", **params)
     body = t(f"email.{message.kind}.body", **params).rstrip()
     footer = _footer(t, settings, participant.language)
+    headers: tuple[tuple[str, str], ...] = ()
+    if message.kind in OCCASION_KINDS:
+        # RFC 8058: a mail client's "unsubscribe" button posts to this address; the same link,
+        # in the text, opens the page where the person chooses what it does.
+        stop_link = unsubscribe.link_for(session, settings.secret_key, settings.base_url,
+                                         participant.id, now)
+        footer = f"{t('unsubscribe.email_footer', url=stop_link)}\n{footer}"
+        headers = (("List-Unsubscribe", f"<{stop_link}>"),
+                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     return Message(
         to=to,
         subject=subject,
@@ -94,6 +105,7 @@ def render_message(
         language=participant.language,
         attachments=attachments,
         html=render_html(body, footer, subject=subject, language=participant.language),
+        headers=headers,
     )
 
 
