@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -15,13 +16,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_LANGUAGES = ("en", "de", "pt-BR", "zh-CN")
 _DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused in production below
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class Settings(BaseSettings):
     """Everything an operator can configure. Each field maps to WELLPANEL_<NAME>."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WELLPANEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="WELLPANEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True,  # a refused value may hold a password: never echo it
     )
 
     database_url: str = Field(
@@ -80,6 +83,18 @@ class Settings(BaseSettings):
         default=300.0, gt=0, le=86400,
         description="How long a sender holds a claimed outbox message; a message whose sender "
         "died is sent by another after this. Must exceed the two SMTP timeouts together")
+    job_lease_seconds: float = Field(
+        default=60.0, ge=1, le=3600,
+        description="How long a process holds a background job (export, analysis) without a "
+        "heartbeat; its heartbeat renews the lease every quarter of this, and a job whose "
+        "process died is taken over by another process after this")
+    job_poll_seconds: float = Field(
+        default=5.0, gt=0, le=600,
+        description="How often each process looks for queued jobs and expired leases")
+    job_max_attempts: int = Field(
+        default=3, ge=1, le=20,
+        description="Attempts of one background job (failures and lost leases) before it "
+        "ends failed")
     mail_from: str = Field(default="wellpanel <study@wellpanel.invalid>",
                            description="Sender of messages to participants")
     notify_channel: Literal["smtp", "console"] = Field(
@@ -130,6 +145,25 @@ class Settings(BaseSettings):
         default="",
         description="Also email each checkpoint (SMTP settings above) to these addresses, "
         "comma-separated, e.g. the IRB's; empty: directory only")
+    ledger_s3_url: str | None = Field(
+        default=None,
+        description="Also write each checkpoint to this S3 bucket, s3://BUCKET/PREFIX, with "
+        "Object Lock retention (the bucket must have Object Lock and versioning enabled, or it "
+        "is refused); credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role), never from here; unset: no bucket")
+    ledger_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="An S3-compatible server instead of AWS, e.g. http://minio:9000")
+    ledger_s3_region: str | None = Field(
+        default=None, description="The bucket's region, e.g. eu-central-1; unset: boto3's own")
+    ledger_s3_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
+        default="COMPLIANCE",
+        description="Object Lock mode of each checkpoint: COMPLIANCE (nobody, not even the "
+        "account's root, can delete it or shorten its retention) or GOVERNANCE (whoever holds "
+        "s3:BypassGovernanceRetention can)")
+    ledger_s3_retention_days: int = Field(
+        default=3650, ge=1, le=36500,
+        description="How long each checkpoint object is locked, in days")
     allowed_hosts: str = Field(
         default="",
         description="Host names the server answers to, comma-separated (`*.example.org` for "
@@ -178,6 +212,40 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown role {unknown[0]!r}; roles are {', '.join(STAFF_ROLES)}")
         return ",".join(dict.fromkeys(roles))
 
+    @field_validator("ledger_s3_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError("must look like s3://BUCKET or s3://BUCKET/PREFIX")
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("must be s3://BUCKET/PREFIX, without credentials, ? or #")
+        if not _S3_BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+            raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name (3 to 63 "
+                             "lowercase letters, digits, dots and hyphens)")
+        prefix = parts.path.strip("/")
+        return f"s3://{parts.netloc}/{prefix}/" if prefix else f"s3://{parts.netloc}/"
+
+    @field_validator("ledger_s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://minio:9000")
+        if parts.username or parts.password:
+            raise ValueError("must not hold credentials; set AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY in the environment instead")
+        return value.strip().rstrip("/")
+
+    @field_validator("ledger_s3_lock_mode", mode="before")
+    @classmethod
+    def _s3_lock_mode_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -190,6 +258,13 @@ class Settings(BaseSettings):
         if self.outbox_lease_seconds <= self.smtp_connect_timeout + self.smtp_send_timeout:
             raise ValueError("WELLPANEL_OUTBOX_LEASE_SECONDS must exceed "
                              "WELLPANEL_SMTP_CONNECT_TIMEOUT + WELLPANEL_SMTP_SEND_TIMEOUT")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_settings_need_a_bucket(self) -> Settings:
+        if self.ledger_s3_url is None and (self.ledger_s3_endpoint_url or self.ledger_s3_region):
+            raise ValueError("WELLPANEL_LEDGER_S3_ENDPOINT_URL or WELLPANEL_LEDGER_S3_REGION is "
+                             "set, but WELLPANEL_LEDGER_S3_URL (s3://BUCKET/PREFIX) is not")
         return self
 
     @model_validator(mode="after")
