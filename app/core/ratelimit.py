@@ -11,9 +11,11 @@ sent a message to its target counts against the target's limit (its route calls
 else mistyped, can still get their own link, while links to one address stay limited. (The check
 comes before the request and the count after it, so concurrent requests can pass a spent limit
 together; the per-IP limit, counted up front, bounds that.) Limits use a moving window
-(the `limits` library) and are kept in memory **per process**: with several server processes
-(uvicorn --workers N, or several containers) each one counts on its own, so the effective limit
-is N times the setting. Targets are kept only as keyed hashes, never as addresses.
+(the `limits` library's strategy) over counters kept **in the database**
+(app/core/ratelimit_store.py), so every server process (uvicorn --workers N, several containers)
+counts against the same limits and a restart forgets nothing. IPs and targets are stored only as
+keyed hashes, never as addresses. A request that hits no rule costs one indexed read (the IP's
+failed authentications); only counted requests write.
 
 An IP's failed-authentication limit never blocks a request that carries a valid credential:
 people behind one address (a university, a mobile carrier's NAT) must not be locked out by
@@ -45,7 +47,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -54,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.core.errors import AppError, error_response
+from app.core.ratelimit_store import DatabaseStorage
 
 UNLIMITED = ("/healthz", "/readyz", "/metrics", "/static/")
 MESSAGE_SENT = "wellpanel.message_sent"  # scope key: this request sent a message to its target
@@ -108,17 +110,31 @@ class RateLimit:
         self.enabled = settings.rate_limits_enabled
         self.rules = rules_from(settings)
         self.auth_failures = parse_many(settings.rate_limit_auth_failures_per_ip)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.key = hashlib.sha256(b"ratelimit:" + settings.secret_key.encode()).digest()
         self.html = html
+        self._storage: DatabaseStorage | None = None
+        self._limiter: MovingWindowRateLimiter | None = None
+
+    def _bind(self, scope: Scope) -> None:
+        """The counters live in the app's database (its engine exists once the app does)."""
+        if self._limiter is None:
+            self._storage = DatabaseStorage(scope["app"].state.engine, self.key)
+            self._limiter = MovingWindowRateLimiter(self._storage)
+
+    @property
+    def limiter(self) -> MovingWindowRateLimiter:
+        assert self._limiter is not None
+        return self._limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["path"].startswith(UNLIMITED):
             await self.app(scope, receive, send)
             return
+        self._bind(scope)
         client = scope.get("client")
         ip = client[0] if client else "unknown"
-        retry = self._waiting_after_failures(ip)
+        # the counters are in the database: never read or write them on the event loop
+        retry = await run_in_threadpool(self._waiting_after_failures, ip)
         rule = self._rule_for(scope)
         target: str | None = None
         # the request's credential (NONE, LIVE or INVALID), looked at only when over a limit
@@ -128,7 +144,7 @@ class RateLimit:
             if credential != INVALID:  # a valid user, or no credential at all: not a guess
                 retry = None
         if retry is None and rule is not None and not (rule.login and credential == LIVE):
-            retry = self._spend(rule, rule.per_ip, "ip", ip)
+            retry = await run_in_threadpool(self._spend, rule, rule.per_ip, "ip", ip)
             if retry is not None and rule.login and credential is None:
                 credential, receive = await _credential_state(scope, receive)
                 if credential == LIVE:  # a refused hit is not counted: nothing to give back
@@ -138,31 +154,38 @@ class RateLimit:
                 address = _field(scope, body, rule.target_field)
                 if address:
                     target = self._digest(address)
-                    retry = self._waiting(rule, rule.per_target, "target", target)
+                    retry = await run_in_threadpool(self._waiting, rule, rule.per_target,
+                                                    "target", target)
         if retry is not None:
             await self._refuse(scope, receive, send, retry)
             return
         await self.app(scope, receive, self._counting_failures(send, ip))
         if rule is not None and target is not None and scope.get(MESSAGE_SENT):
-            self._spend(rule, rule.per_target, "target", target)
+            await run_in_threadpool(self._spend, rule, rule.per_target, "target", target)
 
     def _waiting_after_failures(self, ip: str) -> int | None:
         """Seconds to wait when this IP has spent its failed authentications (a token guesser
         tries bearer tokens on any route, not only the login pages)."""
-        for item in self.auth_failures:
-            if not self.limiter.test(item, "auth_failure", ip):
-                reset = self.limiter.get_window_stats(item, "auth_failure", ip).reset_time
-                return max(1, math.ceil(reset - time.time()))
+        assert self._storage is not None
+        items = self.auth_failures
+        windows = self._storage.moving_windows(  # one read for every window of the rule
+            [(item.key_for("auth_failure", ip), item.get_expiry()) for item in items])
+        for item, (start, used) in zip(items, windows, strict=True):
+            if used > item.amount - 1:
+                return max(1, math.ceil(start + item.get_expiry() - time.time()))
         return None
 
     def _counting_failures(self, send: Send, ip: str) -> Send:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
-                for item in self.auth_failures:
-                    self.limiter.hit(item, "auth_failure", ip)
+                await run_in_threadpool(self._count_failure, ip)
             await send(message)
 
         return counting_send
+
+    def _count_failure(self, ip: str) -> None:
+        for item in self.auth_failures:
+            self.limiter.hit(item, "auth_failure", ip)
 
     def _rule_for(self, scope: Scope) -> Rule | None:
         for rule in self.rules:
