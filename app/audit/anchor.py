@@ -4,7 +4,8 @@ A hash chain only proves something against a copy of its head kept where the dat
 cannot reach. Every N rows or M minutes (and on `wellpanel audit checkpoint`, and before each
 backup) the head's position and hash are signed with an Ed25519 key and written, as one small
 JSON file, to a sink outside the database: a directory (always; by default beside a SQLite file),
-and optionally an email to the IRB.
+and optionally an email to the IRB and an S3-compatible bucket under Object Lock (s3sink.py),
+which follow the directory: an entry the bucket did not get goes up with the next checkpoint.
 
 The sink is itself append-only by numbering: entry n+1 follows entry n, so a removed entry shows
 as a missing range. An entry is either a checkpoint (seq, head hash, and a short digest of every
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -44,6 +45,9 @@ from sqlmodel import Session
 from app.config import Settings
 from app.core.security import canonical_json
 from app.db import READ_ONLY
+
+if TYPE_CHECKING:
+    from app.audit.s3sink import S3Sink
 
 log = logging.getLogger("wellpanel.audit")
 
@@ -352,12 +356,18 @@ class Anchor:
     settings: Settings
     paths: LedgerPaths = field(init=False)
     sink: DirectorySink = field(init=False)
+    bucket: S3Sink | None = field(default=None, init=False)  # WELLPANEL_LEDGER_S3_URL
+    undelivered: list[str] = field(default_factory=list, init=False)  # the last delivery's
     _latest: tuple[int, datetime] | None = field(default=None, init=False)  # (seq, at)
     _mutex: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.paths = ledger_paths(self.settings)
         self.sink = DirectorySink(self.paths.directory)
+        if self.settings.ledger_s3_url is not None:
+            from app.audit.s3sink import S3Sink
+
+            self.bucket = S3Sink(self.settings)  # opened (and checked) on first use
 
     # -- the sinks, for reading
     def read_sink(self) -> Sink:
@@ -460,13 +470,35 @@ class Anchor:
         return entry
 
     def _deliver(self, entry: Entry) -> None:
-        """The other sink: a copy that neither the database's users nor this directory's can
-        take back. A failure is logged; the directory already holds the entry."""
+        """The other sinks: copies that neither the database's users nor this directory's can
+        take back. A failure is logged and kept in `undelivered` for the command that asked;
+        the directory already holds the entry, and the bucket gets it with the next one."""
+        undelivered: list[str] = []
+        if self.bucket is not None:
+            try:
+                self.upload_pending()
+            except Exception as exc:
+                from app.audit.s3sink import describe
+
+                message = str(exc) if isinstance(exc, AnchorError) else describe(exc)
+                undelivered.append(message)
+                log.warning("ledger checkpoint not uploaded; it is retried with the next one",
+                            extra={"entry": entry.n, "sink": self.bucket.label,
+                                   "error": message})
         if self.settings.ledger_checkpoint_email.strip():
             try:
                 email_entry(self.settings, entry, public_pem(self.signer().public))
-            except Exception:
+            except Exception as exc:
+                undelivered.append(f"the email to the IRB failed ({exc.__class__.__name__})")
                 log.exception("ledger checkpoint could not be emailed", extra={"entry": entry.n})
+        self.undelivered = undelivered
+
+    def upload_pending(self) -> list[str]:
+        """Every entry of the directory the bucket lacks, uploaded in order (names)."""
+        if self.bucket is None:
+            return []
+        signer = self.signer()
+        return self.bucket.upload_pending(self.sink, public_pem(signer.public), signer.key_id)
 
 
 def email_entry(settings: Settings, entry: Entry, pem: str) -> None:

@@ -18,6 +18,7 @@ offers a full run).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class SinkView:
     key: Ed25519PublicKey | None
     paths: anchoring.LedgerPaths | None = None  # where the verified position is kept
     signer_available: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_view(settings: Settings, *, checkpoints: Path | None = None,
@@ -57,6 +59,31 @@ def load_view(settings: Settings, *, checkpoints: Path | None = None,
     key = anchoring.trusted_key(anchor.paths, sink, public_key)
     return SinkView(sink.label, entries, unreadable, key, anchor.paths,
                     anchor.paths.key_file.is_file() and public_key is None)
+
+
+def load_views(settings: Settings, *, checkpoints: Path | None = None,
+               public_key: Path | None = None, sink: str = "all") -> list[SinkView]:
+    """What `audit verify` checks: the directory, the bucket (WELLPANEL_LEDGER_S3_URL), or
+    both (`all`, the default: the bucket too when one is configured)."""
+    if sink not in ("all", "directory", "s3"):
+        raise anchoring.AnchorError(f"unknown sink {sink!r}: all, directory or s3")
+    if checkpoints is not None or sink == "directory":
+        return [load_view(settings, checkpoints=checkpoints, public_key=public_key)]
+    if settings.ledger_s3_url is None:
+        if sink == "s3":
+            raise anchoring.AnchorError("no bucket to check: WELLPANEL_LEDGER_S3_URL is not set")
+        return [load_view(settings, public_key=public_key)]
+    anchor = Anchor(settings)
+    assert anchor.bucket is not None
+    bucket = anchor.bucket.open()
+    entries, unreadable = anchoring.read_entries(bucket)
+    key = anchoring.trusted_key(anchor.paths, bucket, public_key)
+    in_bucket = SinkView(bucket.label, entries, unreadable, key, anchor.paths,
+                         anchor.paths.key_file.is_file() and public_key is None,
+                         warnings=list(bucket.anomalies))
+    if sink == "s3":
+        return [in_bucket]
+    return [load_view(settings, public_key=public_key), in_bucket]
 
 
 def checkpoint_info(entry: Entry) -> CheckpointInfo:
@@ -99,6 +126,34 @@ def sink_problem(view: SinkView) -> BrokenLink | None:
                 message=f"checkpoint {entry.n} ({entry.name}) has a bad signature: its content "
                 "was changed after it was signed, or it was not signed with this key")
     return None
+
+
+def disagreement(first: SinkView, other: SinkView) -> tuple[BrokenLink | None, list[str]]:
+    """Two sinks hold copies of the same entries: one that differs is named; entries only one
+    of them holds are worth a warning (not yet uploaded, or a directory emptied)."""
+    mine = {e.n: e for e in first.entries}
+    theirs = {e.n: e for e in other.entries}
+    for n in sorted(mine.keys() & theirs.keys()):
+        if mine[n].to_bytes() != theirs[n].to_bytes():
+            return BrokenLink(
+                seq=None, problem="sink_mismatch", checkpoint=n, file=mine[n].name,
+                message=f"checkpoint {n} ({mine[n].name}) in {first.label} differs from the "
+                f"one in {other.label}: one of them was replaced"), []
+    warnings = []
+    ahead = sorted(mine.keys() - theirs.keys())
+    if ahead:
+        warnings.append(f"{len(ahead)} checkpoint entries ({_span(ahead)}) are not in "
+                        f"{other.label} yet: they are uploaded with the next checkpoint "
+                        "(`wellpanel audit checkpoint`)")
+    behind = sorted(theirs.keys() - mine.keys())
+    if behind:
+        warnings.append(f"{other.label} holds {len(behind)} checkpoint entries ({_span(behind)})"
+                        f" that {first.label} lacks")
+    return None, warnings
+
+
+def _span(numbers: list[int]) -> str:
+    return f"entry {numbers[0]}" if len(numbers) == 1 else f"entries {numbers[0]} to {numbers[-1]}"
 
 
 # ---- 2. the anchors --------------------------------------------------------------------------
@@ -225,17 +280,42 @@ def save_position(view: SinkView, ledger: str | None, entry: Entry) -> None:
 
 # ---- 3. all together -------------------------------------------------------------------------
 
-def verify(session: Session, view: SinkView | None, *, full: bool = True) -> ChainReport:
-    """The chain, the checkpoints and the sink; the first problem, by row, is named."""
+def verify(session: Session, view: SinkView | None, *, full: bool = True,
+           others: Sequence[SinkView] = ()) -> ChainReport:
+    """The chain, the checkpoints and the sink; the first problem, by row, is named. `others`
+    are further sinks (the bucket): their entries are checked the same way and against the
+    first sink's, and the chain is recomputed once."""
     connection = session.connection()
     head = anchoring.db_head(connection)
-    if view is None or (not view.entries and not view.unreadable):
+    views = [v for v in ([view] if view else []) + list(others) if v.entries or v.unreadable]
+    warnings = [w for v in ([view] if view else []) + list(others) for w in v.warnings]
+    if not views:
         report = chain.verify(session)
-        return report.model_copy(update={"sink": view.label if view else None,
+        labels = " and ".join(v.label for v in ([view] if view else []) + list(others))
+        return report.model_copy(update={"sink": labels or None, "warnings": warnings,
                                          "unanchored_rows": report.head_seq or 0})
+    if view is not None and views[0] is not view:
+        warnings.append(f"{view.label} holds no checkpoint entries; {views[0].label} does")
+    view, others = views[0], views[1:]
     anchors = anchors_in_force(view.entries)
     sink_issue = sink_problem(view)
     mismatch, matched = (None, None) if sink_issue else anchor_problem(connection, anchors, head)
+    best, differs = matched, None
+    for other in others:
+        issue = sink_problem(other)
+        if issue is not None:
+            sink_issue = sink_issue or issue
+            continue
+        differ, notes = disagreement(view, other)
+        warnings += notes + ([differ.message] if differ else [])
+        differs = differs or differ  # the problem, unless the rows say more (below)
+        found_other, matched_other = anchor_problem(connection, anchors_in_force(other.entries),
+                                                    head)
+        if found_other is not None and (mismatch is None
+                                        or (found_other.seq or 0) < (mismatch.seq or 0)):
+            mismatch = found_other
+        if matched_other is not None and (best is None or matched_other.seq > best.seq):
+            best = matched_other
     ledger = anchoring.db_hash_at(connection, 1)
     start = None
     if not full and sink_issue is None and mismatch is None and matched is not None:
@@ -246,18 +326,20 @@ def verify(session: Session, view: SinkView | None, *, full: bool = True) -> Cha
             start = (int(position["seq"]), str(position["head"]))
     report = chain.verify(session, start=start)
     found = [p for p in (mismatch, report.first_broken) if p is not None]
-    problem = sink_issue or (min(found, key=lambda p: p.seq or 0) if found else None)
-    latest = view.entries[-1] if view.entries else None
+    problem = sink_issue or (min(found, key=lambda p: p.seq or 0) if found else differs)
+    every = [e for v in views for e in v.entries]
+    latest = max(every, key=lambda e: e.n) if every else None
     result = ChainReport(
         ok=problem is None, rows_checked=report.rows_checked,
         head_seq=head[0] if head else None, head_hash=head[1] if head else None,
         first_broken=problem, mode="incremental" if start else "full",
-        verified_from=(start[0] + 1) if start else 1, anchored=True, sink=view.label,
+        verified_from=(start[0] + 1) if start else 1, anchored=True,
+        sink=" and ".join(v.label for v in views),
         key_id=anchoring.key_id_of(view.key) if view.key is not None else None,
-        checkpoints_checked=len(view.entries),
+        checkpoints_checked=len({e.n for e in every}),
         latest_checkpoint=checkpoint_info(latest) if latest else None,
-        unanchored_rows=max(0, (head[0] if head else 0) - (matched.seq if matched else 0)),
-        rollbacks=anchors.rollbacks)
+        unanchored_rows=max(0, (head[0] if head else 0) - (best.seq if best else 0)),
+        rollbacks=anchors.rollbacks, warnings=warnings)
     if result.ok and matched is not None:
         save_position(view, ledger, matched)
     return result

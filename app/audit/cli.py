@@ -29,6 +29,9 @@ def verify_command(
         "sink (e.g. attachments the IRB kept)", file_okay=False)] = None,
     public_key: Annotated[Path | None, typer.Option(
         help="The public key checkpoints must be signed with (PEM)", dir_okay=False)] = None,
+    sink: Annotated[str, typer.Option(
+        help="Which configured sink to check: all (the directory, and the bucket of "
+        "WELLPANEL_LEDGER_S3_URL when set), directory, or s3")] = "all",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check the audit ledger: its chain, against the signed checkpoints; exit 1 if broken."""
@@ -40,13 +43,14 @@ def verify_command(
 
     settings = load_settings()
     try:
-        view = checks.load_view(settings, checkpoints=checkpoints, public_key=public_key)
+        views = checks.load_views(settings, checkpoints=checkpoints, public_key=public_key,
+                                  sink=sink)
     except anchoring.AnchorError as exc:
         fail(str(exc), 1)
     engine = make_engine(settings.database_url, begin_immediate=False)
     try:
         with Session(engine) as session:
-            report = checks.verify(session, view, full=full)
+            report = checks.verify(session, views[0], full=full, others=views[1:])
             deep_report = None
             if deep:
                 from app.audit import deep as deep_checks
@@ -69,6 +73,8 @@ def verify_command(
 
 
 def _print(report: ChainReport) -> None:
+    for warning in report.warnings:
+        typer.echo(f"WARNING: {warning}", err=True)
     if not report.ok:
         broken = report.first_broken
         assert broken is not None
@@ -120,6 +126,13 @@ def checkpoint_command(
         return
     typer.echo(f"checkpoint {entry.n}: row {entry.seq} {entry.head} -> "
                f"{anchor.sink.directory / entry.name} (key id {entry.payload['key']})")
+    if anchor.undelivered:  # the entry is safe in the directory; the copies are not made
+        fail(f"checkpoint {entry.n} is in {anchor.sink.directory}, but not everywhere: "
+             + "; ".join(anchor.undelivered)
+             + ". It is sent again with the next checkpoint (run this command again).", 1)
+    if anchor.bucket is not None:
+        typer.echo(f"  and in {anchor.bucket.label}, locked "
+                   f"({settings.ledger_s3_lock_mode}, {settings.ledger_s3_retention_days} days)")
 
 
 def key_command() -> None:
@@ -132,6 +145,11 @@ def key_command() -> None:
     except anchoring.AnchorError as exc:
         fail(str(exc), 1)
     anchor.sink.publish_key(anchoring.public_pem(signer.public), signer.key_id)
+    if anchor.bucket is not None:
+        try:
+            anchor.bucket.publish_key(anchoring.public_pem(signer.public), signer.key_id)
+        except anchoring.AnchorError as exc:
+            fail(str(exc), 1)
     typer.echo(f"key id {signer.key_id} (private key: {anchor.paths.key_file})")
     typer.echo(anchoring.public_pem(signer.public), nl=False)
 

@@ -44,7 +44,8 @@ class BrokenLink(BaseModel):
     """The first problem found. In the chain: edited | deleted | inserted | reordered. Against
     the checkpoints: rewritten (rows differ from what a checkpoint recorded) | truncated (rows
     a checkpoint recorded are gone). In the checkpoints themselves: bad_signature |
-    foreign_key (signed by another key) | missing_checkpoints | bad_checkpoint | no_key."""
+    foreign_key (signed by another key) | missing_checkpoints | bad_checkpoint | no_key |
+    sink_mismatch (two sinks hold different entries under one number)."""
 
     seq: int | None
     problem: str
@@ -94,6 +95,7 @@ class ChainReport(BaseModel):
     latest_checkpoint: CheckpointInfo | None = None
     unanchored_rows: int = 0  # rows after the latest checkpoint (only the chain vouches)
     rollbacks: list[RollbackInfo] = []
+    warnings: list[str] = []  # e.g. entries not in the bucket yet, a locked object written over
     note: str = (
         "Rows up to the latest checkpoint are compared with its signed head hash, kept outside "
         "the database; rows after it are vouched for by the chain alone until the next one."
