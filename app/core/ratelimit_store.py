@@ -88,7 +88,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
                                  for _ in range(amount)])
                 session.commit()
         except SQLAlchemyError:
-            log.warning("rate-limit counters unavailable; request not limited")
+            log.debug("rate-limit counters unavailable; request not limited")
             return True
         self._purge_now_and_then(now)
         return True
@@ -104,7 +104,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
                                              ).one()
                 session.rollback()
         except SQLAlchemyError:
-            log.warning("rate-limit counters unavailable; request not limited")
+            log.debug("rate-limit counters unavailable; request not limited")
             return now, 0
         if not count:
             return now, 0
@@ -125,7 +125,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
                     .group_by(col(RateLimitHit.key))).all()
                 session.rollback()
         except SQLAlchemyError:
-            log.warning("rate-limit counters unavailable; request not limited")
+            log.debug("rate-limit counters unavailable; request not limited")
             rows = []
         found = {key: (oldest.timestamp(), int(count)) for key, oldest, count in rows}
         return [found.get(digest, (now, 0)) for digest in digests]

@@ -175,8 +175,9 @@ class JobRunner:
             self._wake.clear()
             try:
                 ran = self.run_one()
-            except SQLAlchemyError:  # the database is away: try again at the next poll
-                log.warning("could not look for jobs", exc_info=True)
+            except SQLAlchemyError:  # the database is away: try again at the next poll (one
+                # short line; the log's repeat limiter bounds them through a long outage)
+                log.warning("could not look for jobs: database unavailable")
                 ran = False
             with self._idle:
                 self._idle.notify_all()
@@ -260,7 +261,7 @@ class JobRunner:
             try:
                 alive = service.heartbeat(self.engine, self.worker_id, self.lease)
             except SQLAlchemyError:
-                log.warning("job heartbeat failed", exc_info=True)
+                log.warning("job heartbeat failed: database unavailable")
                 continue
             if current is not None and current.id not in alive:
                 current.lost.set()
