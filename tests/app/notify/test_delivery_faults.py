@@ -1,11 +1,15 @@
 """Delivery that cannot strand or stall (#15 part 2), with real processes and sockets: a sender
 killed mid-batch leaves its messages to the next sender once its lease runs out, and each is
 still sent once; a mail server that accepts and never answers costs a bounded timeout on the
-deliverer's thread, never an API request's."""
+deliverer's thread, never an API request's.
+
+No test here asserts how long anything took (the machines are shared and noisy): each checks
+the order of events and the state they leave, e.g. requests answered while the deliverer is
+still stuck on a server whose timeout outlasts the test. bench/delivery_faults.py measures the
+times."""
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
 import subprocess
@@ -28,8 +32,9 @@ from tests.support.factory import consented_participants
 from tests.support.flows import ELIGIBLE, STUDY
 from tests.support.tarpit import Tarpit
 
-LEASE = 4.0  # seconds; more than the killed sender's two timeouts together
-TIMEOUT = 1.5
+FOREVER = 3600.0  # seconds: a timeout or lease no check here outlasts
+SENDER_TIMEOUT = 120.0  # the longest SMTP connect timeout Settings accept: also never reached
+GUARD = 60.0  # seconds before a hang is reported as a failure (not a measurement)
 
 
 @pytest.fixture
@@ -51,6 +56,29 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
+def _in_thread(call):  # type: ignore[no-untyped-def]
+    """Run `call` on a daemon thread; its result or exception once it ends, a failure if it is
+    still running after GUARD (a hang: a timeout that was not applied)."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(GUARD)
+    assert not thread.is_alive(), f"{call} still blocked after {GUARD} s"
+    return outcome
+
+
+def _sending(engine) -> list[tuple[int, str | None]]:  # type: ignore[no-untyped-def]
+    """The messages claimed for sending, with their holders' claim tokens."""
+    return [(m.id, m.claim_token) for m in _outbox(engine) if m.status == "sending"]
+
+
 def test_sender_killed_mid_batch_leaves_messages_that_are_sent_once_after_its_lease(
         db_url, engine, session, settings, smtp, clock, loaded_study, tarpit):  # type: ignore[no-untyped-def]
     people = consented_participants(session, 5, now=clock(), prefix="killed")
@@ -60,30 +88,36 @@ def test_sender_killed_mid_batch_leaves_messages_that_are_sent_once_after_its_le
     session.commit()
     smtp.clear()
     # A real sender process claims the batch and is killed while its first message is on the
-    # wire (the tarpit holds the connection; its timeouts are far from over).
+    # wire (the tarpit holds the connection; its timeouts, and its lease, are far from over).
     sender = subprocess.Popen(
         [sys.executable, "-m", "tests.support.sender", db_url, clock().isoformat(),
-         str(tarpit.port), str(TIMEOUT), str(LEASE)], cwd=PROJECT_ROOT,
+         str(tarpit.port), str(SENDER_TIMEOUT), str(FOREVER)], cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: tarpit.connections >= 1, 60, "the sender to connect")
-        os.kill(sender.pid, signal.SIGKILL)
+        _wait(lambda: tarpit.connections >= 1 or sender.poll() is not None, GUARD,
+              "the sender to connect")
     finally:
+        sender.kill()  # SIGKILL mid-send (and never left behind by a failed wait)
         sender.wait(10)
-    assert sender.returncode == -signal.SIGKILL
+    assert sender.returncode == -signal.SIGKILL, sender.stderr.read()  # type: ignore[union-attr]
     stranded = _outbox(engine)
     assert [m.status for m in stranded] == ["sending"] * 5
     assert all(m.claim_token and m.lease_until for m in stranded)
 
-    ours = settings.model_copy(update={"outbox_lease_seconds": LEASE})
-    # While the dead sender's lease lasts nobody else sends its messages...
-    assert notify.deliver_due(engine, ours, SMTPChannel(ours), now=clock())["sent"] == 0
+    # While the dead sender's lease lasts (an hour: it cannot run out during this check, however
+    # slow the machine) nobody else sends its messages...
+    assert notify.deliver_due(engine, settings, SMTPChannel(settings), now=clock())["sent"] == 0
     assert smtp.received == []
-    # ...after it, the next sender does, each once.
-    latest = max(m.lease_until for m in stranded)  # type: ignore[type-var]
-    _wait(lambda: utcnow() > latest, LEASE + 5, "the lease to run out")
-    assert notify.deliver_due(engine, ours, SMTPChannel(ours), now=clock())["sent"] == 5
-    assert notify.deliver_due(engine, ours, SMTPChannel(ours), now=clock())["sent"] == 0
+    assert _sending(engine) == [(m.id, m.claim_token) for m in stranded]  # still its claims
+    # ...after it, the next sender does, each once. The lease is on the real clock: its end is
+    # brought forward rather than waited for.
+    with Session(engine) as s:
+        for m in s.exec(select(OutboxMessage)).all():
+            m.lease_until = utcnow() - timedelta(seconds=1)
+            s.add(m)
+        s.commit()
+    assert notify.deliver_due(engine, settings, SMTPChannel(settings), now=clock())["sent"] == 5
+    assert notify.deliver_due(engine, settings, SMTPChannel(settings), now=clock())["sent"] == 0
     for i in range(5):
         received = smtp.to(f"killed{i}@example.org")
         assert len(received) == 1
@@ -114,71 +148,85 @@ def test_a_lost_lease_is_not_sent_by_its_old_holder(engine, session, settings, s
 
 
 @pytest.mark.parametrize("greet", [False, True], ids=["silent", "greets-then-silent"])
-def test_smtp_send_times_out_within_the_configured_timeout(greet, settings):  # type: ignore[no-untyped-def]
+def test_smtp_send_gives_up_on_the_timeout_of_its_phase(greet, settings):  # type: ignore[no-untyped-def]
+    """A server silent from the start is given up on by the connect timeout (TCP and greeting),
+    one that greets and then falls silent by the send timeout: the other one is set to an hour,
+    so the send can only have ended on the one its phase is meant to have, and it ended while
+    the tarpit still held the connection open (how long it took: bench/delivery_faults.py)."""
     server = Tarpit(greet=greet).start()
     try:
         quick = settings.model_copy(update={"smtp_port": server.port,
-                                            "smtp_connect_timeout": 0.5,
-                                            "smtp_send_timeout": 0.7})
-        started = time.monotonic()
-        with pytest.raises((TimeoutError, smtplib.SMTPServerDisconnected)):
-            SMTPChannel(quick).send(Message(to="x@example.org", subject="s", body="b",
-                                            language="en", key="k"))
-        elapsed = time.monotonic() - started
+                                            "smtp_connect_timeout": FOREVER if greet else 0.5,
+                                            "smtp_send_timeout": 0.5 if greet else FOREVER})
+        outcome = _in_thread(lambda: SMTPChannel(quick).send(Message(
+            to="x@example.org", subject="s", body="b", language="en", key="k")))
+        assert server.connections == 1 and not server.released  # the tarpit never hung up
     finally:
         server.stop()
-    limit = 0.5 if not greet else 0.5 + 0.7
-    assert elapsed < limit + 0.5, elapsed
+    error = outcome.get("error")
+    assert isinstance(error, (TimeoutError, smtplib.SMTPServerDisconnected)), outcome
+    assert "timed out" in str(error)  # its own timeout, not the server hanging up
 
 
 def test_a_silent_mail_server_holds_up_no_request(settings, clock, loaded_study, engine,
                                                    tarpit):  # type: ignore[no-untyped-def]
+    """The deliverer is stuck on a server that never answers, with timeouts of an hour: every
+    request made meanwhile is answered while it is still stuck, holding its claim. Once the
+    server hangs up, each delivery run has cost one connection and the rest of its batch went
+    back to pending at once."""
     stalled: Settings = settings.model_copy(update={
-        "smtp_port": tarpit.port, "smtp_connect_timeout": 1.0, "smtp_send_timeout": 1.0,
-        "outbox_lease_seconds": 5.0, "rate_limits_enabled": False})
+        "smtp_port": tarpit.port, "smtp_connect_timeout": FOREVER,
+        "smtp_send_timeout": FOREVER, "outbox_lease_seconds": 2 * FOREVER + 1,
+        "rate_limits_enabled": False})
     app = create_app(stalled, clock=clock)
     with TestClient(app) as client:
-        answer_times = []
-        for i in range(3):
-            started = time.monotonic()
-            response = client.post(f"/api/v1/studies/{STUDY}/enrollments", json={
-                "email": f"tarpit{i}@example.org", "screening": ELIGIBLE})
-            answer_times.append(time.monotonic() - started)
-            assert response.status_code == 202
-        _wait(lambda: tarpit.connections >= 1, 10, "the deliverer to reach the tarpit")
-        # While the deliverer waits on the silent server, other requests go through at once,
-        # several at a time.
-        read_times: list[float] = []
+        def enroll(i: int) -> None:  # a request stuck behind the deliverer fails after GUARD
+            outcome = _in_thread(lambda: client.post(f"/api/v1/studies/{STUDY}/enrollments",
+                                                     json={"email": f"tarpit{i}@example.org",
+                                                           "screening": ELIGIBLE}))
+            assert outcome["result"].status_code == 202, outcome
 
-        def read() -> None:
-            started = time.monotonic()
-            assert client.get("/healthz").status_code == 200
-            read_times.append(time.monotonic() - started)
+        enroll(0)
+        _wait(lambda: tarpit.connections >= 1, GUARD, "the deliverer to reach the tarpit")
+        _wait(lambda: len(_sending(engine)) == 1, GUARD, "the deliverer's claim")
+        stuck = _sending(engine)
 
-        readers = [threading.Thread(target=read) for _ in range(4)]
+        def still_stuck() -> bool:
+            return (not app.state.deliverer.wait_idle(timeout=0) and tarpit.connections == 1
+                    and _sending(engine) == stuck)
+
+        # While the deliverer waits on the silent server, enrollments are answered...
+        for i in (1, 2):
+            enroll(i)
+            assert still_stuck()
+        # ...and so are reads, several at a time.
+        reads: list[int] = []
+        readers = [threading.Thread(target=lambda: reads.append(client.get("/healthz")
+                                                                .status_code))
+                   for _ in range(4)]
         for t in readers:
             t.start()
         for t in readers:
-            t.join()
-        started = time.monotonic()
-        assert app.state.deliverer.wait_idle(timeout=15)
-        drained = time.monotonic() - started
-    assert max(answer_times) < 0.9, answer_times  # less than one SMTP timeout
-    assert len(read_times) == 4 and max(read_times) < 0.9, read_times
-    # Each delivery run costs at most one timeout: the rest of its batch goes back at once.
-    assert drained < 3 * 1.0 + 1.5, drained
+            t.join(GUARD)
+        assert reads == [200] * 4  # all answered (a reader still blocked has not appended)
+        assert still_stuck()
+        tarpit.release()  # the server hangs up: the stuck run, and each run after it, fail
+        assert app.state.deliverer.wait_idle(timeout=GUARD)
     rows = _outbox(engine)
     assert len(rows) == 3 and all(m.status == "pending" for m in rows)
     failed = [m for m in rows if m.last_error]
     assert failed and all(m.last_error.startswith(("TimeoutError", "SMTPServerDisconnected"))
                           for m in failed)
     assert all(m.attempts == 0 for m in rows if not m.last_error)  # released, not counted
+    # One connection per failed message: no run went on to the rest of its batch.
+    assert sum(m.attempts for m in rows) == tarpit.connections
 
 
 def test_a_silent_mail_server_costs_a_scheduler_tick_one_timeout(engine, session, settings,
                                                                   clock, loaded_study, tarpit):  # type: ignore[no-untyped-def]
     """Twenty messages (and the tick's invitations) due and a server that never answers: the
-    tick waits one timeout, not one per message, and no message is left claimed."""
+    tick gives up on its own timeout once, with one connection, not one per message, and no
+    message is left claimed (how long the tick took: bench/delivery_faults.py)."""
     from app.scheduling.dispatcher import tick
 
     for person in consented_participants(session, 20, now=clock(), prefix="tick"):
@@ -187,13 +235,15 @@ def test_a_silent_mail_server_costs_a_scheduler_tick_one_timeout(engine, session
     session.commit()
     stalled = settings.model_copy(update={"smtp_port": tarpit.port, "smtp_connect_timeout": 1.0,
                                           "smtp_send_timeout": 1.0})
-    started = time.monotonic()
-    report = tick(engine, stalled, SMTPChannel(stalled), now=clock())
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0 + 2.0, elapsed
+    outcome = _in_thread(lambda: tick(engine, stalled, SMTPChannel(stalled), now=clock()))
+    assert "error" not in outcome, outcome
+    report = outcome["result"]
+    # It returned while the tarpit still held its one connection open: on its own timeout.
+    assert tarpit.connections == 1 and not tarpit.released
     rows = _outbox(engine)  # the twenty links, and the invitations the tick opened
     assert report.sent == 0 and report.retry == len(rows) >= 20
     assert {m.status for m in rows} == {"pending"} and sum(m.attempts for m in rows) == 1
+    assert all(m.claim_token is None and m.lease_until is None for m in rows)
 
 
 def test_an_app_started_again_still_delivers(app, smtp) -> None:  # type: ignore[no-untyped-def]
