@@ -50,6 +50,15 @@ class SMTPChannel:
         self.settings = settings
 
     def send(self, message: Message) -> None:
+        """One message over its own connection."""
+        with self.batch() as connection:
+            connection.send(message)
+
+    def batch(self) -> SMTPBatch:
+        """A connection for many messages: `with channel.batch() as c: c.send(m)...`."""
+        return SMTPBatch(self)
+
+    def build(self, message: Message) -> EmailMessage:
         email = EmailMessage()
         email["From"] = self.settings.mail_from
         email["To"] = message.to
@@ -68,11 +77,15 @@ class SMTPChannel:
                                  filename=attachment.filename)
         # After the attachments: turning the message multipart moves Content-* headers inward.
         email["Content-Language"] = message.language
+        return email
+
+    def connect(self) -> smtplib.SMTP:
         s = self.settings
         # The connect timeout covers the TCP connection and the server's greeting; after it,
         # every reply gets the send timeout. A server that accepts and never answers costs at
         # most these, never a stalled sender.
-        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_connect_timeout) as smtp:
+        smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_connect_timeout)
+        try:
             if smtp.sock is not None:
                 smtp.sock.settimeout(s.smtp_send_timeout)
             smtp.timeout = s.smtp_send_timeout  # also for the socket STARTTLS wraps
@@ -80,7 +93,121 @@ class SMTPChannel:
                 smtp.starttls(context=ssl.create_default_context())
             if s.smtp_username:
                 smtp.login(s.smtp_username, s.smtp_password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+class SMTPBatch:
+    """One SMTP connection for a batch of messages, opened at the first message.
+
+    A connection the server drops between messages (an idle limit, a cap on messages per
+    connection: 421, or a closed socket) is opened again, once per batch; a second drop, or a
+    server that does not answer in time (a timeout is never retried here: it would double the
+    wait), raises to the caller. A refusal of one message (4xx/5xx on RCPT or DATA) leaves the
+    connection usable for the next (smtplib resets the transaction)."""
+
+    def __init__(self, channel: SMTPChannel) -> None:
+        self.channel = channel
+        self.smtp: smtplib.SMTP | None = None
+        self.connections = 0
+        self.sent_on_connection = 0
+        self.reconnected = False
+
+    def __enter__(self) -> SMTPBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, *, quit: bool = True) -> None:
+        """End the connection: QUIT when it is healthy, else just close (a QUIT to a silent
+        server would wait another timeout)."""
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            if quit and smtp.sock is not None:
+                smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass  # the messages are handed over already; a failed QUIT loses nothing
+        finally:
+            smtp.close()
+
+    def _open(self) -> smtplib.SMTP:
+        self.close()
+        self.smtp = self.channel.connect()
+        self.connections += 1
+        self.sent_on_connection = 0
+        return self.smtp
+
+    def send(self, message: Message) -> None:
+        email = self.channel.build(message)
+        smtp = self.smtp
+        if smtp is not None and smtp.sock is None:  # the server closed it (a 421) last time
+            smtp = self._reopen(None)
+        if smtp is None:
+            smtp = self._open()
+        try:
             smtp.send_message(email)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            if not _lost_connection(exc):
+                raise  # this message was refused; the connection is fine for the next one
+            if not self._dropped(exc):
+                self.close(quit=False)
+                if isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(
+                        exc, smtplib.SMTPException):
+                    raise
+                # a 421 at once: the server is not taking mail now (the batch waits)
+                raise smtplib.SMTPServerDisconnected(
+                    "the server is closing the connection (421)") from exc
+            again = self._reopen(exc)
+            try:
+                again.send_message(email)
+            except OSError as second:
+                if _lost_connection(second):
+                    self.close(quit=False)
+                    raise smtplib.SMTPServerDisconnected(
+                        "the connection was lost again right after reconnecting") from second
+                raise
+        self.sent_on_connection += 1
+
+    def _reopen(self, exc: BaseException | None) -> smtplib.SMTP:
+        """Connect again after a drop, once per batch; a second drop ends the batch (the
+        caller gives the rest back for the next run)."""
+        if self.reconnected:
+            self.close(quit=False)
+            raise smtplib.SMTPServerDisconnected(
+                "the server dropped the connection twice in one batch") from exc
+        self.reconnected = True
+        log.info("smtp connection dropped; connecting again")
+        return self._open()
+
+    def _dropped(self, exc: BaseException) -> bool:
+        """A connection that worked and was then closed by the server (not a silent one)."""
+        return self.sent_on_connection > 0 and not _timed_out(exc)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """The connection is gone (closed, reset, timed out, or the server said 421 and smtplib
+    closed it), as opposed to a refusal of one message."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or "timed out" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def message_id(key: str | None, mail_from: str) -> str:

@@ -10,9 +10,11 @@ than the lease, see Settings) bound each send, so a live holder never loses a le
 message that was already handed to the server when its sender died keeps its Message-ID
 (derived from the dedupe key) when it is sent again.
 
-When the mail server does not answer (timeout, refused or dropped connection) the rest of the
-batch goes back to pending at once, so a dead server costs one timeout per batch, not one per
-message.
+A batch goes over one SMTP connection (app/notify/channels.py SMTPBatch): a connection the
+server drops between messages is opened again once; a refusal of one message leaves the rest
+of the batch going. When the mail server does not answer (timeout, refused or dropped
+connection) the rest of the batch goes back to pending at once, so a dead server costs one
+timeout per batch, not one per message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import smtplib
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,18 +147,28 @@ def deliver_due(
     token, lease = uuid.uuid4().hex, timedelta(seconds=settings.outbox_lease_seconds)
     with Session(engine, expire_on_commit=False) as session:
         ids = claim_due(session, now, limit, token=token, lease=lease)
-    for position, message_id in enumerate(ids):
-        try:
-            outcome = _deliver_one(engine, settings, channel, message_id, now, render_message,
-                                   token, lease)
-        except _ServerDown:
-            counts["retry"] += 1
-            with Session(engine) as session:
-                counts["retry"] += _release(session, ids[position + 1:], token)
-            break
-        if outcome is not None:
-            counts[outcome] += 1
+    if not ids:
+        return counts
+    # One SMTP connection for the whole batch (opened at its first message; see SMTPBatch).
+    with _batch(channel) as sender:
+        for position, message_id in enumerate(ids):
+            try:
+                outcome = _deliver_one(engine, settings, sender, message_id, now,
+                                       render_message, token, lease)
+            except _ServerDown:
+                counts["retry"] += 1
+                with Session(engine) as session:
+                    counts["retry"] += _release(session, ids[position + 1:], token)
+                break
+            if outcome is not None:
+                counts[outcome] += 1
     return counts
+
+
+def _batch(channel: Channel) -> AbstractContextManager[Channel]:
+    """The channel's batch connection when it has one (SMTP), else the channel itself."""
+    batch = getattr(channel, "batch", None)
+    return batch() if batch is not None else nullcontext(channel)
 
 
 class _ServerDown(Exception):

@@ -37,19 +37,62 @@ class Received:
 class _Handler:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Options a test sets (see SMTPServer.refuse / limit_messages_per_connection); by default
+    # every recipient and message is accepted.
+    refused_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply at RCPT
+    refused_data: dict[str, str] = field(default_factory=dict)  # address -> reply at DATA
+    messages_per_connection: int | None = None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if (self.messages_per_connection is not None
+                and getattr(session, "wellpanel_messages", 0) >= self.messages_per_connection):
+            return "421 4.7.0 Too many messages on this connection, try again"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        with self.lock:
+            reply = self.refused_rcpt.get(address.lower())
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        with self.lock:
+            replies = [self.refused_data[a.lower()] for a in envelope.rcpt_tos
+                       if a.lower() in self.refused_data]
+        if replies:
+            return replies[0]
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        session.wellpanel_messages = getattr(session, "wellpanel_messages", 0) + 1
         return "250 OK"
+
+
+class _CountingController(Controller):
+    """Counts the connections the server accepted (one SMTP session object per connection)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.connections = 0
+        self._count_lock = threading.Lock()
+
+    def factory(self):  # type: ignore[no-untyped-def]
+        with self._count_lock:
+            self.connections += 1
+        return super().factory()
 
 
 class SMTPServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.handler = _Handler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = _CountingController(self.handler, hostname="127.0.0.1",
+                                              port=self.port)
 
     def start(self) -> SMTPServer:
         self.controller.start()
@@ -57,6 +100,32 @@ class SMTPServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    @property
+    def connections(self) -> int:
+        """How many SMTP connections were opened to this server so far."""
+        wait_all_idle()
+        return self.controller.connections
+
+    def refuse(self, address: str, reply: str = "550 5.1.1 User unknown", *,
+               at: str = "RCPT") -> None:
+        """Answer `reply` (e.g. a 550 or a 450) for mail to `address`, at RCPT or DATA, until
+        `accept_everyone` (tests that use it call that when they end)."""
+        target = self.handler.refused_rcpt if at == "RCPT" else self.handler.refused_data
+        with self.handler.lock:
+            target[address.lower()] = reply
+
+    def limit_messages_per_connection(self, limit: int | None) -> None:
+        """Answer 421 (closing) to MAIL after `limit` messages on one connection, as servers
+        with a per-connection cap do; None: no limit (the default)."""
+        self.handler.messages_per_connection = limit
+
+    def accept_everyone(self) -> None:
+        """Back to the default: every recipient and message accepted, no per-connection cap."""
+        with self.handler.lock:
+            self.handler.refused_rcpt.clear()
+            self.handler.refused_data.clear()
+        self.handler.messages_per_connection = None
 
     @property
     def received(self) -> list[Received]:
