@@ -123,12 +123,41 @@ def _grant_app_role(settings: Settings, role: str) -> None:
                f"{len(done.read_write)} other tables")
 
 
+StudyFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False)]
+
+
+@study_app.command("diff")
+def study_diff(file: StudyFile,
+               as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False
+               ) -> None:
+    """Show what loading FILE would change (instruments, schedule, consent, the rest), checked
+    as a load checks it; writes nothing."""
+    from app.core.errors import AppError
+    from app.studies import diff as study_diffs
+    from app.studies import service as studies
+
+    settings = _settings()
+    with _session(settings) as session:
+        try:
+            diff = studies.preview_load(session, file, settings.surveys_dir)
+        except AppError as exc:
+            _fail(exc.message)
+            return
+    typer.echo(diff.model_dump_json(indent=2) if as_json else study_diffs.as_text(diff))
+
+
 @study_app.command("load")
-def study_load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+def study_load(file: StudyFile,
+               dry_run: Annotated[bool, typer.Option(
+                   "--dry-run", help="only show what would change (as `study diff`)")] = False
+               ) -> None:
     """Load a study file; unchanged content is a no-op, changed content a new version."""
     from app.core.errors import AppError
     from app.studies import service as studies
 
+    if dry_run:
+        study_diff(file)
+        return
     settings = _settings()
     with _session(settings) as session:
         try:

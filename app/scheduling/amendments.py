@@ -29,9 +29,10 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.participants.models import Participant
 from app.scheduling import service as scheduling
@@ -58,9 +59,7 @@ def apply_amendment(session: Session, study: Study, new_version: ProtocolVersion
     """
     from app.audit import service as audit
 
-    people = list(session.exec(select(Participant).where(
-        Participant.study_id == study.id, col(Participant.status).in_(SCHEDULED_STATUSES),
-        col(Participant.enrolled_at).is_not(None))).all())
+    people = list(session.exec(select(Participant).where(*_scheduled(study.id))).all())
     report = AmendmentReport(participants=len(people))
     for first in range(0, len(people), 500):
         batch = people[first:first + 500]
@@ -71,6 +70,17 @@ def apply_amendment(session: Session, study: Study, new_version: ProtocolVersion
                  target=f"study:{study.key}",
                  details={"version": new_version.version, **asdict(report)}, now=now)
     return report
+
+
+def _scheduled(study_id: int | None) -> tuple[Any, ...]:
+    return (Participant.study_id == study_id, col(Participant.status).in_(SCHEDULED_STATUSES),
+            col(Participant.enrolled_at).is_not(None))
+
+
+def participants_to_replan(session: Session, study_id: int) -> int:
+    """How many people an amendment of this study would re-plan (for a dry run)."""
+    return session.exec(select(func.count()).select_from(Participant)
+                        .where(*_scheduled(study_id))).one()
 
 
 def replan_participant(session: Session, participant: Participant, protocol: ProtocolVersion,

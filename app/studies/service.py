@@ -24,6 +24,8 @@ from app.core.errors import AppError, NotFound
 from app.core.security import sha256_json, sha256_text
 from app.db import utcnow
 from app.studies import consent_checks, crisis
+from app.studies import diff as study_diff
+from app.studies.diff import StudyDiff
 from app.studies.models import LoadResult, ProtocolVersion, Study
 
 
@@ -183,19 +185,7 @@ def load_study(
 ) -> LoadResult:
     """Load (or re-load) a study file in one transaction."""
     now = now or utcnow()
-    data = read_study_file(path, surveys_dir)
-    documents = read_consent_documents(data, surveys_dir)
-    _raise_first(path, consent_checks.document_problems(data, documents, surveys_dir)
-                 + consent_checks.link_problems(data, documents, surveys_dir))
-    content = {
-        "study": data,
-        "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}
-                              for v, docs in documents.items()},
-        "instruments": resolve_instruments(path, data, surveys_dir),
-    }
-    crisis_problem = crisis.problem(data, content["instruments"])
-    if crisis_problem:  # checked before anything is stored
-        raise StudyLoadError(f"{path}: {crisis_problem}")
+    data, documents, content = _checked_content(path, surveys_dir)
     digest = sha256_json(content)
 
     study = session.exec(select(Study).where(Study.key == data["key"])).first()
@@ -232,6 +222,63 @@ def load_study(
                       new_consent_versions=new_versions)
 
 
+def _checked_content(path: Path, surveys_dir: Path
+                     ) -> tuple[dict[str, Any], dict[str, dict[str, str]], dict[str, Any]]:
+    """Read and check a study file with everything it references: (study, consent documents,
+    the protocol content to store). Raises StudyLoadError before anything is stored."""
+    data = read_study_file(path, surveys_dir)
+    documents = read_consent_documents(data, surveys_dir)
+    _raise_first(path, consent_checks.document_problems(data, documents, surveys_dir)
+                 + consent_checks.link_problems(data, documents, surveys_dir))
+    content = {
+        "study": data,
+        "consent_documents": {v: {lang: sha256_text(text) for lang, text in docs.items()}
+                              for v, docs in documents.items()},
+        "instruments": resolve_instruments(path, data, surveys_dir),
+    }
+    crisis_problem = crisis.problem(data, content["instruments"])
+    if crisis_problem:
+        raise StudyLoadError(f"{path}: {crisis_problem}")
+    return data, documents, content
+
+
+def preview_load(session: Session, path: Path, surveys_dir: Path) -> StudyDiff:
+    """What loading `path` would change, checked exactly as a load checks it; writes nothing."""
+    from app.scheduling.amendments import participants_to_replan
+
+    _data, _documents, content = _checked_content(path, surveys_dir)
+    key = content["study"]["key"]
+    study = session.exec(select(Study).where(Study.key == key)).first()
+    latest = latest_protocol(session, study.id) if study and study.id is not None else None
+    old = latest.content if latest is not None else None
+    unchanged = latest is not None and latest.sha256 == sha256_json(content)
+    return StudyDiff(
+        study_key=key, from_version=latest.version if latest else None, unchanged=unchanged,
+        changes=[] if unchanged else study_diff.compare(old, content),
+        new_consent_versions=study_diff.new_consent_versions(old, content),
+        reconsent_required=study_diff.reconsent_required(old, content),
+        replanned_participants=(participants_to_replan(session, study.id)
+                                if latest is not None and not unchanged and study else 0))
+
+
+def protocol_history(session: Session, key: str) -> list[tuple[ProtocolVersion, StudyDiff]]:
+    """Every loaded version of a study, newest first, each with what it changed."""
+    study = get_study(session, key)
+    versions = session.exec(select(ProtocolVersion).where(ProtocolVersion.study_id == study.id)
+                            .order_by(col(ProtocolVersion.version))).all()
+    history = []
+    previous: ProtocolVersion | None = None
+    for version in versions:
+        old = previous.content if previous else None
+        history.append((version, StudyDiff(
+            study_key=key, from_version=previous.version if previous else None,
+            unchanged=False, changes=study_diff.compare(old, version.content),
+            new_consent_versions=study_diff.new_consent_versions(old, version.content),
+            reconsent_required=study_diff.reconsent_required(old, version.content))))
+        previous = version
+    return history[::-1]
+
+
 def latest_protocol(session: Session, study_id: int) -> ProtocolVersion | None:
     return session.exec(
         select(ProtocolVersion).where(ProtocolVersion.study_id == study_id)
@@ -247,6 +294,10 @@ def current_consent_version_name(session: Session, study_id: int) -> str:
     if name is None:
         raise NotFound("This study has no protocol loaded yet.")
     return name
+
+
+def study_keys(session: Session) -> list[str]:
+    return list(session.exec(select(Study.key).order_by(Study.key)).all())
 
 
 def get_study(session: Session, key: str) -> Study:

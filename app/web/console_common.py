@@ -29,6 +29,7 @@ CONSOLE_NAV: list[tuple[str, str, set[str]]] = [
     ("/staff/researcher/safety", "Safety events", {"researcher", "safety"}),
     ("/staff/researcher/notifications", "Notifications", {"researcher"}),
     ("/staff/researcher/exports", "Exports", {"researcher"}),
+    ("/staff/protocol", "Protocol", {"researcher", "irb"}),
     ("/staff/irb/safety-events", "Safety events (read-only)", {"irb"}),
     ("/staff/admin/staff", "Staff", {"admin"}),
 ]

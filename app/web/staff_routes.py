@@ -32,6 +32,7 @@ from app.web.console_exports import router as exports_router
 from app.web.console_funnel import enrollment_funnel
 from app.web.console_routes import router as console_router
 from app.web.staff_ledger_routes import router as ledger_router
+from app.web.staff_protocol_routes import router as protocol_router
 
 __all__ = ["NAV", "StaffLoginRequired", "router", "web_staff"]
 
@@ -243,3 +244,4 @@ router.include_router(admin_router)
 router.include_router(exports_router)
 router.include_router(compliance_router)
 router.include_router(ledger_router)  # /staff/irb/audit, /staff/irb/ledger(.csv)
+router.include_router(protocol_router)  # /staff/protocol

@@ -157,6 +157,7 @@ def test_navigation_shows_each_role_only_its_pages(app, engine):
     admin = _login(app, engine, "admin").get("/staff").text
     assert "/staff/researcher/safety" in researcher and "/staff/irb/" not in researcher
     assert "/staff/irb/audit" in irb and "/staff/researcher/" not in irb
+    assert "/staff/protocol" in irb and "/staff/protocol" in researcher
     assert "/staff/irb/audit" in admin and "/staff/researcher/safety" in admin
 
 
@@ -233,6 +234,10 @@ def _staff_routes(app):  # type: ignore[no-untyped-def]
             if path.startswith("/staff") for method in route.methods]
 
 
+# Pages of more than one role, outside the roles' own folders.
+SHARED_PAGES = {"/staff/protocol": {"researcher", "irb", "admin"}}
+
+
 def test_every_staff_page_needs_a_session_and_role_pages_check_the_role(app):
     from app.web.console_common import web_staff
 
@@ -242,9 +247,9 @@ def test_every_staff_page_needs_a_session_and_role_pages_check_the_role(app):
         if path == "/staff/login" or (method, path) == ("POST", "/staff/logout"):
             continue
         assert web_staff in calls, (method, path)
-        if path.startswith(("/staff/researcher", "/staff/irb", "/staff/admin")):
-            role = path.split("/")[2]
-            allowed = {role, "admin"}
+        shared = SHARED_PAGES.get(path)
+        if shared or path.startswith(("/staff/researcher", "/staff/irb", "/staff/admin")):
+            allowed = shared or {path.split("/")[2], "admin"}
             if path.startswith("/staff/researcher/safety"):  # the safety role works the queue
                 allowed.add("safety")
             checks = [c for c in calls if hasattr(c, "allowed_roles")]
