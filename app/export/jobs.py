@@ -1,20 +1,23 @@
-"""Researcher exports in the background: a job row, a worker thread, a zip to download.
+"""Researcher exports in the background: an export record, a job any process may run, a zip.
 
-``start_export`` checks the request, stores an ``ExportJob`` (queued) and hands it to the app's
-``ExportWorker``: one thread, one export at a time. The worker runs :func:`export_panel` into a
-work directory under the export directory (``WELLPANEL_EXPORT_DIR``), updating the job's
-progress from the response stream (throttled: at most about once a second or every 5%), then
-zips the package (datapackage.json at the root of the zip), stores the zip's path and SHA-256
-and removes the work directory. A failed export leaves no file behind and ends ``failed`` with
-the export's message.
+``start_export`` checks the request, stores an ``ExportJob`` (queued; what the researcher sees)
+and a job of kind ``export`` (app.jobs: claimed under a lease by whichever API process gets to
+it first, its heartbeat keeping the lease while it runs). ``run_export_job`` runs
+:func:`export_panel` into a work directory of its own under the export directory
+(``WELLPANEL_EXPORT_DIR``), updating the record's progress from the response stream (throttled:
+at most about once a second or every 5%), zips the package (datapackage.json at the root of the
+zip) under a name of its own, and stores the zip's path and SHA-256 together with the job's
+completion, in one transaction that only succeeds while the job is still its own. A failed,
+interrupted or superseded attempt leaves no file behind; a process whose lease ran out (killed,
+hung) is replaced by another that starts the export afresh, clearing what the dead one left.
 
-A stable pseudonym key (``linkage_key``) lives only in memory, from the request to the worker:
-the job, the ledger and the logs hold its fingerprint, never the key. Such a job cannot be
-resumed after a restart, which is one reason why jobs a dead process left ``queued`` or
-``running`` are marked failed when the app starts (``fail_interrupted``).
+A stable pseudonym key (``linkage_key``) lives only in memory, from the request to the job:
+the records, the ledger and the logs hold its fingerprint, never the key. Such a job is reserved
+for the process that took the request; if that process stops or dies, the job ends failed
+("start the export again") instead of running elsewhere without its key.
 
 Service functions for routes and pages: ``start_export``, ``list_jobs``, ``get_job``,
-``archive_path`` and ``job_view``; ``worker_for(app)`` gives the app's worker.
+``archive_path`` and ``job_view``; ``worker_for(app)`` gives the app's export side.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import time
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +38,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import Engine, make_url, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.auth.models import StaffMember
@@ -45,6 +46,8 @@ from app.core.errors import Conflict, NotFound
 from app.export import service, writers
 from app.export.models import ExportJob
 from app.export.service import ExportError, ExportOptions
+from app.jobs import service as jobs_service
+from app.jobs.runner import JobContext, JobFailed, JobInterrupted, JobRunner, register, runner_for
 
 log = logging.getLogger("wellpanel.export.jobs")
 
@@ -58,6 +61,8 @@ PARTIAL_SUFFIX = ".zip.partial"
 STORED = {".parquet", ".sav", ".dta", ".zip"}  # already compressed: deflating wastes time
 INTERRUPTED = ("interrupted: the server stopped before this export finished; "
                "start the export again")
+KEY_LOST = ("interrupted: the server process holding this export's stable pseudonym key "
+            "stopped before it finished (the key is never stored); start the export again")
 
 
 # ---- the request ------------------------------------------------------------------------------
@@ -139,22 +144,14 @@ def export_root(settings: Settings) -> Path:
     return Path("exports").absolute()
 
 
-def _work_dir(root: Path, job_id: str) -> Path:
-    return root / f"{WORK_PREFIX}{job_id}"
+def _work_dir(root: Path, export_id: str, token: str) -> Path:
+    return root / f"{WORK_PREFIX}{export_id}-{token[:12]}"
 
 
-def _archive(root: Path, job_id: str) -> Path:
-    return root / f"{job_id}.zip"
-
-
-def _remove_job_files(root: Path, job_id: str) -> None:
-    """Best effort: a failed cleanup must not keep the job from being marked failed."""
-    shutil.rmtree(_work_dir(root, job_id), ignore_errors=True)
-    for path in (_archive(root, job_id), root / f"{job_id}{PARTIAL_SUFFIX}"):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            log.warning("could not remove %s", path)
+def _archive(root: Path, export_id: str, token: str) -> Path:
+    """Each claim writes its own zip: a process that lost the job can never overwrite the
+    archive of the one that took it over."""
+    return root / f"{export_id}-{token[:12]}.zip"
 
 
 def zip_package(package: Path, target: Path) -> tuple[str, int]:
@@ -176,186 +173,177 @@ def zip_package(package: Path, target: Path) -> tuple[str, int]:
     return writers.file_digest(target)
 
 
-# ---- the worker -------------------------------------------------------------------------------
+# ---- the job (app.jobs runs it in whichever process claims it) --------------------------------
 
 
-class _Stopped(Exception):
-    """Raised from the progress callback when the server shuts down mid-export."""
+KIND = "export"
+# Stable pseudonym keys of keyed exports queued by this process, by export id: memory only.
+_KEYS: dict[str, bytes] = {}
+_KEYS_LOCK = threading.Lock()
 
 
+@dataclasses.dataclass(frozen=True)
 class ExportWorker:
-    """One background thread running export jobs in order; owned by the app."""
+    """The app's side of export jobs: where archives go, and the process's job runner."""
 
-    def __init__(self, engine: Engine, root: Path, clock: Callable[[], datetime]) -> None:
-        self.engine = engine
-        self.root = root
-        self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wellpanel-export")
-        self._stopping = threading.Event()
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
+    runner: JobRunner
+    root: Path
 
-    def submit(self, job_id: str, options: ExportOptions) -> None:
-        with self._lock:
-            self._pending.add(job_id)
-        self._pool.submit(self._run, job_id, options)
 
-    def shutdown_when_idle(self) -> None:
-        """Stop after every submitted export has finished."""
-        self._pool.shutdown(wait=True)
+def _options(job: ExportJob, key: bytes | None, out: Path) -> ExportOptions:
+    params = job.params
+    return ExportOptions(
+        out=out, fmt=params.get("format", "csv"), profile=params.get("profile", "strict"),
+        study=params.get("study"), key=key, dua=params.get("dua"),
+        include_items=bool(params.get("include_items")), actor=f"staff:{job.staff_id}")
 
-    def shutdown(self) -> None:
-        """Stop: the running export is aborted (its files removed), queued ones are not
-        started; all of them end failed."""
-        self._stopping.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            left, self._pending = set(self._pending), set()
-        for job_id in left:
-            self._finish(job_id, status="failed", error=INTERRUPTED)
 
-    # -- one job --
+def _clear_leftovers(root: Path, export_id: str) -> None:
+    """Work directories, partial and unrecorded zips of earlier attempts at this export (their
+    process died or lost the job): nothing of them is ever served."""
+    if not root.is_dir():
+        return
+    for path in root.glob(f"{WORK_PREFIX}{export_id}*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for pattern in (f"{export_id}*{PARTIAL_SUFFIX}", f"{export_id}-*.zip"):
+        for path in root.glob(pattern):
+            path.unlink(missing_ok=True)
 
-    def _run(self, job_id: str, options: ExportOptions) -> None:
+
+def run_export_job(ctx: JobContext) -> None:
+    """Build the package into this claim's own work directory, zip it under this claim's own
+    name and record it, with the job's completion, in one transaction. Whatever stops it
+    (a failure, a lost lease, the server stopping) leaves no file of it behind."""
+    export_id = ctx.params["export_job_id"]
+    root = export_root(ctx.settings)
+    with Session(ctx.engine) as session:
+        job = session.get(ExportJob, export_id)
+    if job is None:
+        raise JobFailed("the export's record no longer exists")
+    key = None
+    if job.params.get("key") == "supplied":
+        with _KEYS_LOCK:
+            key = _KEYS.get(export_id)
+        if key is None:  # queued by a process that died: its key died with it
+            raise JobFailed(KEY_LOST)
+    _clear_leftovers(root, export_id)
+    work = _work_dir(root, export_id, ctx.claim.token)
+    try:
+        _update(ctx.engine, export_id, status="running", started_at=ctx.clock(), progress=0.0,
+                error=None)
+        _make_root(root)
+        result = service.export_panel(ctx.engine, _options(job, key, work / "package"),
+                                      progress=_reporter(ctx, export_id), now=ctx.clock())
+        _update(ctx.engine, export_id, progress=STREAM_SHARE)
+        ctx.check()
+        target = _archive(root, export_id, ctx.claim.token)
+        digest, size = zip_package(work / "package", target)
         try:
-            if self._stopping.is_set():
-                raise _Stopped
-            self._update(job_id, status="running", started_at=self.clock(), progress=0.0)
-            self._export(job_id, options)
-        except _Stopped:
-            _remove_job_files(self.root, job_id)
-            self._finish(job_id, status="failed", error=INTERRUPTED)
-        except ExportError as exc:
-            _remove_job_files(self.root, job_id)
-            self._finish(job_id, status="failed", error=exc.message)
-        except Exception as exc:  # never leave a job running; the traceback goes to the log
-            log.exception("export job %s failed", job_id)
-            _remove_job_files(self.root, job_id)
-            self._finish(job_id, status="failed",
-                         error=f"the export failed unexpectedly ({type(exc).__name__}); "
-                         "the server log has the details")
-        finally:
-            with self._lock:
-                self._pending.discard(job_id)
-
-    def _export(self, job_id: str, options: ExportOptions) -> None:
-        work = _work_dir(self.root, job_id)
-        package = work / "package"
-        try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ExportError(
-                f"the server cannot write to its export directory {self.root} "
-                f"({exc.strerror or exc}); an operator must set WELLPANEL_EXPORT_DIR to a "
-                "writable directory", code="export_dir_unwritable") from exc
-        result = service.export_panel(
-            self.engine, dataclasses.replace(options, out=package),
-            progress=self._reporter(job_id), now=self.clock())
-        self._update(job_id, progress=STREAM_SHARE)
-        if self._stopping.is_set():
-            raise _Stopped
-        digest, size = zip_package(package, _archive(self.root, job_id))
+            _record_done(ctx, export_id, target, digest, size, result, job)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        with _KEYS_LOCK:
+            _KEYS.pop(export_id, None)
+    except ExportError as exc:
+        raise JobFailed(exc.message) from exc
+    except JobInterrupted:
+        if key is not None:  # no other process has the key: it cannot be run elsewhere
+            raise JobFailed(INTERRUPTED) from None
+        raise
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        self._finish(
-            job_id, status="done", progress=1.0, row_counts=dict(result.rows),
-            archive_path=str(_archive(self.root, job_id)), archive_sha256=digest,
-            extra={"export_id": result.export_id, "archive_bytes": size,
-                   "audit_event": {"id": result.audit_seq, "action": "export.panel",
-                                   "actor": options.actor, "row_hash": result.audit_hash}},
-        )
-
-    def _reporter(self, job_id: str) -> Callable[[int, int], None]:
-        last = {"at": time.monotonic(), "progress": 0.0}
-
-        def report(done: int, total: int) -> None:
-            if self._stopping.is_set():
-                raise _Stopped
-            progress = STREAM_SHARE * min(done / total, 1.0) if total else 0.0
-            now = time.monotonic()
-            if (progress - last["progress"] >= PROGRESS_STEP
-                    or now - last["at"] >= PROGRESS_SECONDS):
-                self._update(job_id, progress=round(progress, 4))
-                last.update(at=now, progress=progress)
-
-        return report
-
-    # -- the job row --
-
-    def _update(self, job_id: str, **values: Any) -> None:
-        with Session(self.engine) as session:
-            session.exec(update(ExportJob).where(col(ExportJob.id) == job_id)  # type: ignore[call-overload]
-                         .values(**values))
-            session.commit()
-
-    def _finish(self, job_id: str, *, status: str, extra: dict[str, Any] | None = None,
-                **values: Any) -> None:
-        try:
-            with Session(self.engine) as session:
-                job = session.get(ExportJob, job_id)
-                if job is None:
-                    return
-                job.status = status
-                job.finished_at = self.clock()
-                for name, value in values.items():
-                    setattr(job, name, value)
-                if extra:
-                    job.params = {**job.params, **extra}  # new dict: JSON tracks assignment
-                session.add(job)
-                session.commit()
-        except SQLAlchemyError:
-            log.exception("could not record the end of export job %s", job_id)
 
 
-_WORKER_LOCK = threading.Lock()
+def _make_root(root: Path) -> None:
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"the server cannot write to its export directory {root} "
+            f"({exc.strerror or exc}); an operator must set WELLPANEL_EXPORT_DIR to a "
+            "writable directory", code="export_dir_unwritable") from exc
+
+
+def _record_done(ctx: JobContext, export_id: str, target: Path, digest: str, size: int,
+                 result: service.ExportResult, job: ExportJob) -> None:
+    with Session(ctx.engine) as session:
+        ctx.complete(session)  # LeaseLost: another process has this export now
+        row = session.get(ExportJob, export_id)
+        if row is None:
+            raise JobFailed("the export's record no longer exists")
+        row.status, row.progress, row.finished_at = "done", 1.0, ctx.clock()
+        row.row_counts = dict(result.rows)
+        row.archive_path, row.archive_sha256, row.error = str(target), digest, None
+        row.params = {**row.params, "export_id": result.export_id, "archive_bytes": size,
+                      "audit_event": {"id": result.audit_seq, "action": "export.panel",
+                                      "actor": f"staff:{job.staff_id}",
+                                      "row_hash": result.audit_hash}}
+        session.add(row)
+        session.commit()
+
+
+def export_job_failed(session: Session, ctx: JobContext, message: str, final: bool) -> None:
+    """The export's own record of a failure: failed for good, or queued for another try."""
+    export_id = ctx.params["export_job_id"]
+    job = session.get(ExportJob, export_id)
+    if job is None:
+        return
+    if final:
+        job.status, job.error, job.finished_at = "failed", message, ctx.clock()
+        with _KEYS_LOCK:
+            _KEYS.pop(export_id, None)
+        _clear_leftovers(export_root(ctx.settings), export_id)
+    else:
+        job.status, job.progress = "queued", 0.0
+    session.add(job)
+
+
+register(KIND, run_export_job, export_job_failed)
+
+
+def _reporter(ctx: JobContext, export_id: str) -> Callable[[int, int], None]:
+    last = {"at": time.monotonic(), "progress": 0.0}
+
+    def report(done: int, total: int) -> None:
+        ctx.check()  # lost the job, or the server stops: abort (export_panel cleans up)
+        progress = STREAM_SHARE * min(done / total, 1.0) if total else 0.0
+        now = time.monotonic()
+        if (progress - last["progress"] >= PROGRESS_STEP
+                or now - last["at"] >= PROGRESS_SECONDS):
+            _update(ctx.engine, export_id, progress=round(progress, 4))
+            last.update(at=now, progress=progress)
+
+    return report
+
+
+def _update(engine: Engine, export_id: str, **values: Any) -> None:
+    with Session(engine) as session:
+        session.exec(update(ExportJob).where(col(ExportJob.id) == export_id)  # type: ignore[call-overload]
+                     .values(**values))
+        session.commit()
 
 
 def worker_for(app: Any) -> ExportWorker:
-    """The app's export worker (created on first use; the router's lifespan stops it)."""
-    with _WORKER_LOCK:
-        worker = getattr(app.state, "export_worker", None)
-        if worker is None:
-            worker = ExportWorker(app.state.engine, export_root(app.state.settings),
-                                  app.state.clock)
-            app.state.export_worker = worker
-        return worker
-
-
-def fail_interrupted(engine: Engine, root: Path, now: datetime) -> int:
-    """At startup: jobs a dead process left queued or running end failed, and their
-    leftover files are removed. Returns how many jobs were marked."""
-    with Session(engine) as session:
-        stale = session.exec(select(ExportJob).where(
-            col(ExportJob.status).in_(("queued", "running")))).all()
-        for job in stale:
-            job.status, job.error, job.finished_at = "failed", INTERRUPTED, now
-            session.add(job)
-        session.commit()
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(WORK_PREFIX):
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.name.endswith(PARTIAL_SUFFIX):
-                path.unlink(missing_ok=True)
-    return len(stale)
+    """The app's export side: its job runner and export directory."""
+    worker = getattr(app.state, "export_worker", None)
+    if worker is None:
+        worker = ExportWorker(runner_for(app), export_root(app.state.settings))
+        app.state.export_worker = worker
+    return worker
 
 
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """Recovers interrupted jobs at startup; stops the worker (if any started) at shutdown."""
+    """Starts the app's job runner (it takes over jobs whose process died once their lease
+    runs out; it never touches a job a live process holds) and stops it at shutdown: a running
+    job is given back to the queue for another process."""
     import anyio
 
-    try:
-        marked = fail_interrupted(app.state.engine, export_root(app.state.settings),
-                                  app.state.clock())
-        if marked:
-            log.warning("%d interrupted export job(s) marked failed", marked)
-    except SQLAlchemyError:  # e.g. a database not migrated yet: the app still starts
-        log.exception("could not check for interrupted export jobs")
+    runner = runner_for(app)
+    runner.start()
     yield
-    worker = getattr(app.state, "export_worker", None)
-    if worker is not None:
-        await anyio.to_thread.run_sync(worker.shutdown)
-        app.state.export_worker = None
+    await anyio.to_thread.run_sync(runner.stop)
 
 
 # ---- service functions (routes and pages) -----------------------------------------------------
@@ -395,8 +383,19 @@ def start_export(
     job = ExportJob(id=str(uuid.uuid4()), staff_id=staff.id, status="queued", params=params,
                     created_at=now)
     session.add(job)
+    runner, settings = worker.runner, worker.runner.settings
+    # A keyed export can only run where its key is (this process): reserved for it.
+    queued = jobs_service.enqueue(
+        session, KIND, {"export_job_id": job.id}, subject=f"export_job:{job.id}",
+        max_attempts=settings.job_max_attempts,
+        reserve_for=runner.worker_id if key is not None else None, lease=runner.lease)
+    if key is not None:
+        with _KEYS_LOCK:
+            _KEYS[job.id] = key
     session.commit()
-    worker.submit(job.id, options)
+    if key is not None:
+        runner.reserve(queued.id)
+    runner.wake()
     return job
 
 

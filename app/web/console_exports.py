@@ -82,8 +82,8 @@ async def analyze(job_id: str, request: Request, member: Researcher, session: Se
     job = jobs.get_job(session, member, job_id)
     if job.status != "done" or not job.archive_path or not Path(job.archive_path).is_file():
         raise Conflict("Only a finished export can be analysed.", code="export_not_ready")
-    start_analysis(session, request.app.state.engine, member, job, Path(job.archive_path),
-                   now=now)
+    start_analysis(session, jobs.worker_for(request.app).runner, member, job,
+                   Path(job.archive_path), now=now)
     return RedirectResponse(f"{BASE}#job-{job.id}", status_code=303)
 
 

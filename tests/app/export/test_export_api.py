@@ -21,10 +21,14 @@ from typer.testing import CliRunner
 from app.audit.models import AuditEvent
 from app.auth import service as auth
 from app.auth.models import StaffMember
-from app.config import get_settings
+from app.config import Settings, get_settings
+from app.db import make_engine, utcnow
 from app.export import jobs
 from app.export.cli import register
 from app.export.models import ExportJob
+from app.jobs import service as jobs_service
+from app.jobs.models import Job
+from app.jobs.runner import JobContext, JobRunner
 from tests.app.export.seed import START, Seeder
 from tests.support.flows import joined_and_consented
 
@@ -136,11 +140,15 @@ def test_export_in_the_background_matches_the_cli_export(
     assert comparable(api_descriptor) == comparable(cli_descriptor)
 
     # only the zip stays on the server; the key is nowhere in the database
-    assert [p.name for p in export_dir.iterdir()] == [f"{job['id']}.zip"]
     with Session(engine) as s:
         row = s.get(ExportJob, job["id"])
         assert row is not None and LINKAGE_KEY not in json.dumps(row.params)
+        queued = s.exec(select(Job).where(Job.subject == f"export_job:{job['id']}")).one()
+        assert queued.status == "done" and LINKAGE_KEY not in json.dumps(queued.params)
         ledger = s.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert row.archive_path is not None
+    assert [p.name for p in export_dir.iterdir()] == [Path(row.archive_path).name]
+    assert Path(row.archive_path).name.startswith(job["id"])
     assert not any(LINKAGE_KEY in json.dumps(e.details) for e in ledger)
     export_event = next(e for e in ledger if e.id == done["audit_event"]["id"])
     assert export_event.action == "export.panel" and export_event.actor == ann_id
@@ -239,26 +247,48 @@ def test_download_waits_for_the_export_to_finish(client, staff, engine):
     assert client.get(f"{API}/{job.id}", headers=staff["ann"]).json()["progress"] == 0.4
 
 
-def test_jobs_a_dead_process_left_behind_are_failed_at_startup(
-        app, staff, engine, export_dir):
+def test_a_restarting_app_leaves_a_live_job_alone_and_takes_over_a_dead_one(
+        app, staff, panel, engine, export_dir, settings):
+    """Another process holds one export under a live lease, a dead process left another (its
+    lease ran out, its work directory and partial zip still there): the app that starts
+    touches the first and finishes the second, once, clearing what the dead one left."""
     with Session(engine, expire_on_commit=False) as s:
         member = researcher(s, "ann")
         assert member is not None
-        ids = {status: str(uuid.uuid4()) for status in ("queued", "running", "done")}
-        for status, job_id in ids.items():
-            s.add(ExportJob(id=job_id, staff_id=member.id, status=status, params={},
+        ids = {name: str(uuid.uuid4()) for name in ("live", "dead")}
+        for export_id in ids.values():
+            s.add(ExportJob(id=export_id, staff_id=member.id, status="running",
+                            params={"format": "csv", "profile": "strict", "key": "fresh"},
                             created_at=START))
         s.commit()
-    work = export_dir / f"{jobs.WORK_PREFIX}{ids['running']}" / "package"
+        wall = utcnow()
+        for name, export_id in ids.items():
+            job = jobs_service.enqueue(s, "export", {"export_job_id": export_id},
+                                       subject=f"export_job:{export_id}")
+            job.status, job.attempts, job.claimed_by = "running", 1, f"sibling-{name}"
+            job.claim_token = uuid.uuid4().hex
+            job.lease_until = wall + (timedelta(hours=1) if name == "live"
+                                      else -timedelta(seconds=1))
+        s.commit()
+    export_dir.mkdir(parents=True, exist_ok=True)
+    work = export_dir / f"{jobs.WORK_PREFIX}{ids['dead']}-0123456789ab" / "package"
     work.mkdir(parents=True)
     (work / "responses.csv").write_text("pid\n", "utf-8")
-    (export_dir / f"{ids['running']}{jobs.PARTIAL_SUFFIX}").write_bytes(b"PK")
+    (export_dir / f"{ids['dead']}-0123456789ab{jobs.PARTIAL_SUFFIX}").write_bytes(b"PK")
     with TestClient(app) as client:
-        seen = {j["id"]: j for j in client.get(API, headers=staff["ann"]).json()}
-    assert seen[ids["queued"]]["status"] == seen[ids["running"]]["status"] == "failed"
-    assert "interrupted" in seen[ids["running"]]["error"]
-    assert seen[ids["done"]]["status"] == "done"
-    assert list(export_dir.iterdir()) == []
+        done = wait_until_finished(client, staff["ann"], ids["dead"])
+        assert jobs.worker_for(app).runner.wait_idle()
+        live = client.get(f"{API}/{ids['live']}", headers=staff["ann"]).json()
+    assert done["status"] == "done", done["error"]
+    assert live["status"] == "running" and live["error"] is None
+    with Session(engine) as s:
+        by_subject = {j.subject: j for j in s.exec(select(Job)).all()}
+    assert by_subject[f"export_job:{ids['live']}"].claimed_by == "sibling-live"
+    assert by_subject[f"export_job:{ids['live']}"].attempts == 1
+    taken = by_subject[f"export_job:{ids['dead']}"]
+    assert taken.status == "done" and taken.attempts == 2 and taken.claimed_by != "sibling-dead"
+    left = sorted(p.name for p in export_dir.iterdir())
+    assert len(left) == 1 and left[0].startswith(ids["dead"]) and left[0].endswith(".zip")
 
 
 def test_a_retried_post_with_the_same_idempotency_key_starts_one_export(
@@ -275,65 +305,80 @@ def test_a_retried_post_with_the_same_idempotency_key_starts_one_export(
         assert len(s.exec(select(ExportJob)).all()) == 1
 
 
-def test_progress_is_recorded_while_the_export_streams(app, staff, engine, export_dir, clock):
+def _runner(settings, clock, **changes) -> JobRunner:  # type: ignore[no-untyped-def]
+    changed = Settings(**settings.model_dump() | changes)
+    return JobRunner(make_engine(changed.database_url), changed, clock)
+
+
+def test_progress_is_recorded_while_the_export_streams(staff, engine, settings, clock):
     with Session(engine, expire_on_commit=False) as s:
         member = researcher(s, "ann")
         assert member is not None
         job = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="running", params={},
                         created_at=START)
         s.add(job)
+        jobs_service.enqueue(s, "export", {"export_job_id": job.id})
         s.commit()
-    worker = jobs.ExportWorker(engine, export_dir, clock)
-    try:
-        report = worker._reporter(job.id)
-        report(50, 100)
-        with Session(engine) as s:
-            assert s.get(ExportJob, job.id).progress == pytest.approx(0.45)
-        report(100, 100)
-        with Session(engine) as s:
-            assert s.get(ExportJob, job.id).progress == pytest.approx(jobs.STREAM_SHARE)
-    finally:
-        worker.shutdown()
+    runner = _runner(settings, clock)
+    claim = jobs_service.claim(runner.engine, runner.worker_id, ["export"], runner.lease)
+    assert claim is not None
+    report = jobs._reporter(JobContext(claim, runner), job.id)
+    report(50, 100)
+    with Session(engine) as s:
+        assert s.get(ExportJob, job.id).progress == pytest.approx(0.45)
+    report(100, 100)
+    with Session(engine) as s:
+        assert s.get(ExportJob, job.id).progress == pytest.approx(jobs.STREAM_SHARE)
+    runner.engine.dispose()
 
 
-def test_shutdown_leaves_no_job_queued_or_running(staff, panel, engine, export_dir, clock):
+def test_a_process_that_stops_gives_its_exports_to_another(
+        staff, panel, engine, settings, clock):
+    """Stopping one process's runner mid-work: what it was running goes back to the queue (the
+    attempt not counted) and another process finishes every export, each with one zip and no
+    work directory left."""
     with Session(engine, expire_on_commit=False) as s:
         member = researcher(s, "ann")
         assert member is not None
-    worker = jobs.ExportWorker(engine, export_dir, clock)
+    first, second = _runner(settings, clock), _runner(settings, clock)
+    root = jobs.export_root(first.settings)
     started = []
-    with Session(engine, expire_on_commit=False) as s:
+    with Session(first.engine, expire_on_commit=False) as s:
         for fmt in ("csv", "parquet", "dta"):
             started.append(jobs.start_export(s, member, jobs.ExportRequest(format=fmt),
-                                             worker=worker, now=clock()).id)
-    worker.shutdown()  # at once: the running export is aborted, the queued ones never start
+                                             worker=jobs.ExportWorker(first, root),
+                                             now=clock()).id)
+    first.stop()  # at once: a running export is given back at its next progress check
+    assert second.wait_idle(DEADLINE_SECONDS)
     with Session(engine) as s:
         ended = {j.id: j for j in s.exec(select(ExportJob)).all()}
+        queued = s.exec(select(Job)).all()
     assert set(ended) == set(started)
-    assert all(j.status in ("done", "failed") for j in ended.values())
-    assert ended[started[-1]].status == "failed"  # still queued when the worker stopped
-    kept = {p.name for p in export_dir.iterdir()} if export_dir.exists() else set()
-    for job in ended.values():
-        if job.status == "failed":
-            assert job.error == jobs.INTERRUPTED and job.archive_path is None
-            assert not any(job.id in name for name in kept)
-        else:
-            assert f"{job.id}.zip" in kept
-    assert not any(name.startswith(jobs.WORK_PREFIX) for name in kept)
+    assert all(j.status == "done" for j in ended.values()), [j.error for j in ended.values()]
+    assert all(j.status == "done" and j.attempts == 1 for j in queued)
+    kept = sorted(p.name for p in root.iterdir())
+    assert kept == sorted(Path(j.archive_path or "").name for j in ended.values())
+    first.engine.dispose()
+    second.engine.dispose()
 
 
 def test_an_unwritable_export_directory_fails_the_job_with_a_clear_message(
-        staff, panel, engine, tmp_path, clock):
+        staff, panel, engine, tmp_path, settings, clock):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x", "utf-8")
-    worker = jobs.ExportWorker(engine, blocker / "exports", clock)
+    runner = _runner(settings, clock, export_dir=blocker / "exports")
     with Session(engine, expire_on_commit=False) as s:
         member = researcher(s, "ann")
         assert member is not None
-        job_id = jobs.start_export(s, member, jobs.ExportRequest(), worker=worker,
+        job_id = jobs.start_export(s, member, jobs.ExportRequest(),
+                                   worker=jobs.ExportWorker(runner, blocker / "exports"),
                                    now=clock()).id
-    worker.shutdown_when_idle()
+    assert runner.wait_idle()
+    runner.stop()
     with Session(engine) as s:
         job = s.get(ExportJob, job_id)
         assert job is not None and job.status == "failed"
         assert "WELLPANEL_EXPORT_DIR" in (job.error or "")
+        queued = s.exec(select(Job)).one()
+        assert queued.status == "failed" and queued.attempts == 1  # not retried: it cannot help
+    runner.engine.dispose()
