@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     notify_channel: Literal["smtp", "console"] = Field(
         default="smtp", description="console prints messages to the log instead of sending"
     )
+    bounce_webhook_secret: str | None = Field(
+        default=None, min_length=16,
+        description="Shared secret of the bounce webhook (POST /api/v1/notify/bounces, sent as "
+        "Authorization: Bearer <secret>); unset: the webhook is off")
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(default=True, description="Structured JSON logs")

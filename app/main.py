@@ -35,6 +35,7 @@ from app.export.routes import router as export_router
 from app.notify.channels import Channel, make_channel
 from app.notify.dispatch import Deliverer
 from app.notify.routes import router as notify_router
+from app.notify.routes import webhook_router as bounce_webhook_router
 from app.ops.health import router as health_router
 from app.ops.metrics import Metrics, RequestMetrics
 from app.ops.metrics import router as metrics_router
@@ -119,6 +120,7 @@ def create_app(
     for router in (health_router, metrics_router):  # /healthz, /readyz, /metrics
         app.include_router(router)
     app.include_router(notify_router)
+    app.include_router(bounce_webhook_router)  # /api/v1/notify/bounces (off without a secret)
     app.include_router(compliance_router)
     app.include_router(export_router)
     app.include_router(staff_admin_router)  # /api/v1/staff/members (admin)

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from app.auth import service as auth
 from app.config import Settings
 from app.i18n import Translator, translator
-from app.notify import unsubscribe
+from app.notify import bounces, unsubscribe
 from app.notify.channels import Attachment, Message
 from app.notify.html import render_html
 from app.notify.models import OutboxMessage
@@ -73,6 +73,9 @@ def render_message(
             unsubscribe.email_stopped(session, participant.id)
             or not _occasion_still_due(session, participant, message, now)):
         return None  # stopped email contact: no invitations or reminders (asked-for mail goes)
+    if message.kind not in EMAIL_CHANGE_LINKS and bounces.is_undeliverable(
+            session, participant.id, contact.email, settings.secret_key):
+        return None  # refused for good (a 5xx, a bounce) until the address is changed
     study = session.get(Study, participant.study_id)
     assert study is not None
     protocol = studies.current_protocol(session, study.id)  # type: ignore[arg-type]
@@ -82,6 +85,8 @@ def render_message(
     if address_and_link is None:
         return None
     to, link = address_and_link
+    if bounces.is_undeliverable(session, participant.id, to, settings.secret_key):
+        return None
     attachments = _attachments(session, participant, message)
     if attachments is None:
         return None

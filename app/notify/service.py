@@ -34,6 +34,7 @@ from sqlmodel import Session, and_, col, or_, select, update
 
 from app.config import Settings
 from app.db import utcnow
+from app.notify import bounces
 from app.notify.channels import Channel, Message
 from app.notify.models import NotificationCount, NotificationFailure, OutboxMessage
 
@@ -185,6 +186,7 @@ def _deliver_one(
         assert message is not None
         if message.claim_token != token:
             return None
+        rendered: Message | None = None
         try:
             rendered = render(session, message, now, settings)
             if rendered is None:
@@ -200,6 +202,10 @@ def _deliver_one(
             channel.send(replace(rendered, key=message.dedupe_key))
         except Exception as exc:  # noqa: BLE001 - any delivery failure is recorded, not raised
             session.rollback()
+            code = bounces.permanent_code(exc)
+            if code is not None and rendered is not None:
+                return _record_undeliverable(session, message_id, exc, code, rendered.to,
+                                             settings, now)
             outcome = _record_failure(session, message_id, exc, now)
             if isinstance(exc, SERVER_DOWN):
                 raise _ServerDown from exc
@@ -230,6 +236,24 @@ def _record_failure(session: Session, message_id: int, exc: Exception, now: date
     log.warning("message not sent", extra={"message_id": message_id, "outcome": outcome,
                                             "error": type(exc).__name__})
     return outcome
+
+
+def _record_undeliverable(session: Session, message_id: int, exc: Exception, code: int,
+                          address: str, settings: Settings, now: datetime) -> str:
+    """A 5xx to RCPT or DATA: the message fails at once (no retries) and the address is marked
+    undeliverable (app/notify/bounces.py); nothing more goes to it until it is changed."""
+    message = session.get(OutboxMessage, message_id)
+    assert message is not None
+    message.last_error = f"{type(exc).__name__}: {scrub_error(str(exc))}"[:500]
+    message.status = "failed"
+    message.claim_token = message.lease_until = None
+    session.add(message)
+    bounces.mark_undeliverable(session, message.participant_id, address, code=code,
+                               source="smtp", secret_key=settings.secret_key, now=now)
+    session.commit()
+    log.warning("message not sent", extra={"message_id": message_id, "outcome": "undeliverable",
+                                            "smtp_code": code, "error": type(exc).__name__})
+    return "failed"
 
 
 # Anything that looks like an address: a word with an @ (plain or URL-encoded) in it.

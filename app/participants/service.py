@@ -119,6 +119,18 @@ def mark_contact_verified(session: Session, participant_id: str, now: datetime) 
     return contact.verified_at
 
 
+def contact_address(session: Session, participant_id: str) -> str | None:
+    """The participant's current address (for the notify domain; never logged)."""
+    contact = session.get(Contact, participant_id)
+    return None if contact is None else contact.email
+
+
+def participants_with_address(session: Session, email: str) -> list[str]:
+    """Ids of the participants (in any study) whose contact address is `email`."""
+    return list(session.exec(select(Contact.participant_id).where(
+        Contact.email == email.strip().lower())).all())
+
+
 def forget_contact(session: Session, participant_id: str) -> int:
     """After withdrawal the address is erased, so nobody can contact the person again.
 

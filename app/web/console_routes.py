@@ -15,6 +15,7 @@ from app.audit import service as audit
 from app.auth.deps import NowDep, SessionDep, SettingsDep
 from app.auth.models import StaffMember
 from app.core.errors import AppError
+from app.notify import bounces
 from app.notify import service as notify
 from app.safety import service as safety
 from app.surveys import service as surveys
@@ -116,8 +117,9 @@ def notifications_page(request: Request, member: Researcher, session: SessionDep
                        settings: SettingsDep) -> HTMLResponse:
     counts = notify.status_counts(session)
     failures = notify.list_failures(session, settings.secret_key, limit=200)
+    undeliverable = bounces.report(session, settings.secret_key, limit=200)
     chart = charts.bar_chart([(f"{c.kind} · {c.status}", c.count) for c in counts],
                              title="Messages by kind and status", label_width=230)
     return staff_render(request, "staff/notifications.html", member, counts=counts,
-                        failures=failures, chart=chart)
+                        failures=failures, chart=chart, undeliverable=undeliverable)
 

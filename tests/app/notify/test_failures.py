@@ -21,14 +21,18 @@ from tests.support.pg import free_port
 class _RejectEveryone:
     """A real SMTP server that refuses every recipient and, like many, echoes the address."""
 
+    def __init__(self, code: int) -> None:
+        self.code = code
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
-        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        return f"{self.code} 5.1.1 <{address}>: Recipient address rejected: User unknown"
 
 
 @pytest.fixture
-def rejecting_smtp() -> Iterator[int]:
+def rejecting_smtp(request) -> Iterator[int]:  # type: ignore[no-untyped-def]
     port = free_port()
-    controller = Controller(_RejectEveryone(), hostname="127.0.0.1", port=port)
+    controller = Controller(_RejectEveryone(getattr(request, "param", 450)),
+                            hostname="127.0.0.1", port=port)
     controller.start()
     yield port
     controller.stop()
@@ -39,7 +43,8 @@ def _report(client, token: str, **params):  # type: ignore[no-untyped-def]
                       headers={"Authorization": f"Bearer {token}"})
 
 
-def test_permanent_failure_ends_failed_and_is_listed_without_addresses(
+@pytest.mark.parametrize("rejecting_smtp", [450], indirect=True)
+def test_temporary_failure_is_retried_then_ends_failed_and_is_listed_without_addresses(
         app, client, session, clock, rejecting_smtp):
     person = consented_participants(session, 1, now=clock(), prefix="bounce")[0]
     notify.queue(session, person.id, "magic_link", dedupe_key="bounce:1", now=clock())
@@ -62,7 +67,7 @@ def test_permanent_failure_ends_failed_and_is_listed_without_addresses(
     with Session(app.state.engine) as s:
         row = s.exec(select(OutboxMessage).where(OutboxMessage.dedupe_key == "bounce:1")).one()
         assert (row.status, row.attempts) == ("failed", notify.MAX_ATTEMPTS)
-        assert "@" not in (row.last_error or "") and "550" in (row.last_error or "")
+        assert "@" not in (row.last_error or "") and "450" in (row.last_error or "")
 
     answer = _report(client, token)
     assert answer.status_code == 200
@@ -72,6 +77,7 @@ def test_permanent_failure_ends_failed_and_is_listed_without_addresses(
     assert failure["kind"] == "magic_link" and failure["attempts"] == notify.MAX_ATTEMPTS
     assert failure["pseudonym"] == irb_pseudonym(settings.secret_key, person.id)
     assert "Recipient" in failure["last_error"]
+    assert body["undeliverable"] == {"count": 0, "contacts": []}  # a 4xx is not permanent
     assert "@" not in answer.text and person.id not in answer.text
 
 
@@ -86,7 +92,8 @@ def test_notifications_route_needs_a_researcher(app, client, session):
     researcher = auth.add_staff(session, "notif-r2", "researcher")
     wrong = _report(client, researcher, limit=0)
     assert wrong.status_code == 422 and "limit" in wrong.json()["error"]["message"]
-    assert _report(client, researcher).json() == {"counts": [], "failures": []}
+    assert _report(client, researcher).json() == {
+        "counts": [], "failures": [], "undeliverable": {"count": 0, "contacts": []}}
 
 
 @pytest.mark.parametrize("text", [
