@@ -382,3 +382,31 @@ def test_an_unwritable_export_directory_fails_the_job_with_a_clear_message(
         queued = s.exec(select(Job)).one()
         assert queued.status == "failed" and queued.attempts == 1  # not retried: it cannot help
     runner.engine.dispose()
+
+
+def test_a_keyed_export_whose_process_died_ends_failed_and_is_never_run_without_its_key(
+        staff, engine, settings, clock):
+    """The stable key lived only in the process that took the request: when that process is
+    gone (its reservation ran out), another process ends the export failed with a clear
+    message instead of running it with a fresh key."""
+    with Session(engine, expire_on_commit=False) as s:
+        member = researcher(s, "ann")
+        assert member is not None
+        export = ExportJob(id=str(uuid.uuid4()), staff_id=member.id, status="queued",
+                           params={"format": "csv", "profile": "strict", "key": "supplied",
+                                   "key_fingerprint": "ab" * 8}, created_at=START)
+        s.add(export)
+        s.commit()
+        jobs_service.enqueue(s, "export", {"export_job_id": export.id},
+                             subject=f"export_job:{export.id}", reserve_for="a-dead-process",
+                             lease=-timedelta(seconds=1))
+        s.commit()
+    runner = _runner(settings, clock)
+    assert runner.run_one()
+    with Session(engine) as s:
+        ended = s.get(ExportJob, export.id)
+        queued = s.exec(select(Job)).one()
+    assert ended is not None and ended.status == "failed" and ended.archive_path is None
+    assert ended.error == jobs.KEY_LOST
+    assert (queued.status, queued.attempts, queued.claimed_by) == ("failed", 1, runner.worker_id)
+    runner.engine.dispose()
