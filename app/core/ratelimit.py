@@ -14,8 +14,9 @@ together; the per-IP limit, counted up front, bounds that.) Limits use a moving 
 (the `limits` library's strategy) over counters kept **in the database**
 (app/core/ratelimit_store.py), so every server process (uvicorn --workers N, several containers)
 counts against the same limits and a restart forgets nothing. IPs and targets are stored only as
-keyed hashes, never as addresses. A request that hits no rule costs one indexed read (the IP's
-failed authentications); only counted requests write.
+keyed hashes, never as addresses. A request with a credential costs one indexed read (the IP's
+failed authentications; one without any guesses nothing and costs none); only counted requests
+write.
 
 An IP's failed-authentication limit never blocks a request that carries a valid credential:
 people behind one address (a university, a mobile carrier's NAT) must not be locked out by
@@ -133,8 +134,11 @@ class RateLimit:
         self._bind(scope)
         client = scope.get("client")
         ip = client[0] if client else "unknown"
-        # the counters are in the database: never read or write them on the event loop
-        retry = await run_in_threadpool(self._waiting_after_failures, ip)
+        # A request without any credential guesses nothing: the failure limit never applies to
+        # it, so it costs no read. The counters are in the database: never on the event loop.
+        retry = None
+        if _needs_body(scope) or presented_credential(scope, b"") is not None:
+            retry = await run_in_threadpool(self._waiting_after_failures, ip)
         rule = self._rule_for(scope)
         target: str | None = None
         # the request's credential (NONE, LIVE or INVALID), looked at only when over a limit
