@@ -76,14 +76,18 @@ def backup(settings: Settings, out: Path, *, force: bool, actor: str, now: datet
         facts = ops.inspect_backup(out)
         entry, warning = None, None
         if facts.head is not None:
+            anchor = anchoring.Anchor(settings)
             try:
                 with engine.connect() as connection:
-                    entry = anchoring.Anchor(settings).checkpoint(
+                    entry = anchor.checkpoint(
                         connection, now=now, backup={
                             "file": out.name, "sha256": sha, "bytes": out.stat().st_size,
                             "seq": facts.head[0], "head": facts.head[1]})
             except anchoring.AnchorError as exc:
                 warning = f"the backup was written, but not checkpointed: {exc}"
+            if anchor.undelivered:  # in the directory; the bucket gets it with the next one
+                warning = ("the backup's checkpoint is in the checkpoint directory only: "
+                           + "; ".join(anchor.undelivered))
     finally:
         engine.dispose()
     return BackupDone(outcome, sha, entry, warning)
@@ -174,7 +178,7 @@ def restore(settings: Settings, source: Path, *, force: bool, actor: str, now: d
         "behind_checkpoint": behind,
         "replaced_head": replaced[0] if replaced else None}
     engine = _engine(settings)
-    entry, warning = None, None
+    entry, warning, upload = None, None, []
     try:
         anchor = anchoring.Anchor(settings)
         if facts.head is not None:
@@ -186,6 +190,7 @@ def restore(settings: Settings, source: Path, *, force: bool, actor: str, now: d
                     now=now)
             except anchoring.AnchorError as exc:
                 warning = f"the restore is not recorded in the checkpoints: {exc}"
+            upload = anchor.undelivered
         if "audit_events" in outcome.tables:
             with Session(engine) as session:
                 audit.append(session, actor=actor, action="ops.restore", details=details, now=now)
@@ -193,6 +198,10 @@ def restore(settings: Settings, source: Path, *, force: bool, actor: str, now: d
             if warning is None:
                 with engine.connect() as connection:
                     anchor.checkpoint(connection, now=now)
+                upload = anchor.undelivered  # the next entry took the pending ones along
+        if warning is None and upload:
+            warning = ("the restore is recorded in the checkpoint directory only: "
+                       + "; ".join(upload))
     finally:
         engine.dispose()
     return RestoreDone(Outcome(outcome.path, ops.table_counts(settings.database_url)), facts,

@@ -280,6 +280,40 @@ def test_a_checkpoint_removed_under_governance_bypass_is_named_missing(
     assert (broken.problem, broken.checkpoint) == ("missing_checkpoints", 2)
 
 
+def test_a_forced_restore_is_recorded_in_the_bucket_too(s3_settings, s3_server, bucket,
+                                                         engine, session, tmp_path):
+    from app.audit import custody
+
+    _append(session, 6)
+    old = tmp_path / "old.backup"
+    made = custody.backup(s3_settings, old, force=False, actor="test", now=T0)
+    assert made.warning is None and made.checkpoint is not None
+    _append(session, 10, start=100)
+    _checkpoint(s3_settings, engine)
+    engine.dispose()  # the restore replaces the database under it
+    done = custody.restore(s3_settings, old, force=True, actor="test", now=T0)
+    assert done.warning is None
+    in_bucket = anchoring.read_entries(S3Sink(s3_settings))[0]
+    assert [e.kind for e in in_bucket] == ["checkpoint", "checkpoint", "restore", "checkpoint"]
+    assert in_bucket[2].payload["forced"] is True and in_bucket[0].payload["backup"]
+    session.rollback()
+    report = _verify(s3_settings, session, "s3")
+    assert report.ok, report.first_broken
+    assert [(r.to_seq, r.from_seq, r.forced) for r in report.rollbacks] == [(7, 17, True)]
+
+
+def test_a_backup_says_when_its_checkpoint_did_not_reach_the_bucket(db_url, tmp_path, bucket,
+                                                                    session):
+    from app.audit import custody
+
+    down = _settings(db_url, tmp_path, bucket, f"http://127.0.0.1:{s3.free_port()}")
+    _append(session, 3)
+    made = custody.backup(down, tmp_path / "b.backup", force=False, actor="test", now=T0)
+    assert made.checkpoint is not None  # checkpointed in the directory
+    assert made.warning.startswith("the backup's checkpoint is in the checkpoint directory "
+                                   "only: s3://")
+
+
 # ---- failures lose nothing and break nothing -------------------------------------------------
 
 def test_an_upload_that_fails_is_made_with_the_next_checkpoint(db_url, tmp_path, s3_server,
@@ -300,6 +334,28 @@ def test_an_upload_that_fails_is_made_with_the_next_checkpoint(db_url, tmp_path,
     assert [o["Key"] for o in listed["Contents"]] == [
         _key(up, first.name), _key(up, second.name)]
     assert _verify(up, session).ok
+
+
+def test_access_denied_is_said_plainly_and_the_entry_follows_later(s3_settings, s3_server,
+                                                                   bucket, engine, session):
+    client = s3_server.client()
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    _append(session, 5)
+    anchor, first = _checkpoint(s3_settings, engine)
+    [message] = anchor.undelivered
+    assert message.startswith("ledger-public-key.pem was not uploaded to s3://")
+    assert "PutObject: 403" in message or "PutObject: AccessDenied" in message
+    assert SECRET not in message
+    client.delete_bucket_policy(Bucket=bucket)
+    _append(session, 5, start=5)
+    anchor, second = _checkpoint(s3_settings, engine)
+    assert anchor.undelivered == []
+    names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert names == [_key(s3_settings, n) for n in
+                     (first.name, second.name, "ledger-public-key.pem")]
 
 
 def test_a_participants_commit_is_not_held_up_by_a_dead_endpoint(db_url, tmp_path, bucket,
