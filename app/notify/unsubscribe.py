@@ -78,6 +78,14 @@ def email_stopped(session: Session, participant_id: str) -> bool:
     return row is not None and row.email_stopped_at is not None
 
 
+def page_if_stopped(session: Session, secret_key: str, participant_id: str) -> str | None:
+    """The unsubscribe page's path while the participant's email contact is stopped (their
+    settings page links to it, as no invitation will bring the link any more), else None."""
+    if not email_stopped(session, participant_id):
+        return None
+    return f"{PATH}{token_for(secret_key, participant_id)}"
+
+
 def participant_for(session: Session, token: str) -> tuple[Participant, MailContact]:
     """Whose unsubscribe link this is; NotFound for an unknown token or a withdrawn person."""
     if not token or len(token) > 100:

@@ -24,6 +24,7 @@ from app.consent import service as consent
 from app.consent.models import ConsentSubmit
 from app.core.errors import AppError, Conflict, NotFound, Unauthorized, ValidationFailed
 from app.core.ratelimit import count_message_sent
+from app.notify import unsubscribe
 from app.notify.dispatch import deliver_in_background
 from app.participants import erasure
 from app.participants import service as participants
@@ -364,6 +365,8 @@ def _render_settings(request: Request, session: SessionDep, participant: Any, no
                   upcoming=_upcoming_occasions(session, participant, now),
                   done=SETTINGS_DONE.get(request.query_params.get("done", "")),
                   errors=errors or {}, values=values or {},
+                  email_stopped_page=unsubscribe.page_if_stopped(
+                      session, request.app.state.settings.secret_key, participant.id),
                   **zone_field(lang, now, chosen, keep_unlisted=chosen == participant.timezone))
 
 

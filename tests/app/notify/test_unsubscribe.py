@@ -9,6 +9,7 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from app.audit.models import AuditEvent
@@ -20,6 +21,7 @@ from app.participants.models import Participant
 from app.scheduling.dispatcher import tick
 from tests.support.factory import consented_participants
 from tests.support.flows import fresh_link
+from tests.support.pages import signed_in_browser
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -211,3 +213,21 @@ def test_the_token_opens_nothing_else_survives_new_links_and_dies_with_withdrawa
     assert client.post(_path(url), data=ONE_CLICK).status_code == 404
     assert client.get("/p/unsubscribe/" + "A" * 43).status_code == 404
     assert consent.irb_pseudonym(app.state.settings.secret_key, person.id) not in url
+
+
+def test_the_settings_page_links_back_while_email_is_stopped(app, smtp, session, clock,
+                                                             backend):  # type: ignore[no-untyped-def]
+    """No invitation brings the link once email is stopped: the signed-in settings page does."""
+    address = f"unsub-s-{backend}@example.org"
+    web = signed_in_browser(app, smtp, "de", email=address)
+    assert 'id="email-stopped"' not in web.get("/p/settings").text
+    with Session(app.state.engine) as s:
+        [participant_id] = participants.participants_with_address(s, address)
+        path = _path(unsubscribe.link_for(s, app.state.settings.secret_key, "http://testserver",
+                                          participant_id, clock()))
+        s.commit()
+    stranger = TestClient(app)
+    assert stranger.post(path, data=ONE_CLICK).status_code == 200
+    page = web.get("/p/settings")
+    assert 'id="email-stopped"' in page.text and f'href="{path}?lang=de"' in page.text
+    assert "Einladungen und Erinnerungen per E-Mail" in page.text
