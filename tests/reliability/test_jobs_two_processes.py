@@ -8,10 +8,10 @@ that lease has run out; rate limits count in the database.
 The servers are real `uvicorn app.asgi:app` processes (tests/reliability/harness.py) with a 2 s
 lease. To keep an export mid-way for as long as the test needs, the test holds an ACCESS
 EXCLUSIVE lock on survey_responses (the export's stream blocks on it; the jobs table, the
-heartbeat and the API stay free); nothing in the servers is mocked or slowed. The test waits for
-states with deadlines and never asserts how long anything took. PostgreSQL only: SQLite readers
-cannot be held by a lock (tests/app/export/test_export_api.py and tests/app/jobs cover SQLite
-in one process).
+heartbeat and the API stay free); nothing in the servers is mocked or slowed. The tests wait for
+states with deadlines and never assert how long anything took. The export test runs on
+PostgreSQL only: SQLite readers cannot be held by a lock (tests/app/export/test_export_api.py and
+tests/app/jobs cover SQLite in one process); the rate-limit test runs on both.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from tests.app.export.seed import Seeder
 from tests.conftest import app_role_url
 from tests.reliability.harness import ServerProcess
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.parametrize("backend", ["postgres"], indirect=True)]
+pytestmark = pytest.mark.slow
 
 API = "/api/v1/researcher/exports"
 DEADLINE = 120.0
@@ -65,6 +64,7 @@ def _servers_env(export_dir: Path) -> dict[str, str]:
             "WELLPANEL_RATE_LIMIT_AUTH_FAILURES_PER_IP": f"{FAILURES_ALLOWED}/hour;100/day"}
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_an_export_outlives_its_process_and_is_finished_once_by_another(
         db_url, engine, loaded_study, tmp_path):
     seeder = Seeder(engine)
@@ -141,20 +141,44 @@ def test_an_export_outlives_its_process_and_is_finished_once_by_another(
         assert sorted(p.name for p in export_dir.iterdir()) == [Path(record.archive_path).name]
         assert len(exports) == 1
 
-        # Rate limits are shared: failed authentications at either process count together,
-        # and a valid credential from the same address still passes at both.
-        guess = {"Authorization": "Bearer a-guessed-token"}
-        answers = [httpx.get(f"{srv.base_url}/api/v1/me", headers=guess, timeout=30).status_code
-                   for srv in (second, restarted) * (FAILURES_ALLOWED // 2)]
-        assert answers == [401] * FAILURES_ALLOWED
-        for srv in (second, restarted):
-            refused = httpx.get(f"{srv.base_url}/api/v1/me", headers=guess, timeout=30)
-            assert refused.status_code == 429
-            assert refused.json()["error"]["code"] == "rate_limited"
-            assert httpx.get(f"{srv.base_url}{API}", headers=headers,
-                             timeout=30).status_code == 200
     finally:
         blocker.close()
         for process in (first, second, restarted):
             if process is not None:
                 process.stop()
+
+
+def test_rate_limits_are_counted_across_two_server_processes(db_url, engine, loaded_study,
+                                                               tmp_path):
+    """Failed authentications at either process count together; a valid credential from the
+    same address still passes at both; a restarted process remembers (SQLite and
+    PostgreSQL)."""
+    with Session(engine) as s:
+        token = auth.add_staff(s, "rate-limited-neighbour", "researcher")
+    valid = {"Authorization": f"Bearer {token}"}
+    env = _servers_env(tmp_path / "exports")
+    url = app_role_url(db_url)
+    servers = [ServerProcess(url, env_extra=env, log_path=tmp_path / f"{n}.log")
+               for n in ("one", "two")]
+    restarted = None
+    try:
+        for srv in servers:
+            srv.start()
+        guess = {"Authorization": "Bearer a-guessed-token"}
+        answers = [httpx.get(f"{srv.base_url}/api/v1/me", headers=guess, timeout=30).status_code
+                   for srv in servers * (FAILURES_ALLOWED // 2)]
+        assert answers == [401] * FAILURES_ALLOWED
+        for srv in servers:
+            refused = httpx.get(f"{srv.base_url}/api/v1/me", headers=guess, timeout=30)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "rate_limited"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert httpx.get(f"{srv.base_url}{API}", headers=valid, timeout=30).status_code == 200
+        servers[0].kill()
+        restarted = ServerProcess(url, env_extra=env, log_path=tmp_path / "restarted.log").start()
+        assert httpx.get(f"{restarted.base_url}/api/v1/me", headers=guess,
+                         timeout=30).status_code == 429
+    finally:
+        for srv in (*servers, restarted):
+            if srv is not None:
+                srv.stop()
