@@ -219,6 +219,7 @@ class S3Sink:
         try:
             put = self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",  # AWS wants a checksum on a put with a lock
                 ContentType="application/json" if name.endswith(".json")
                 else "application/x-pem-file",
                 ObjectLockMode=mode, ObjectLockRetainUntilDate=until)

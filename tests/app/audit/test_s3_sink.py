@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -359,14 +360,21 @@ def test_access_denied_is_said_plainly_and_the_entry_follows_later(s3_settings, 
 
 
 def test_a_participants_commit_is_not_held_up_by_a_dead_endpoint(db_url, tmp_path, bucket,
-                                                                 engine):
+                                                                 engine, caplog):
     settings = _settings(db_url, tmp_path, bucket, f"http://127.0.0.1:{s3.free_port()}")
     anchor = anchoring.attach(engine, settings)
-    with Session(engine) as session:
-        _append(session, 1)  # commits: a checkpoint is due at once, uploaded in the background
+    with caplog.at_level(logging.WARNING, logger="wellpanel.audit"):
+        with Session(engine) as session:
+            _append(session, 1)  # commits: a checkpoint is due at once, uploaded in the
+            # background; the commit has returned normally
+        for thread in threading.enumerate():  # the upload runs after the commit
+            if thread.name.endswith("(_deliver)"):
+                thread.join(timeout=60)
     directory = anchoring.ledger_paths(settings).directory
     assert [e.seq for e in anchoring.read_entries(anchoring.DirectorySink(directory))[0]] == [1]
-    assert anchor.bucket is not None
+    assert "cannot be checked" in anchor.undelivered[0]
+    [record] = [r for r in caplog.records if r.getMessage().startswith("ledger checkpoint not")]
+    assert record.error == anchor.undelivered[0] and SECRET not in caplog.text
 
 
 def test_checkpoint_command_says_when_the_bucket_did_not_get_it(db_url, tmp_path, s3_server,
