@@ -296,6 +296,8 @@ def verify(session: Session, view: SinkView | None, *, full: bool = True,
                                          "unanchored_rows": report.head_seq or 0})
     if view is not None and views[0] is not view:
         warnings.append(f"{view.label} holds no checkpoint entries; {views[0].label} does")
+    for empty in [v for v in others if not v.entries and not v.unreadable]:
+        warnings += disagreement(views[0], empty)[1]  # e.g. nothing uploaded to the bucket yet
     view, others = views[0], views[1:]
     anchors = anchors_in_force(view.entries)
     sink_issue = sink_problem(view)

@@ -188,6 +188,23 @@ def test_a_bucket_without_object_lock_is_refused(db_url, tmp_path, s3_server, en
     assert "Contents" not in s3_server.client().list_objects_v2(Bucket=plain)
     with pytest.raises(anchoring.AnchorError, match="has no Object Lock"):
         checks.load_views(settings)
+    report = _verify(settings, session, "directory")  # what is left: the directory alone
+    assert report.ok and report.checkpoints_checked == 1
+
+
+def test_verify_says_which_entries_the_bucket_has_not_got_yet(db_url, tmp_path, s3_server,
+                                                              bucket, engine, session):
+    down = _settings(db_url, tmp_path, bucket, f"http://127.0.0.1:{s3.free_port()}")
+    for i in range(2):
+        _append(session, 5, start=5 * i)
+        _checkpoint(down, engine)  # neither is uploaded
+    up = _settings(db_url, tmp_path, bucket, s3_server.endpoint)
+    report = _verify(up, session)
+    assert report.ok and report.checkpoints_checked == 2
+    assert report.warnings == [
+        f"2 checkpoint entries (entries 1 to 2) are not in s3://{bucket}/study-a/ at "
+        f"{s3_server.endpoint} yet: they are uploaded with the next checkpoint "
+        "(`wellpanel audit checkpoint`)"]
 
 
 def test_a_bucket_without_versioning_or_that_does_not_exist_is_refused(tmp_path, s3_server):
