@@ -35,6 +35,9 @@ pass/fail: submit throughput >= 0.5x bare-db, server CPU < 1.5 ms per submission
 holding the GIL, i.e. CPU; a name not ending in .svg gets py-spy's raw collapsed stacks); py-spy
 takes CPU of its own, so read figures from a run without it.
 
+``--submit-app`` and ``--submit-env NAME=VALUE`` measure a variant of the submit server (e.g.
+``--submit-env WELLPANEL_RATE_LIMITS_ENABLED=false``: what the shared rate limiter costs).
+
 Run: ``.venv/bin/python bench/api.py [--participants 1000] [--rounds 3] [--duration 3]
 [--concurrency 32] [--threads 2] [--workers 1]``
 """
@@ -310,8 +313,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="seconds per server, not counted")
     parser.add_argument("--submit-app", default="app.asgi:app",
                         help="the ASGI app to measure (e.g. a variant under bench/apps)")
+    parser.add_argument("--submit-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the submit server only (a variant, "
+                        "e.g. WELLPANEL_RATE_LIMITS_ENABLED=false); repeatable")
     parser.add_argument("--profile", help="write a py-spy flame graph of the submit server")
     args = parser.parse_args()
+    submit_env = dict(item.split("=", 1) for item in args.submit_env)
     if shutil.which("wrk") is None:
         sys.exit("bench/api.py needs wrk (Debian package wrk): run `make bench-deps`")
 
@@ -339,12 +346,15 @@ def main() -> None:
                     "database": "postgresql", "cpus": os.cpu_count(),
                     "load_average": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "profiled": bool(args.profile),
+                    "submit_app": args.submit_app, "submit_env": submit_env,
                     "seed_seconds": round(time.perf_counter() - t0, 1)}, logs=str(logs))
         apps = {"bare": "bench.apps.bare:app", "bare-db": "bench.apps.bare_db:app",
                 "submit": args.submit_app}
         for name, app in apps.items():
             servers[name] = ServerProcess(url, app=app, workers=args.workers,
-                                          log_path=logs / f"{name}.log").start()
+                                          log_path=logs / f"{name}.log",
+                                          env_extra=submit_env if name == "submit" else {}
+                                          ).start()
         servers["ceiling"] = servers["bare"]  # GET /noop on the bare server
         results = measure(servers, args, pool, len(jobs), pg)
         emit(result=targets(results))
