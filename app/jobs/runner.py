@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -120,6 +120,13 @@ class JobRunner:
         self._reserved: set[str] = set()
         self._idle = threading.Condition()
         self._busy = False
+        # The app disposes its engine when it shuts down (and tests when they drop the
+        # database): the runner stops with it instead of polling a database that is gone.
+        event.listen(engine, "engine_disposed", self._engine_disposed)
+
+    def _engine_disposed(self, _engine: Engine) -> None:
+        self._stop.set()
+        self._wake.set()
 
     # -- control --
 
