@@ -119,7 +119,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
             with Session(self.reader) as session:
                 rows = session.exec(
                     select(RateLimitHit.key, func.min(RateLimitHit.at), func.count())
-                    .where(or_(*(and_(RateLimitHit.key == digest,
+                    .where(or_(*(and_(col(RateLimitHit.key) == digest,
                                       col(RateLimitHit.at) > _at(now - expiry))
                                  for digest, (_, expiry) in zip(digests, windows, strict=True))))
                     .group_by(col(RateLimitHit.key))).all()
@@ -172,5 +172,5 @@ class DatabaseStorage(Storage, MovingWindowSupport):
     def clear(self, key: str) -> None:
         with Session(self.engine) as session:
             session.exec(delete(RateLimitHit).where(  # type: ignore[call-overload]
-                RateLimitHit.key == self._digest(key)))
+                col(RateLimitHit.key) == self._digest(key)))
             session.commit()

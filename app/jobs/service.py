@@ -122,8 +122,8 @@ def claim(engine: Engine, worker_id: str, kinds: Iterable[str], lease: timedelta
             .values(status="running", attempts=Job.attempts + 1, claimed_by=worker_id,
                     claim_token=token, lease_until=wall + lease, heartbeat_at=wall,
                     started_at=wall)
-            .returning(Job.id, Job.kind, Job.params, Job.subject, Job.attempts,
-                       Job.max_attempts)
+            .returning(col(Job.id), col(Job.kind), col(Job.params), col(Job.subject),
+                       col(Job.attempts), col(Job.max_attempts))
         ).first()
         session.commit()
     if row is None:
@@ -144,7 +144,7 @@ def heartbeat(engine: Engine, worker_id: str, lease: timedelta) -> set[str]:
             .where(col(Job.claimed_by) == worker_id,
                    col(Job.status).in_(("queued", "running")))
             .values(lease_until=wall + lease, heartbeat_at=wall)
-            .returning(Job.id)).all()
+            .returning(col(Job.id))).all()
         session.commit()
     return {row[0] for row in rows}
 
