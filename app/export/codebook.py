@@ -16,6 +16,7 @@ from typing import Any
 
 from analysis import spec
 from app.core import csv_cells
+from app.export import writers
 from app.export.timeshift import TimePolicy
 from app.surveys.instruments import Instrument
 
@@ -161,6 +162,45 @@ def instrument_entry(
     return out
 
 
+REASON_MEANINGS = {
+    "not_administered": "the survey was not sent in that wave (not scheduled, or the "
+    "participant's survey closed unanswered)",
+    "skipped": "shown and left unanswered (an item), or answered with too few items for a "
+    "valid score (a score)",
+    "withdrawn": "the survey came after the participant's withdrawal (stop contact); "
+    "nothing after it is exported",
+    "not_applicable": "not shown: the item's display condition was not met",
+}
+
+
+def missing_values_entry() -> dict[str, Any]:
+    """Missing values with their reasons, per format (issue 16 part 5)."""
+    codes = writers.MISSING_CODES
+    return {
+        "reasons": {r: {"meaning": REASON_MEANINGS[r], "sav": code, "dta": f".{letter}"}
+                    for r, (code, letter) in codes.items()},
+        "reason_columns": {col: {"reason": reason, "resource": "responses" if
+                                 col.startswith("items_") else "panel",
+                                 "lists": "item columns" if col.startswith("items_")
+                                 else "outcome columns"}
+                           for col, reason in writers.REASON_COLUMNS.items()},
+        "csv": "an empty cell; the row's reason columns (semicolon-separated column names) "
+        "say why an item or outcome cell is empty",
+        "parquet": "null; the reason columns as in CSV",
+        "sav": "numbers with a reason: user-missing codes "
+        + ", ".join(f"{c} {r.replace('_', ' ')}" for r, (c, _) in codes.items())
+        + f" (declared missing range {min(c for c, _ in codes.values())}.."
+        f"{max(c for c, _ in codes.values())}, with value labels); otherwise system-missing; "
+        "text: empty string",
+        "dta": "numbers with a reason: extended missing values "
+        + ", ".join(f".{x} {r.replace('_', ' ')}" for r, (_, x) in codes.items())
+        + " (with value labels); otherwise .; text: empty string",
+        "without_reason": "cells with no reason column (e.g. usage hours, subscales) are "
+        "empty because the answer was not given, a score was invalid, or de-identification "
+        "suppressed it (see wellpanel.deidentification)",
+    }
+
+
 def time_entry(policy: TimePolicy, profile: str, events: list[Mapping[str, Any]]
                ) -> dict[str, Any]:
     """How the export releases time: the variables and what they can tell (issue 16 part 3)."""
@@ -251,14 +291,7 @@ def build_codebook(
     }
     if include_free_text:
         book["item_answers"]["warning"] = FREE_TEXT_WARNING
-    book["missing_values"] = {
-        "csv": "an empty cell",
-        "parquet": "null",
-        "sav": "system-missing (numbers), empty string (text)",
-        "dta": ". (numbers), empty string (text)",
-        "meaning": "not administered, not shown (display condition), not answered, invalid "
-        "score, or suppressed by de-identification (see wellpanel.deidentification)",
-    }
+    book["missing_values"] = missing_values_entry()
     book["csv_formula_neutralization"] = csv_cells.CODEBOOK_NOTE
     book["usage_coding"] = {
         "used": "the model was ticked in used_models",

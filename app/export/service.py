@@ -53,7 +53,7 @@ from analysis import spec
 from app.core.errors import AppError
 from app.db import make_engine, utcnow
 from app.export import codebook as cb
-from app.export import deidentify, freetext, stream, timeshift, writers
+from app.export import deidentify, freetext, stream, summary, timeshift, writers
 from app.surveys.answers import visible_items
 from app.surveys.instruments import Instrument
 
@@ -62,6 +62,7 @@ FORMATS = writers.FORMATS
 PID_LENGTH = 16  # hex characters of the HMAC-SHA256 (64 bits)
 MIN_KEY_BYTES = 16
 DEFAULT_CHUNK = 20_000
+NO_MTIME = 315_619_200  # strict packages' file times: 1980-01-02T00:00:00Z
 USAGE_INSTRUMENT = stream.USAGE_INSTRUMENT
 BASELINE_INSTRUMENT = "baseline"
 USED_4O_ITEM = "gpt4o_before_retirement"
@@ -493,6 +494,8 @@ class _Layout:
     categorical: dict[str, dict[str, list[str]]]
     free_text: set[str] = field(default_factory=set)  # columns of free-text items
     ordinal: dict[str, set[str]] = field(default_factory=dict)  # resource -> ordered columns
+    # resource -> text column -> value -> label (single-choice items' English option labels)
+    category_labels: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 def _layout(
@@ -521,6 +524,7 @@ def _layout(
     value_labels: dict[str, dict[str, dict[int, str]]] = defaultdict(dict)
     categorical: dict[str, dict[str, list[str]]] = defaultdict(dict)
     free_text: set[str] = set()
+    category_labels: dict[str, dict[str, str]] = {}  # responses' single-choice text items
 
     responses = [(c, spec.RESPONSES.types[c]) for c in spec.RESPONSES.columns]
     responses += [(f"{spec.SUBSCALE_PREFIX}{s}", "number") for s in subscales]
@@ -563,6 +567,8 @@ def _layout(
                         value_labels["responses"][base] = {int(v): lab for v, lab in labels.items()}
                     else:
                         categorical["responses"][base] = [str(v) for v in labels]
+                        category_labels.setdefault(base, {}).update(
+                            {str(v): lab for v, lab in labels.items()})
                 else:
                     typ = {"integer": "integer", "number": "number", "text": "string"}[item.type]
                 item_columns.append(cb.ItemColumn(base, inst.key, item.id, None, typ))
@@ -600,6 +606,18 @@ def _layout(
         descriptions["panel"][k] = f"{instruments[k].title}: primary score; empty if missing"
     panel += event_cols
     value_labels["panel"]["framing"] = dict(spec.FRAMING_LABELS)
+    # why an outcome cell is empty (SPSS/Stata: distinct missing codes, writers.MISSING_CODES)
+    for col, why in (
+            ("scores_not_administered", "the survey was not sent in this wave, or closed "
+             "unanswered (missing reason 'not_administered')"),
+            ("scores_skipped", "the survey was answered with too few items for a valid score "
+             "(missing reason 'skipped')"),
+            ("scores_withdrawn", "the survey came after the participant's withdrawal (missing "
+             "reason 'withdrawn')")):
+        panel.append((col, "string"))
+        descriptions["panel"][col] = (
+            f"Outcome columns of this row that are empty because {why}; semicolon-separated "
+            "column names")
 
     participants = [(c, spec.PARTICIPANTS.types[c]) for c in spec.PARTICIPANTS.columns]
     for c in qi_extra_columns:
@@ -616,7 +634,28 @@ def _layout(
     ordinal = {"responses": {"severity"}, "participants": {"age_band"}}
     return _Layout(responses, usage, panel, participants, item_columns, subscales,
                    extra_outcomes, ev, dict(descriptions), dict(value_labels), dict(categorical),
-                   free_text, ordinal)
+                   free_text, ordinal, {"responses": category_labels})
+
+
+def _withdrawn_cells(conn: Connection, t: dict[str, Any], people: Mapping[str, _Person]
+                     ) -> set[tuple[str, int, str]]:
+    """(internal id, panel wave, instrument) of every survey a withdrawal took away: scheduled
+    or answered after the participant's cutoff (such answers are never exported). Only
+    withdrawn participants have any, so the set stays small."""
+    cut = {p.internal: p.cutoff for p in people.values() if p.cutoff is not None}
+    if not cut:
+        return set()
+    i, p = t["i"], t["p"]
+    wave = stream.study_wave(i, p, postgresql=conn.dialect.name == "postgresql")
+    q = (select(i.c.participant_id, wave, i.c.instrument_key, i.c.scheduled_at, i.c.completed_at)
+         .join(p, p.c.id == i.c.participant_id)
+         .where(i.c.participant_id.in_(sorted(cut))))
+    out: set[tuple[str, int, str]] = set()
+    for internal, w, inst, scheduled, completed in conn.execute(q):
+        c = cut[internal]
+        if scheduled > c or (completed is not None and completed > c):
+            out.add((internal, int(w), inst))
+    return out
 
 
 def _describe_time(layout: _Layout, policy: timeshift.TimePolicy, profile: str) -> None:
@@ -1003,13 +1042,19 @@ def _build(
         del first, raw, sens_values  # every baseline answer: not needed while streaming
 
         # -- writers --
-        def open_writers(name: str, cols: list[tuple[str, str]]) -> list[writers.TableWriter]:
+        collectors: dict[str, summary.StatsCollector] = {}  # the codebook's frequencies
+
+        def open_writers(name: str, cols: list[tuple[str, str]]) -> list[Any]:
+            collectors[name] = summary.StatsCollector(cols, categories={
+                **layout.categorical.get(name, {}),
+                **{c: list(v) for c, v in layout.value_labels.get(name, {}).items()}})
             if fmt in writers.TABULAR_FORMATS:
-                return [writers.TableWriter(tmp / f"{name}.{fmt}", cols, fmt)]
+                return [writers.TableWriter(tmp / f"{name}.{fmt}", cols, fmt), collectors[name]]
             scratch = tmp / ".scratch"  # for the SPSS/Stata conversion at the end
             scratch.mkdir(exist_ok=True)
             return [writers.TableWriter(tmp / f"{name}.csv", cols, "csv"),
-                    writers.TableWriter(scratch / f"{name}.parquet", cols, "parquet")]
+                    writers.TableWriter(scratch / f"{name}.parquet", cols, "parquet"),
+                    collectors[name]]
 
         def open_buf(name: str, cols: list[tuple[str, str]]) -> writers.ChunkBuffer:
             return writers.ChunkBuffer([c for c, _ in cols], open_writers(name, cols),
@@ -1048,6 +1093,7 @@ def _build(
             progress=bar,
             day_resolution=time_policy.day_resolution_days,
             event_band_weeks=time_policy.event_band_weeks,
+            withdrawn_cells=_withdrawn_cells(conn, t, people),
         )
 
         def local_day(internal: str, at: datetime) -> int:
@@ -1089,6 +1135,8 @@ def _build(
                 row[col] = values[ix]
             pbuf.append(row)
         pbuf.close()
+        variables = summary.codebook_entry(
+            {n: collectors[n] for n in ("participants", "responses", "usage", "panel")}, cfg.k)
         software = _software(conn)
         protocol_meta = {
             "protocol_version": latest.version,
@@ -1111,6 +1159,7 @@ def _build(
             versions_in_data={k: dict(v) for k, v in stats.versions.items()},
             profile=profile,
         )
+    codebook["variables"] = variables
     # the snapshot is closed: from here on only files are touched
     rows = {
         "participants": pbuf.total,
@@ -1161,7 +1210,7 @@ def _build(
         **({"created": now.isoformat()} if profile == spec.PROFILE_RESEARCH else {}),
     }
     files = _write_descriptor(tmp, fmt, layout, wellpanel, title_text, study_key, stat_info,
-                              export_id, now, profile)
+                              export_id, now, profile, package_meta=_package_meta(study))
 
     return ExportResult(
         out_dir=tmp, export_id=export_id, study=study_key, profile=profile, format=fmt,
@@ -1179,12 +1228,29 @@ def _schema(name: str, cols: list[tuple[str, str]], layout: _Layout) -> dict[str
     schema = spec.table_schema(name, [c for c, _ in cols], extras,
                                layout.descriptions.get(name, {}))
     labels = layout.value_labels.get(name, {})
+    texts = layout.categorical.get(name, {})
+    text_labels = layout.category_labels.get(name, {})
+    ordered = layout.ordinal.get(name, set())
     described = layout.descriptions.get(name, {})
     for f in schema["fields"]:
-        if f["name"] in described:  # contract columns too (e.g. day: how coarse it is)
-            f["description"] = described[f["name"]]
-        if f["name"] in labels and "categories" not in f:
-            f["categories"] = [{"value": v, "label": lab} for v, lab in labels[f["name"]].items()]
+        col = f["name"]
+        if col in described:  # contract columns too (e.g. day: how coarse it is)
+            f["description"] = described[col]
+        if col in labels and "categories" not in f:
+            f["categories"] = [{"value": v, "label": lab} for v, lab in labels[col].items()]
+        elif col in texts and texts[col] and f["type"] == "string":
+            # text categories too (Table Schema v2 `categories`), in the definitions' order
+            f["categories"] = [{"value": v, "label": text_labels.get(col, {}).get(v, v)}
+                               for v in texts[col]]
+        if "categories" in f and (col in ordered or col in labels):
+            f["categoriesOrdered"] = True  # bands and labelled scales (Likert, framing)
+    if name != "participants":  # every row belongs to an exported participant
+        schema["foreignKeys"] = [
+            {"fields": "pid", "reference": {"resource": "participants", "fields": "pid"}}]
+    if name in ("responses", "usage"):  # ... and to a (participant, wave) row of the panel
+        schema["foreignKeys"].append(
+            {"fields": ["pid", "wave"], "reference": {"resource": "panel",
+                                                      "fields": ["pid", "wave"]}})
     return schema
 
 
@@ -1258,6 +1324,7 @@ def _write_descriptor(
     export_id: str,
     now: datetime,
     profile: str,
+    package_meta: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     tab = fmt if fmt in writers.TABULAR_FORMATS else "csv"
     resources = []
@@ -1314,6 +1381,7 @@ def _write_descriptor(
         "id": export_id,
         "title": f"{title}: anonymized panel ({profile})",
         "profile": "data-package",
+        **dict(package_meta or {}),
         "resources": resources,
         spec.PROPERTY: wellpanel,
     }
@@ -1324,7 +1392,20 @@ def _write_descriptor(
                     + "\n", "utf-8")
     digest, size = writers.file_digest(path)
     files[path.name] = {"sha256": digest, "bytes": size}
+    if profile == spec.PROFILE_STRICT:
+        # no export time anywhere, the files' own modification times included (an archive
+        # of the package keeps them): 1980-01-02 00:00 UTC, the earliest a zip holds anywhere
+        for name in files:
+            os.utime(tmp / name, (NO_MTIME, NO_MTIME))
     return files
+
+
+def _package_meta(study: Mapping[str, Any]) -> dict[str, Any]:
+    """Frictionless package-level licences and contributors, from the study file's export
+    block (never invented: a study that names none gets none)."""
+    block = study.get("export") or {}
+    return {key: [dict(x) for x in block[key]] for key in ("licenses", "contributors")
+            if block.get(key)}
 
 
 def _json_default(o: Any) -> Any:

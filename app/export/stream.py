@@ -49,6 +49,8 @@ from analysis import spec
 from app.export import timeshift
 
 EPOCH = date(1970, 1, 1).toordinal()
+# the panel's reason columns for empty outcome cells (writers.REASON_COLUMNS gives their codes)
+SCORE_REASON_COLUMNS = ("scores_not_administered", "scores_skipped", "scores_withdrawn")
 SQLITE_RANK_FUNCTION = "wellpanel_pid_rank"
 WAVE_DAYS = 14  # the panel's waves are two weeks apart (analysis.spec: wave)
 USAGE_INSTRUMENT = "ai_usage"
@@ -310,6 +312,7 @@ class Processor:
         progress: Any = None,
         day_resolution: int = 1,
         event_band_weeks: int = 1,
+        withdrawn_cells: set[tuple[str, int, str]] | None = None,
     ) -> None:
         self.people = people
         self.sinks = sinks
@@ -324,6 +327,9 @@ class Processor:
         # are computed on each person's shifted dates (``shift``, 0 in the strict profile)
         self.day_resolution = day_resolution
         self.event_band_weeks = event_band_weeks
+        # (internal id, wave, instrument) surveys lost to a withdrawal (see _score_reasons);
+        # None: no score reason columns in the panel
+        self.withdrawn_cells = withdrawn_cells
         self.stats = StreamStats()
         self._carry: pa.Table | None = None
 
@@ -466,6 +472,9 @@ class Processor:
             m = ok & (inst_py == k)
             col[gidx[m]] = primary[m]
             panel[k] = col
+        if self.withdrawn_cells is not None:
+            panel.update(self._score_reasons(panel, inst_py, gidx, ng,
+                                             [persons[c] for c in codes[starts]], wave[starts]))
 
         # -- usage (row by row: the answers are JSON) --
         uidx = np.flatnonzero(inst_py == USAGE_INSTRUMENT)
@@ -487,6 +496,33 @@ class Processor:
                 self.sinks["usage"].write(usage.cols, usage.n)
             panel.update(summary)
         self.sinks["panel"].write(panel, ng)
+
+    def _score_reasons(self, panel: Mapping[str, Any], inst_py: np.ndarray, gidx: np.ndarray,
+                       ng: int, persons: Sequence[Any], waves: np.ndarray
+                       ) -> dict[str, list[str | None]]:
+        """Why each empty outcome cell of the panel's rows is empty (issue 16 part 5), as
+        semicolon-separated outcome columns per reason: skipped (answered, but too few items
+        for a valid score), withdrawn (the survey came after the participant's withdrawal:
+        ``withdrawn_cells``), else not administered (not sent in that wave, or closed
+        unanswered)."""
+        lists: dict[str, list[list[str]]] = {c: [[] for _ in range(ng)]
+                                             for c in SCORE_REASON_COLUMNS}
+        lost = self.withdrawn_cells or set()
+        for k in self.outcomes:
+            empty = np.isnan(np.asarray(panel[k], dtype=float))
+            if not empty.any():
+                continue
+            answered = np.zeros(ng, bool)
+            answered[gidx[inst_py == k]] = True
+            for g in np.flatnonzero(empty):
+                if answered[g]:
+                    reason = "scores_skipped"
+                elif lost and (persons[g].internal, int(waves[g]), k) in lost:
+                    reason = "scores_withdrawn"
+                else:
+                    reason = "scores_not_administered"
+                lists[reason][g].append(k)
+        return {c: [";".join(v) or None for v in cells] for c, cells in lists.items()}
 
     def _count(self, table: pa.Table) -> None:
         grouped = table.group_by(["instrument", "language", "tstatus"]).aggregate(

@@ -239,18 +239,21 @@ def stat_names(columns: Sequence[str], fmt: str) -> dict[str, str]:
 
 
 # Why a value is missing, as distinct codes: SPSS user-missing values (declared as the missing
-# range, so they never enter a computation). Stata files keep system missing: pyreadstat
-# 1.3.8 fails on its extended missing values (.a to .d) when a column's first values are all
-# missing codes (narwhals then takes the column for text), so they are not used. CSV, Parquet
-# and Stata leave the cell empty; the row's items_skipped / items_not_applicable columns
-# (in every format) name the reason.
+# range, so they never enter a computation) and Stata extended missing values .a to .d (never
+# in a computation either), both with value labels. pyreadstat writes the letters only from an
+# object column holding them beside the numbers, with missing_user_values naming them; a float
+# column is otherwise taken for text when its first values are all letters. CSV and Parquet
+# leave the cell empty; the row's reason columns (REASON_COLUMNS, in every format) name it.
 MISSING_CODES: dict[str, tuple[int, str]] = {
     "not_administered": (-91, "a"),
     "skipped": (-92, "b"),
     "withdrawn": (-93, "c"),
     "not_applicable": (-94, "d"),
 }
-REASON_COLUMNS = {"items_skipped": "skipped", "items_not_applicable": "not_applicable"}
+REASON_COLUMNS = {"items_skipped": "skipped", "items_not_applicable": "not_applicable",
+                  # the panel's outcome columns (app/export/stream.py SCORE_REASON_COLUMNS)
+                  "scores_not_administered": "not_administered", "scores_skipped": "skipped",
+                  "scores_withdrawn": "withdrawn"}
 
 
 def _missing_reasons(table: pa.Table) -> dict[str, dict[int, str]]:
@@ -268,17 +271,18 @@ def _missing_reasons(table: pa.Table) -> dict[str, dict[int, str]]:
 def _mark_missing(data: dict[str, Any], val_labels: dict[str, dict[Any, str]],
                   user_missing: dict[str, set[str]], var: str, rows: Mapping[int, str],
                   fmt: str) -> None:
-    """Put each empty cell's reason code into one SPSS variable, with its value label."""
-    if fmt != "sav":
-        return  # Stata: see MISSING_CODES
-    values = data[var]
+    """Put each empty cell's reason into one variable, with its value label: the SPSS code
+    (-91..-94) or the Stata extended missing value (.a to .d)."""
+    values = data[var] if fmt == "sav" else np.asarray(data[var], dtype=object)
     labels = val_labels.setdefault(var, {})
     for row, reason in rows.items():
-        if not np.isnan(data[var][row]):
-            continue  # answered after all (never expected)
+        v = values[row]
+        if not (isinstance(v, float) and np.isnan(v)):
+            continue  # answered after all (never expected), or already marked
         code, letter = MISSING_CODES[reason]
-        values[row] = float(code)
-        labels[float(code)] = f"{reason.replace('_', ' ')} (missing)"
+        mark: Any = float(code) if fmt == "sav" else letter
+        values[row] = mark
+        labels[mark] = f"{reason.replace('_', ' ')} (missing)"
         user_missing.setdefault(var, set()).add(letter)
     data[var] = values
 
@@ -362,6 +366,7 @@ def write_stat_file(
             str(out_path),
             column_labels=col_labels,
             variable_value_labels=val_labels,
+            missing_user_values={v: sorted(letters) for v, letters in user_missing.items()},
             version=15,
         )
     stamp_header(out_path, fmt, created)
@@ -373,7 +378,8 @@ def write_stat_file(
         info["value_codes"] = codes_out
     info["booleans"] = [f["name"] for f in fields if f["type"] == "boolean"]
     if user_missing:
-        info["missing_codes"] = {reason: code for reason, (code, _) in MISSING_CODES.items()}
+        info["missing_codes"] = {reason: (code if fmt == "sav" else f".{letter}")
+                                 for reason, (code, letter) in MISSING_CODES.items()}
     # Stata files have no measurement level: the ordered columns are named here (and SPSS
     # files mark them ordinal)
     info["ordinal"] = [f["name"] for f in fields

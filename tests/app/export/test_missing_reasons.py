@@ -1,11 +1,15 @@
 """Missing values with reasons (issue 16 part 5): an empty item cell says why, skipped (shown,
-not answered) or not applicable (hidden by its display condition): distinct user-missing codes
-in SPSS, and the items_skipped / items_not_applicable columns in every format (Stata keeps
-system missing: see app/export/writers.py MISSING_CODES). SQLite and PostgreSQL."""
+not answered) or not applicable (hidden by its display condition); an empty outcome cell of the
+panel says whether the survey was not administered, answered with too few items (skipped), or
+came after the participant's withdrawal. Distinct user-missing codes (-91..-94) in SPSS,
+extended missing values (.a-.d) in Stata, both labelled, and reason columns in every format.
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import random
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +18,10 @@ import pytest
 import yaml
 
 from app.export import codebook as cb
-from app.export.service import ExportOptions, _item_values, export_panel
+from app.export.service import ExportOptions, _item_values, export_panel, pseudonym_of, read_key
 from app.export.writers import MISSING_CODES
 from app.surveys.instruments import Instrument
+from tests.app.export.seed import START
 from tests.conftest import SURVEYS_DIR
 
 
@@ -65,14 +70,13 @@ def test_reasons_are_distinct_missing_codes(engine, population, tmp_path, fmt):
     assert raw["items_not_applicable"].tolist() == csv["items_not_applicable"].tolist()
     checked = 0
     for row, col, reason in marked:
-        if col not in raw.columns or raw[col].dtype == object:
+        if col not in raw.columns or plain[col].dtype == object:
             continue  # text columns: empty text
         assert pd.isna(plain.at[row, col])  # never a number in a computation
-        if fmt == "sav":
-            code, _ = MISSING_CODES[reason]
-            assert raw.at[row, col] == float(code), (row, col, raw.at[row, col])
-            assert meta.variable_value_labels[col][float(code)].startswith(
-                reason.replace("_", " "))
+        code, letter = MISSING_CODES[reason]
+        mark = float(code) if fmt == "sav" else letter
+        assert raw.at[row, col] == mark, (row, col, raw.at[row, col])
+        assert meta.variable_value_labels[col][mark].startswith(reason.replace("_", " "))
         checked += 1
     assert checked > 0
     resource = next(r for r in json.loads((out / "datapackage.json").read_text("utf-8"))
@@ -81,6 +85,110 @@ def test_reasons_are_distinct_missing_codes(engine, population, tmp_path, fmt):
         assert resource["wellpanel"]["missing_codes"] == {
             "not_administered": -91, "skipped": -92, "withdrawn": -93, "not_applicable": -94}
         assert set(meta.missing_ranges) >= {c for _, c, _ in marked if c in raw.columns
-                                            and raw[c].dtype != object}
+                                            and plain[c].dtype != object}
     else:
-        assert "missing_codes" not in resource["wellpanel"]
+        assert resource["wellpanel"]["missing_codes"] == {
+            "not_administered": ".a", "skipped": ".b", "withdrawn": ".c",
+            "not_applicable": ".d"}
+        numeric = {c for _, c, _ in marked if c in raw.columns and plain[c].dtype != object}
+        assert numeric and set(meta.missing_user_values) >= numeric
+
+
+# ---- outcome cells of the panel: not administered, skipped, withdrawn ---------------------
+
+def lose_answers(seeder, person, wave: int, instruments: set[str]) -> None:  # type: ignore[no-untyped-def]
+    """The person's surveys of these instruments in this wave closed unanswered."""
+    inst = {r["id"]: r for r in seeder.rows["survey_instances"]
+            if r["participant_id"] == person.id and r["wave"] == wave
+            and r["instrument_key"] in instruments}
+    for r in inst.values():
+        r.update(status="expired", completed_at=None)
+    gone = {r["id"] for r in seeder.rows["survey_responses"] if r["instance_id"] in inst}
+    seeder.rows["survey_responses"] = [r for r in seeder.rows["survey_responses"]
+                                       if r["id"] not in gone]
+    seeder.rows["response_scores"] = [r for r in seeder.rows["response_scores"]
+                                      if r["response_id"] not in gone]
+
+
+def invalidate(seeder, person, wave: int, instrument: str) -> None:  # type: ignore[no-untyped-def]
+    """The person answered, with too few items for a valid score."""
+    iid = next(r["id"] for r in seeder.rows["survey_instances"]
+               if r["participant_id"] == person.id and r["wave"] == wave
+               and r["instrument_key"] == instrument)
+    rid = next(r["id"] for r in seeder.rows["survey_responses"] if r["instance_id"] == iid)
+    score = next(r for r in seeder.rows["response_scores"] if r["response_id"] == rid)
+    score.update(valid=False, primary=None, band=None)
+
+
+def withdraw_between(seeder, person, wave: int, after: str) -> None:  # type: ignore[no-untyped-def]
+    """Move the person's stop-contact withdrawal to just after their answer to ``after`` in
+    this wave: the rest of the wave (and everything later) comes after it."""
+    iid = next(r["id"] for r in seeder.rows["survey_instances"]
+               if r["participant_id"] == person.id and r["wave"] == wave
+               and r["instrument_key"] == after)
+    at = next(r["submitted_at"] for r in seeder.rows["survey_responses"]
+              if r["instance_id"] == iid) + timedelta(seconds=30)
+    for r in seeder.rows["withdrawals"]:
+        if r["participant_id"] == person.id:
+            r.update(confirmed_at=at, requested_at=at - timedelta(minutes=5))
+    for r in seeder.rows["participants"]:
+        if r["id"] == person.id:
+            r["withdrawn_at"] = at
+
+
+def test_empty_outcomes_say_why(engine, seeder, tmp_path):
+    rng = random.Random(11)
+    seeder.populate(30, 3, seed=11, miss=0.0)
+    absent = seeder.participant(rng, enrolled_at=START + timedelta(days=2), waves=3, miss=0.0)
+    partial = seeder.participant(rng, enrolled_at=START + timedelta(days=3), waves=3, miss=0.0)
+    quits = seeder.participant(rng, enrolled_at=START + timedelta(days=4), waves=3, miss=0.0,
+                               withdraw=("stop_contact", 1), answer_after_withdrawal=True)
+    lose_answers(seeder, absent, 1, {"who5"})
+    invalidate(seeder, partial, 1, "gad7")
+    withdraw_between(seeder, quits, 1, "who5")  # phq9, gad7, ucla3... come after it
+    seeder.flush()
+    key_file = tmp_path / "k.key"
+    key_file.write_text("0123456789abcdef0123456789abcdef", "utf-8")
+    key, _ = read_key(key_file)
+    pid = {name: pseudonym_of(key, p.id) for name, p in
+           (("absent", absent), ("partial", partial), ("quits", quits))}
+    expected = {("absent", "who5"): "not_administered", ("partial", "gad7"): "skipped",
+                ("quits", "phq9"): "withdrawn", ("quits", "gad7"): "withdrawn"}
+    for fmt in ("csv", "sav", "dta"):
+        out = tmp_path / fmt
+        export_panel(engine, ExportOptions(out=out, fmt=fmt, key_file=key_file))
+        csv = pd.read_csv(out / "panel.csv", dtype=str, keep_default_na=False)
+        row = {name: csv.index[(csv["pid"] == p) & (csv["wave"] == "1")][0]
+               for name, p in pid.items()}
+        assert csv.at[row["quits"], "who5"] != ""  # answered before withdrawing
+        for (who, col), reason in expected.items():
+            r = row[who]
+            assert csv.at[r, col] == "", (who, col)
+            assert col in listed(csv.at[r, f"scores_{reason}"]), (who, col, reason)
+            others = {c for c in ("scores_not_administered", "scores_skipped",
+                                  "scores_withdrawn") if c != f"scores_{reason}"}
+            assert all(col not in listed(csv.at[r, c]) for c in others)
+        # every empty outcome cell has exactly one reason, and no answered one has any
+        for r in range(len(csv)):
+            reasons = [col for c in ("scores_not_administered", "scores_skipped",
+                                     "scores_withdrawn") for col in listed(csv.at[r, c])]
+            for outcome in ("who5", "phq9", "gad7", "ucla3"):
+                assert (csv.at[r, outcome] == "") == (reasons.count(outcome) == 1), (r, outcome)
+        if fmt == "csv":
+            book = json.loads((out / "datapackage.json").read_text("utf-8"))
+            missing = book["wellpanel"]["codebook"]["missing_values"]
+            assert missing["reasons"]["withdrawn"] == {
+                "meaning": missing["reasons"]["withdrawn"]["meaning"], "sav": -93, "dta": ".c"}
+            assert missing["reason_columns"]["scores_withdrawn"]["resource"] == "panel"
+            continue
+        read = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
+        raw, meta = read(str(out / f"panel.{fmt}"), user_missing=True)
+        plain, _ = read(str(out / f"panel.{fmt}"))
+        for (who, col), reason in expected.items():
+            code, letter = MISSING_CODES[reason]
+            mark = float(code) if fmt == "sav" else letter
+            assert raw.at[row[who], col] == mark, (fmt, who, col, raw.at[row[who], col])
+            assert pd.isna(plain.at[row[who], col])  # never a number in a computation
+            assert meta.variable_value_labels[col][mark] == \
+                f"{reason.replace('_', ' ')} (missing)"
+        assert pd.to_numeric(plain["who5"]).notna().sum() == (csv["who5"] != "").sum()
