@@ -86,6 +86,15 @@ def page_if_stopped(session: Session, secret_key: str, participant_id: str) -> s
     return f"{PATH}{token_for(secret_key, participant_id)}"
 
 
+def forget_address(session: Session, participant_id: str) -> None:
+    """With the address erased (withdrawal, retention), what was derived from it goes too: the
+    refused address's keyed hash, and the unsubscribe link's hash (it finds no one after)."""
+    row = session.get(MailContact, participant_id)
+    if row is not None:
+        row.undeliverable_address = row.unsubscribe_hash = None
+        session.add(row)
+
+
 def participant_for(session: Session, token: str) -> tuple[Participant, MailContact]:
     """Whose unsubscribe link this is; NotFound for an unknown token or a withdrawn person."""
     if not token or len(token) > 100:

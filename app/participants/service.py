@@ -137,6 +137,9 @@ def forget_contact(session: Session, participant_id: str) -> int:
     Requested address changes (pending or not) hold addresses too and go with it. Returns how
     many rows were erased (0: nothing was held, or another transaction erased it first).
     """
+    from app.notify import unsubscribe
+
+    unsubscribe.forget_address(session, participant_id)  # its hashes, kept by notify
     changes = session.exec(delete(EmailChange).where(  # type: ignore[call-overload]
         EmailChange.participant_id == participant_id)).rowcount
     contacts = session.exec(delete(Contact).where(  # type: ignore[call-overload]

@@ -231,3 +231,32 @@ def test_the_settings_page_links_back_while_email_is_stopped(app, smtp, session,
     page = web.get("/p/settings")
     assert 'id="email-stopped"' in page.text and f'href="{path}?lang=de"' in page.text
     assert "Einladungen und Erinnerungen per E-Mail" in page.text
+
+
+def test_withdrawal_forgets_what_was_derived_from_the_address(app, client, smtp, clock,
+                                                               backend):  # type: ignore[no-untyped-def]
+    from app.notify import bounces
+    from tests.support.flows import joined_and_consented
+
+    address = f"unsub-w-{backend}@example.org"
+    person = joined_and_consented(client, smtp, address)
+    secret = app.state.settings.secret_key
+    with Session(app.state.engine) as s:
+        [participant_id] = participants.participants_with_address(s, address)
+        path = _path(unsubscribe.link_for(s, secret, "http://testserver", participant_id,
+                                          clock()))
+        bounces.mark_undeliverable(s, participant_id, address, code=550, source="smtp",
+                                   secret_key=secret, now=clock())
+        s.commit()
+    assert client.get(path).status_code == 200
+    started = client.post("/api/v1/me/withdrawal", json={"scope": "stop_contact"},
+                          headers=person.headers).json()
+    confirmed = client.post(f"/api/v1/me/withdrawal/{started['withdrawal_id']}/confirm",
+                            json={"confirm_token": started["confirm_token"]},
+                            headers=person.headers)
+    assert confirmed.status_code == 200, confirmed.text
+    with Session(app.state.engine) as s:
+        row = s.get(MailContact, participant_id)
+        assert row is not None
+        assert row.undeliverable_address is None and row.unsubscribe_hash is None
+    assert client.get(path).status_code == 404
