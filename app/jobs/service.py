@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, update
+from sqlalchemy import Engine, and_, func, or_, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -196,3 +196,17 @@ def for_subject(session: Session, subject: str) -> list[Job]:
     return list(session.exec(select(Job).where(Job.subject == subject)
                              .order_by(col(Job.created_at))
                              .execution_options(populate_existing=True)).all())
+
+
+def status_counts(session: Session) -> dict[tuple[str, str], int]:
+    """How many jobs there are by (kind, status) (for /metrics)."""
+    rows = session.exec(select(Job.kind, Job.status, func.count())
+                        .group_by(col(Job.kind), col(Job.status))).all()
+    return {(kind, status): int(n) for kind, status, n in rows}
+
+
+def expired_leases(session: Session) -> int:
+    """Running jobs whose lease has run out: their process died or hangs, and the next process
+    that polls takes them over (a value that stays above 0 means no process is taking jobs)."""
+    return int(session.exec(select(func.count()).select_from(Job).where(
+        col(Job.status) == "running", col(Job.lease_until) <= utcnow())).one())

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import Forbidden
+from app.jobs import service as jobs_service
 from app.notify.models import OutboxMessage
 from app.surveys.models import SurveyInstance
 
@@ -86,6 +87,7 @@ class DatabaseCollector(Collector):
                 SurveyInstance.status == "planned", col(SurveyInstance.scheduled_at) <= now,
                 col(SurveyInstance.closes_at) > now)).one()
             safety_families = _safety_gauges(session, now)
+            job_families = _job_gauges(session)
         depth = GaugeMetricFamily("wellpanel_outbox_messages", "Outbox messages by status",
                                   labels=["status"])
         for status in sorted(set(by_status) | {"pending", "sent", "failed", "cancelled"}):
@@ -100,7 +102,21 @@ class DatabaseCollector(Collector):
             "wellpanel_scheduler_lag_seconds",
             "Age of the oldest survey that is due but not yet opened (0 when none is waiting)")
         lag.add_metric([], _age(oldest_due, now))
-        return [depth, failures, lag, *safety_families]
+        return [depth, failures, lag, *safety_families, *job_families]
+
+
+def _job_gauges(session: Session) -> list[Metric]:
+    """Background jobs (exports, analyses) by kind and status, and running ones whose lease
+    ran out (alert when that stays above 0: no process is taking jobs over)."""
+    by_kind = GaugeMetricFamily("wellpanel_jobs", "Background jobs by kind and status",
+                                labels=["kind", "status"])
+    for (kind, status), count in sorted(jobs_service.status_counts(session).items()):
+        by_kind.add_metric([kind, status], count)
+    expired = GaugeMetricFamily(
+        "wellpanel_jobs_expired_leases",
+        "Running jobs whose process stopped renewing its lease (taken over at the next poll)")
+    expired.add_metric([], jobs_service.expired_leases(session))
+    return [by_kind, expired]
 
 
 def _safety_gauges(session: Session, now: datetime) -> list[Metric]:

@@ -220,3 +220,26 @@ def test_the_runner_retries_a_transient_failure_and_ends_a_permanent_one(setting
     with Session(app_engine) as session:
         assert len(session.exec(select(Job)).all()) == 2
     runner.engine.dispose()
+
+
+def test_metrics_show_jobs_by_kind_and_status_and_expired_leases(app_engine):
+    from app.ops.metrics import DatabaseCollector
+
+    done, dead = _queue(app_engine), _queue(app_engine)
+    for job_id in (done, dead):
+        claim = service.claim(app_engine, f"worker-{job_id[:4]}", [KIND], LEASE)
+        assert claim is not None
+        if claim.id == done:
+            with Session(app_engine) as session:
+                service.complete(session, claim)
+                session.commit()
+    _queue(app_engine)
+    def expired() -> int:
+        with Session(app_engine) as session:
+            return service.expired_leases(session)
+
+    _until(lambda: expired() == 1, "the lease to run out")
+    families = {f.name: f for f in DatabaseCollector(app_engine, utcnow).collect()}
+    jobs = {tuple(s.labels.values()): s.value for s in families["wellpanel_jobs"].samples}
+    assert jobs == {(KIND, "done"): 1, (KIND, "running"): 1, (KIND, "queued"): 1}
+    assert families["wellpanel_jobs_expired_leases"].samples[0].value == 1
