@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +86,43 @@ def estimates_table(
     return tab[TABLE_COLUMNS]
 
 
+# Simulation studies fit thousands of models and need only estimates, SEs, df and intervals:
+# inside ``estimates_only()`` a family's fit skips the tidy table (standardized effects,
+# pandas joins) and the fitted values, which is most of a small model's cost. The model
+# itself (formula, random part, REML, Satterthwaite df) is exactly the same.
+_ESTIMATES_ONLY: ContextVar[bool] = ContextVar("estimates_only", default=False)
+
+
+@contextmanager
+def estimates_only() -> Iterator[None]:
+    """Fit the model families without their tables (``ModelFit.table`` is empty)."""
+    token = _ESTIMATES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ESTIMATES_ONLY.reset(token)
+
+
+ACCESS_LOSS_TERMS = ("loss_post", "loss_since")
+
+
+def access_loss_terms(frame: pd.DataFrame, outcome: str) -> list[str]:
+    """The access-loss level and slope terms when any row with the outcome is after a reported
+    loss, else none (the columns would be constant zero).
+
+    Losing a preferred model lowers usage and may change wellbeing by itself, so every model of
+    a usage effect adjusts for it; leaving it out confounds the within-person usage effect
+    (losses move usage and the outcome together).
+    """
+    if "loss_post" not in frame.columns:
+        return []
+    rows = frame[outcome].notna()
+    return list(ACCESS_LOSS_TERMS) if frame.loc[rows, "loss_post"].sum() > 0 else []
+
+
+ACCESS_LOSS_NOTE = "adjusted for access loss (level and slope after the first loss)"
+
+
 def fit_model(
     frame: pd.DataFrame,
     family: str,
@@ -96,12 +136,15 @@ def fit_model(
 ) -> ModelFit:
     """Check the data suffice, fit, and tabulate."""
     require_data(frame, outcome, min_participants=min_participants)
-    res = mixed.fit(frame, formula, group="pid", random=random, reml=reml)
+    fast = _ESTIMATES_ONLY.get()
+    res = mixed.fit(frame, formula, group="pid", random=random, reml=reml, keep_data=not fast)
     return ModelFit(
         family=family,
         outcome=outcome,
         result=res,
         roles=roles,
-        table=estimates_table(res, family, outcome, roles),
+        table=pd.DataFrame(columns=TABLE_COLUMNS)
+        if fast
+        else estimates_table(res, family, outcome, roles),
         notes=list(notes or []),
     )

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.models.common import ModelFit, fit_model
+from analysis.models.common import (
+    ACCESS_LOSS_NOTE,
+    ModelFit,
+    access_loss_terms,
+    fit_model,
+)
 
 
 def fit_within_between(
@@ -44,11 +49,10 @@ def fit_within_between(
     xw, xb = f"{predictor}_within", f"{predictor}_between"
     covariates = list(covariates)
     notes = []
-    if adjust_access_loss and "loss_post" in frame.columns:
-        rows = frame[outcome].notna()
-        if frame.loc[rows, "loss_post"].sum() > 0:
-            covariates += ["loss_post", "loss_since"]
-            notes.append("adjusted for access loss (level and slope after the first loss)")
+    loss = access_loss_terms(frame, outcome) if adjust_access_loss else []
+    if loss:
+        covariates += loss
+        notes.append(ACCESS_LOSS_NOTE)
     rhs = " + ".join(["time", xw, xb, *covariates])
     rnd = ["1"] + (["time"] if random_time else []) + ([xw] if random_within else [])
     return fit_model(
