@@ -462,3 +462,13 @@ def test_s3_settings_are_normalized():
     assert settings.ledger_s3_url == "s3://ledger-bucket/study-a/"
     assert settings.ledger_s3_endpoint_url == "http://minio:9000"
     assert settings.ledger_s3_lock_mode == "GOVERNANCE"
+
+
+def test_verify_refuses_a_sink_that_is_not_configured(tmp_path):
+    settings = Settings(environment="test", database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(anchoring.AnchorError, match="WELLPANEL_LEDGER_S3_URL is not set"):
+        checks.load_views(settings, sink="s3")
+    with pytest.raises(anchoring.AnchorError, match="unknown sink 'bucket'"):
+        checks.load_views(settings, sink="bucket")
+    [only] = checks.load_views(settings)  # all: the directory, as before
+    assert only.label.endswith("x.ledger")
