@@ -21,3 +21,15 @@ class FormulaError(AnalysisError):
 
 class InsufficientDataError(AnalysisError):
     """Too few participants, waves or observations for the model that was asked for."""
+
+
+class ColumnError(AnalysisError):
+    """A column's values make the model impossible: infinite values, numbers stored as text,
+    a constant or perfectly explained outcome, values too large to square. ``column`` names
+    the column, ``problem`` is a stable short code (``non_finite``, ``text_numbers``,
+    ``constant``, ``zero_residual``, ``too_large``, ``collinear``)."""
+
+    def __init__(self, column: str, problem: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.problem = problem

@@ -24,6 +24,12 @@ Inference: ``Var(beta) = sigma^2 A^{-1}``; p-values and intervals use Satterthwa
 freedom computed like lmerTest (Kuznetsova et al. 2017): the Hessian of the unprofiled deviance
 in ``(theta, sigma)`` gives the asymptotic covariance of the variance parameters, and the
 Jacobian of ``Var(beta)`` with respect to them gives ``df = 2 Var(l'beta)^2 / (g' A g)``.
+Everything is scale-free: the Hessian is taken in ``(theta, sigma / sigma_hat)``, the fit uses
+centered predictors (the intercept absorbs their means), and tolerances are relative, so df and
+p-values are the same whatever the units of the outcome and predictors.
+
+Bad input is refused with :class:`analysis.errors.ColumnError` naming the column: +-inf,
+numbers stored as text, a constant or exactly explained outcome, values too large to square.
 
 Assumptions: Gaussian random effects and residuals, residuals independent and homoscedastic
 within and between participants, missing rows missing at random given the observed data (then
@@ -46,7 +52,7 @@ import pandas as pd
 import scipy.linalg as sla
 from scipy import optimize, stats
 
-from analysis.errors import FormulaError, InsufficientDataError
+from analysis.errors import ColumnError, FormulaError, InsufficientDataError
 
 MAX_PROFILED_RE = 3
 SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on the diagonal of the (scaled) factor
@@ -427,8 +433,23 @@ class _Satt:
 
 
 def _unprofiled_hessian(theta: np.ndarray, sigma: float, st: SufficientStats, reml: bool):
-    """Hessian of the deviance in (theta, sigma) (lmerTest's parametrization)."""
-    return _numgrad_hessian(lambda x: _unprofiled_grad(x, st, reml), np.append(theta, sigma))
+    """Hessian of the deviance in (theta, tau) with tau = sigma / sigma_hat (``sigma`` is the
+    estimate sigma_hat, so tau = 1 at the optimum).
+
+    lmerTest differentiates in (theta, sigma); sigma carries the outcome's units, and a finite
+    difference step of 1e-4 * max(sigma, 0.1) was then 10% of sigma when the residual SD was
+    1e-3 (and the Hessian's entries in sigma, O(N / sigma^2), dwarfed or vanished next to those
+    in theta, which the eigenvalue cut-offs then dropped): df were right only for residual SDs
+    between about 1e-3 and 1e4. theta is already relative to sigma, so in (theta, tau) every
+    entry is free of the data's units. The Satterthwaite df are invariant to this
+    reparametrization (the delta method's Jacobian changes by the same factor)."""
+
+    def grad(x: np.ndarray) -> np.ndarray:
+        g = _unprofiled_grad(np.append(x[:-1], sigma * x[-1]), st, reml)
+        g[-1] *= sigma  # d/dtau = sigma_hat d/dsigma
+        return g
+
+    return _numgrad_hessian(grad, np.append(theta, 1.0))
 
 
 def _profiled_hessian(H_full: np.ndarray) -> np.ndarray:
@@ -440,9 +461,11 @@ def _profiled_hessian(H_full: np.ndarray) -> np.ndarray:
 def _satterthwaite_parts(
     theta: np.ndarray, sigma: float, st: SufficientStats, H_full: np.ndarray, Ainv: np.ndarray
 ) -> _Satt:
+    """Asymptotic covariance of (theta, tau) and d Var(beta) / d(theta, tau) (see
+    :func:`_unprofiled_hessian`); the eigenvalue cut-off is relative to the largest."""
     msgs: list[str] = []
     evals, evecs = np.linalg.eigh(H_full)
-    tol = 1e-8 * max(abs(evals).max(), 1.0)
+    tol = 1e-8 * max(abs(evals).max(), np.finfo(float).tiny)
     if np.any(evals < -tol):
         msgs.append(
             "Satterthwaite: the Hessian of the deviance in the variance parameters is not "
@@ -450,7 +473,9 @@ def _satterthwaite_parts(
         )
     keep = evals > tol
     Hinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
-    return _Satt(acov=2.0 * Hinv, jac=_vcov_jacobian(theta, sigma, st, Ainv), warnings=msgs)
+    jac = _vcov_jacobian(theta, sigma, st, Ainv)
+    jac[-1] *= sigma  # d Var(beta) / d tau
+    return _Satt(acov=2.0 * Hinv, jac=jac, warnings=msgs)
 
 
 def _satterthwaite_df(L: np.ndarray, vcov: np.ndarray, satt: _Satt) -> float:
@@ -745,12 +770,14 @@ def build_design(data: pd.DataFrame, formula: str, group: str, random: str) -> D
         )
     cols = sorted(needed)
     sub = data[cols]
+    for c in cols:
+        if c != group:
+            _check_column(sub[c], c, is_outcome=c == y_name)
     complete = sub.notna().all(axis=1).to_numpy()
+    if len(np.unique(sub.loc[complete, group])) < MIN_GROUPS:
+        raise InsufficientDataError(_missing_summary(sub, group, complete))
     sub = sub.loc[complete].reset_index(drop=True)
-    try:
-        y = sub[y_name].to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise FormulaError(f"outcome column {y_name!r} is not numeric") from err
+    y = sub[y_name].to_numpy(dtype=float)
     Xdf = _model_matrix(rhs, sub)
     Zdf = _model_matrix(re_rhs, sub)
     codes, uniques = pd.factorize(sub[group], sort=True)
@@ -768,15 +795,130 @@ def build_design(data: pd.DataFrame, formula: str, group: str, random: str) -> D
     )
 
 
-def _rank(A: np.ndarray) -> int:
-    """Numerical rank from the eigenvalues of the scaled cross-product (O(N p^2), no SVD of
-    the N x p matrix); tolerance 1e-10 relative, i.e. condition number up to 1e5 in A."""
+TOO_LARGE = 1e150  # squares of larger values overflow double precision in cross-products
+
+
+def _is_text(s: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
+
+
+def _check_column(s: pd.Series, name: str, is_outcome: bool) -> None:
+    """Refuse values no model can use, naming the column: numbers stored as text (formulaic
+    would make one dummy per distinct value), infinite or overflowing values, a text outcome.
+    Text columns of real categories are left to formulaic (dummy-coded, as lme4 does)."""
+    if _is_text(s):
+        values = s.dropna()
+        numeric = pd.to_numeric(values, errors="coerce")
+        if len(values) and numeric.notna().all():
+            raise ColumnError(
+                name,
+                "text_numbers",
+                f"column {name!r} holds numbers stored as text (e.g. {values.iloc[0]!r}); "
+                "convert it to a numeric type: text columns would be treated as categories, "
+                "one dummy per distinct value",
+            )
+        if is_outcome:
+            raise ColumnError(name, "text", f"outcome column {name!r} is text, not numeric")
+        return
+    if is_outcome and not (
+        pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+    ):
+        raise ColumnError(name, "text", f"outcome column {name!r} is not numeric ({s.dtype})")
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return
+    v = s.to_numpy(dtype=float, na_value=np.nan)
+    inf = np.isinf(v)
+    if inf.any():
+        raise ColumnError(
+            name,
+            "non_finite",
+            f"column {name!r} has {int(inf.sum())} infinite value(s) (+-inf, first in row "
+            f"{s.index[np.argmax(inf)]!r}); replace them by a finite value or by missing (NaN)",
+        )
+    big = np.nanmax(np.abs(v), initial=0.0)
+    if big > TOO_LARGE:
+        raise ColumnError(
+            name,
+            "too_large",
+            f"column {name!r} has values up to {big:.3g}, too large to square in double "
+            "precision; rescale it (e.g. divide by a power of ten)",
+        )
+
+
+def _missing_summary(sub: pd.DataFrame, group: str, complete: np.ndarray) -> str:
+    """Why too few participants have complete rows: which columns are missing where."""
+    n_groups = len(np.unique(sub.loc[complete, group]))
+    parts = []
+    for c in sub.columns:
+        miss = int(sub[c].isna().sum())
+        if miss:
+            parts.append((miss, f"{c!r} missing in {miss} of {len(sub)} rows"))
+    detail = "; ".join(t for _, t in sorted(parts, reverse=True)) or "no missing values"
+    if complete.sum() == 0 and len(parts) > 1:
+        detail += " (no row has all of these columns at once)"
+    return (
+        f"{n_groups} participant(s) with complete data; a mixed model needs at least "
+        f"{MIN_GROUPS}: {detail}"
+    )
+
+
+def _rank(A: np.ndarray, centre: bool = False) -> int:
+    """Numerical rank relative to each column's own scale, as lme4's check (pivoted QR,
+    tolerance 1e-7 on the diagonal of R).
+
+    With ``centre`` (the design has an intercept) the other columns are centered first, so a
+    predictor like 1e5 + N(0, 1) counts by its variation, not by its distance from zero: it
+    is independent of the intercept (lme4 fits it). A column whose variation is below 1e-10 of
+    its magnitude is constant in double precision and adds nothing."""
+    A = np.asarray(A, dtype=float)
+    if centre:
+        mean = A.mean(axis=0)
+        rms = np.sqrt(np.mean(A * A, axis=0))
+        varying = A.std(axis=0) > 1e-10 * rms
+        A = np.column_stack([np.ones(len(A)), (A - mean)[:, varying]])
     scale = np.sqrt(np.sum(A * A, axis=0))
-    if np.any(scale == 0):
-        return int(np.sum(scale > 0) and _rank(A[:, scale > 0]))
-    As = A / scale
-    ev = np.linalg.eigvalsh(As.T @ As)
-    return int(np.sum(ev > 1e-10 * ev.max()))
+    A = A[:, scale > 0] / scale[scale > 0]
+    if A.shape[1] == 0:
+        return 0
+    r = sla.qr(A, mode="r", pivoting=True)[0]
+    d = np.abs(np.diag(r))
+    return int(np.sum(d > 1e-7 * d.max()))
+
+
+def _constant_columns(X: np.ndarray, names: list[str]) -> list[str]:
+    """Non-intercept columns that do not vary (relative to their magnitude)."""
+    rms = np.sqrt(np.mean(X * X, axis=0))
+    const = X.std(axis=0) <= 1e-10 * rms
+    return [n for n, c in zip(names, const, strict=True) if c and n != "Intercept"]
+
+
+def _has_intercept(d: Design) -> bool:
+    return bool(np.any(np.all(d.X == 1.0, axis=0)))
+
+
+def _check_outcome(d: Design) -> None:
+    """A constant outcome, or one the fixed effects explain exactly, leaves no residual
+    variance: every variance estimate would be degenerate (lme4 fails or returns sigma = 0)."""
+    y, name = d.y, d.y_name
+    scale = max(float(np.max(np.abs(y))), np.finfo(float).tiny)
+    if float(np.ptp(y)) <= 1e-12 * scale:
+        raise ColumnError(
+            name,
+            "constant",
+            f"outcome {name!r} is constant ({y[0]:.6g} in all {len(y)} complete rows): "
+            "nothing varies to be modelled",
+        )
+    beta, *_ = np.linalg.lstsq(d.X, y, rcond=None)
+    resid = y - d.X @ beta
+    spread = np.linalg.norm(y - y.mean()) if _has_intercept(d) else np.linalg.norm(y)
+    if np.linalg.norm(resid) <= 1e-10 * spread:
+        terms = [n for n in d.fe_names if n != "Intercept"] or ["the intercept"]
+        raise ColumnError(
+            name,
+            "zero_residual",
+            f"outcome {name!r} is an exact linear function of {', '.join(terms)}: the "
+            "residual variance is zero, so the model's variances cannot be estimated",
+        )
 
 
 def _check_design(d: Design) -> None:
@@ -797,13 +939,19 @@ def _check_design(d: Design) -> None:
             f"{n} observations for {n_groups} participants: every participant has one wave, so "
             "within-person variation cannot be separated from residual error; need more waves"
         )
-    rank = _rank(d.X)
+    _check_outcome(d)
+    rank = _rank(d.X, centre=_has_intercept(d))
     if rank < p:
-        raise FormulaError(
-            f"fixed-effect design is rank deficient ({rank} of {p} columns independent): some "
-            f"predictors are collinear or constant among {', '.join(d.fe_names)}"
+        const = _constant_columns(d.X, d.fe_names) if _has_intercept(d) else []
+        why = (
+            f"constant: {', '.join(const)}"
+            if const
+            else f"some predictors are collinear among {', '.join(d.fe_names)}"
         )
-    if q and _rank(d.Z) < q:
+        raise FormulaError(
+            f"fixed-effect design is rank deficient ({rank} of {p} columns independent): {why}"
+        )
+    if q and _rank(d.Z, centre=bool(np.any(np.all(d.Z == 1.0, axis=0)))) < q:
         raise FormulaError(
             f"random-effect design {', '.join(d.re_names)} is rank deficient (constant column?)"
         )
@@ -846,13 +994,15 @@ def fit(
     return _fit_profiled(design, formula, group, random, reml, satterthwaite, keep_data)
 
 
-def _warm_start(d: Design, st: SufficientStats, reml: bool, starts: list[np.ndarray]) -> np.ndarray:
+def _warm_start(
+    d: Design, X: np.ndarray, st: SufficientStats, reml: bool, starts: list[np.ndarray]
+) -> np.ndarray:
     """Optimum on a random subset of participants: a start close to the full-data optimum,
     so the full data (O(participants) per evaluation) need only a few iterations."""
     rng = np.random.default_rng(0)
     sub = np.sort(rng.choice(st.n_groups, WARM_START_GROUPS // 2, replace=False))
     rows = np.isin(d.codes, sub)
-    Xy = np.column_stack([d.X[rows], d.y[rows]])
+    Xy = np.column_stack([X[rows], d.y[rows]])
     st_sub = SufficientStats(
         S=np.ascontiguousarray(st.S[:, :, sub]),
         ZXy=np.ascontiguousarray(st.ZXy[:, :, sub]),
@@ -863,6 +1013,21 @@ def _warm_start(d: Design, st: SufficientStats, reml: bool, starts: list[np.ndar
         q=st.q,
     )
     return _minimize(st_sub, reml, starts).theta
+
+
+def _centre_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Xc, T^-1): X with every column but the intercept centered, and the map from the
+    centered coefficients back to X's (identity when there is no all-ones column)."""
+    p = X.shape[1]
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0))
+    if len(ones) == 0:
+        return X, np.eye(p)
+    k = int(ones[0])
+    means = X.mean(axis=0)
+    means[k] = 0.0
+    Tinv = np.eye(p)
+    Tinv[k] -= means  # beta_0 = beta_c0 - sum_j mean_j beta_j
+    return X - means, Tinv
 
 
 def _design_scales(d: Design) -> dict[str, Any]:
@@ -892,18 +1057,25 @@ def _fit_profiled(
     R = np.linalg.cholesky(d.Z.T @ d.Z / n).T
     Tm = sla.solve_triangular(R, np.eye(q))
     Zs = d.Z @ Tm
-    st = sufficient_stats(d.X, Zs, d.y, d.codes, len(d.groups))
+    # Center the other columns when there is an intercept: X = Xc T with T unit upper
+    # triangular, so beta = T^-1 beta_c, Var(beta) = T^-1 Var(beta_c) T^-T and |A| (hence the
+    # REML likelihood) is unchanged. A predictor like 1e5 + N(0, 1) then costs no precision
+    # (uncentered, X'V^-1 X is near singular in double precision).
+    Xc, Tinv = _centre_columns(d.X)
+    st = sufficient_stats(Xc, Zs, d.y, d.codes, len(d.groups))
     eye = np.eye(q)[_tril(q)]
     starts = [eye, 0.3 * eye]
     if st.n_groups > WARM_START_GROUPS:
-        starts = [_warm_start(d, st, reml, starts), *starts]
+        starts = [_warm_start(d, Xc, st, reml, starts), *starts]
     opt = _minimize(st, reml, starts)
     ev = _evaluate(opt.theta, st, reml)
     n_eff = n - p if reml else n
     sigma2 = ev.r2 / n_eff
     Lam = _lambda(opt.theta, q)
     cov_re = sigma2 * Tm @ Lam @ Lam.T @ Tm.T
-    vcov = sigma2 * _cho_solve(ev.cholA, np.eye(p))
+    vcov_c = sigma2 * _cho_solve(ev.cholA, np.eye(p))
+    vcov = Tinv @ vcov_c @ Tinv.T
+    beta = Tinv @ ev.beta
     se = np.sqrt(np.diag(vcov))
     msgs: list[str] = []
 
@@ -921,7 +1093,7 @@ def _fit_profiled(
     # Newton step implied by the gradient (lme4's scaled-gradient check); at a singular fit the
     # directions of zero variance are flat, so only the well-curved directions are checked.
     evals_h, evecs_h = np.linalg.eigh(H)
-    curved = evals_h > 1e-8 * max(np.abs(evals_h).max(), 1.0)
+    curved = evals_h > 1e-8 * max(np.abs(evals_h).max(), np.finfo(float).tiny)
     g_proj = evecs_h.T @ opt.grad
     step = np.abs(evecs_h[:, curved] @ (g_proj[curved] / evals_h[curved]))
     if not singular and not curved.all():
@@ -940,7 +1112,8 @@ def _fit_profiled(
     df = np.full(p, np.nan)
     satt = None
     if satterthwaite:
-        satt = _satterthwaite_parts(opt.theta, math.sqrt(sigma2), st, H_full, vcov / sigma2)
+        satt = _satterthwaite_parts(opt.theta, math.sqrt(sigma2), st, H_full, vcov_c / sigma2)
+        satt.jac = np.einsum("ab,kbc,dc->kad", Tinv, satt.jac, Tinv)  # to the original X
         msgs += satt.warnings
         for j in range(p):
             L = np.zeros(p)
@@ -955,7 +1128,7 @@ def _fit_profiled(
         b = (Tm @ (Lam @ ev.u)).T  # (m, q): BLUPs in data units
         re_frame = pd.DataFrame(b, index=d.groups, columns=d.re_names)
         if keep_data:
-            fitted = d.X @ ev.beta + np.sum(d.Z * b[d.codes], axis=1)
+            fitted = d.X @ beta + np.sum(d.Z * b[d.codes], axis=1)
             resid = d.y - fitted
     loglik = -ev.dev / 2.0
     return MixedResult(
@@ -964,7 +1137,7 @@ def _fit_profiled(
         random=random,
         reml=reml,
         engine="profiled",
-        fe=pd.Series(ev.beta, index=d.fe_names),
+        fe=pd.Series(beta, index=d.fe_names),
         se=pd.Series(se, index=d.fe_names),
         df=pd.Series(df, index=d.fe_names),
         vcov=pd.DataFrame(vcov, index=d.fe_names, columns=d.fe_names),
