@@ -410,3 +410,47 @@ def test_a_keyed_export_whose_process_died_ends_failed_and_is_never_run_without_
     assert ended.error == jobs.KEY_LOST
     assert (queued.status, queued.attempts, queued.claimed_by) == ("failed", 1, runner.worker_id)
     runner.engine.dispose()
+
+
+@pytest.mark.slow
+def test_an_analysis_cut_off_by_a_dead_process_is_finished_by_another(
+        client, app, staff, panel, engine, export_dir):
+    """Found: an analysis cut off by a restart stayed 'running' forever. Now it is a job: once
+    the dead process's lease has run out, the app's runner takes it over, clears the dead
+    attempt's report directory and records one report."""
+    started = client.post(API, json={"format": "csv"}, headers=staff["ann"]).json()
+    done = wait_until_finished(client, staff["ann"], started["id"])
+    assert done["status"] == "done", done["error"]
+    with Session(engine, expire_on_commit=False) as s:
+        export = s.get(ExportJob, started["id"])
+        assert export is not None and export.archive_path
+        export.report_status = "running"  # as the dead process left it
+        s.add(export)
+        job = jobs_service.enqueue(s, "analysis", {"export_job_id": export.id,
+                                                   "archive": export.archive_path},
+                                   subject=f"export_job:{export.id}")
+        job.status, job.attempts, job.claimed_by = "running", 1, "a-killed-process"
+        job.claim_token, job.lease_until = "d" * 32, utcnow() - timedelta(seconds=1)
+        s.commit()
+    archive = Path(export.archive_path)
+    dead_dir = archive.with_name(f"{archive.stem}-report-dddddddddddd")
+    (dead_dir / "panel").mkdir(parents=True)
+    jobs.worker_for(app).runner.wake()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        with Session(engine) as s:
+            row = s.get(ExportJob, export.id)
+            assert row is not None
+            if row.report_status != "running":
+                break
+        assert time.monotonic() < deadline, "the analysis was not taken over"
+        time.sleep(0.1)
+    assert row.report_status == "done", row.params.get("report_error")
+    assert row.report_path and Path(row.report_path).is_file()
+    assert not dead_dir.exists()
+    reports = [p for p in export_dir.iterdir() if p.is_dir()]
+    assert reports == [Path(row.report_path).parent]
+    with Session(engine) as s:
+        taken = s.exec(select(Job).where(Job.kind == "analysis")).one()
+    assert (taken.status, taken.attempts) == ("done", 2)
+    assert taken.claimed_by != "a-killed-process"
