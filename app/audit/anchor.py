@@ -42,6 +42,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from app.audit.sink_errors import PUBLIC_KEY_FILE, AnchorError
 from app.config import Settings
 from app.core.security import canonical_json
 from app.db import READ_ONLY
@@ -52,14 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wellpanel.audit")
 
 FORMAT = "wellpanel-ledger-checkpoint/1"
-PUBLIC_KEY_FILE = "ledger-public-key.pem"
 DIGEST_CHARS = 8  # hex characters of each row hash kept in a checkpoint: enough to name a row
 DIGEST_MAX_ROWS = 20_000  # a catch-up checkpoint over more rows names a range instead
 _ENTRY_NAME = re.compile(r"^(\d{8})-(checkpoint|restore)\.json$")
-
-
-class AnchorError(Exception):
-    """The sink or the key cannot be used (a message for the operator)."""
 
 
 # ---- where things live -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.audit.anchor import AnchorError
+from app.audit.sink_errors import PUBLIC_KEY_FILE, AnchorError
 from app.config import Settings
 
 PUBLIC_KEY_PREFIX = "ledger-public-key"
@@ -265,8 +265,6 @@ class S3Sink:
         """Upload every entry of `source` (the directory sink) the bucket lacks, in order; the
         first failure stops (the rest follow next time, so the bucket has no gaps). Returns
         the names uploaded now."""
-        from app.audit.anchor import PUBLIC_KEY_FILE
-
         with self._mutex:
             local = [n for n in source.names() if not n.startswith(PUBLIC_KEY_PREFIX)]
             if not self._listed:  # once per process, and again after a failure
