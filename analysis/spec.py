@@ -313,12 +313,13 @@ PARTICIPANTS = ResourceSpec(
     primary_key=("pid",),
     fields=(
         _PID,
-        FieldSpec("status", "string", "Participation status at export", False, enum=STATUSES),
+        # both are quasi-identifiers: empty when de-identification suppresses them
+        FieldSpec("status", "string", "Participation status at export (empty if suppressed)",
+                  enum=STATUSES),
         FieldSpec(
             "days_in_study",
             "integer",
-            "Days from enrollment to the last answer or export",
-            False,
+            "Days from enrollment to the last answer or export (empty if suppressed)",
             unit="days",
             minimum=0,
         ),

@@ -1,36 +1,57 @@
-"""De-identification of the participants table: generalize quasi-identifiers, then suppress.
+"""De-identification of an export: every released column classified, quasi-identifiers
+generalized and suppressed across the package, disclosure risk measured (:mod:`app.export.risk`).
 
-The study file declares its quasi-identifiers (QIs)::
+The study file classifies every column an export can release (``column_classes``)::
+
+    column_classes:
+      participants: {pid: other, status: quasi_identifier, age_band: quasi_identifier, ...}
+      responses: {score: sensitive, "subscale_*": sensitive, "week_since_*": quasi_identifier, ...}
+      usage: {...}
+      panel: {...}
+      items:                       # item answers (--items): per instrument, per-item overrides
+        phq9: sensitive
+        baseline: {class: quasi_identifier, items: {...}}
+
+with the classes ``identifier`` (never released: the export refuses), ``quasi_identifier``,
+``sensitive`` and ``other``; keys may be glob patterns. :func:`classify_release` refuses a
+package holding a column without a class. The thresholds are in ``quasi_identifiers``::
 
     quasi_identifiers:
-      fields: [age_band, gender, country, living_situation]
-      k: 5
+      fields: [age_band, gender, country, living_situation]   # baseline answers released
+      k: 5                                                     # generalized in participants
       max_suppressed_share: 0.1
-      sensitive: {field: phq9_band, l: 2}
+      max_individual_risk: 0.2                 # sdcMicro-style 1/f_k, per record
+      max_expected_reidentifications: 60       # sum of individual risks
+      sensitive: {field: phq9_band, l: 2, t: 0.35}
 
-Each QI has a generalization hierarchy (level 0 = finest released form, last level = ``*``,
-i.e. not released). ``country`` is never released as such: its finest level is a world
-subregion, written to the ``region`` column. Every combination of levels (the lattice) is tried;
-in each, participants in equivalence classes smaller than ``k`` (or with fewer than ``l``
-distinct values of the sensitive attribute) are suppressed: all their QI cells are blanked. The
-suppressed participants form one more class, which must itself hold at least ``k`` people (and
-``l`` sensitive values), else more of the smallest classes are suppressed with them. Of the
-combinations whose suppressed share stays within ``max_suppressed_share``, the one losing the
-least information wins (loss = mean over participants and QIs of the generalization height, a
-suppressed cell counting as fully lost). When none qualifies the export is refused.
-
-Everything here is pure (no database); :func:`anonymize` returns the released values and a
-report that goes into ``datapackage.json``.
+A participant's key is every quasi-identifier of the package: the participants table's
+quasi-identifier columns (generalizable: each has a hierarchy, level 0 = finest released form,
+last level = empty) and, per row-level quasi-identifier column of the other tables, the set of
+values it takes on the participant's rows (released as they are: fixed here). Every node of the
+generalization lattice is evaluated: participants in classes smaller than k (or less than
+l-diverse, or farther than t from the file's sensitive distribution) are suppressed (their
+generalizable cells blanked) until every class meets the thresholds; among the nodes that meet
+all of them within ``max_suppressed_share`` the one with the least information loss wins (ARX's
+approach: a full-domain generalization lattice searched for the optimum under a loss metric).
+The loss is the normalised certainty penalty (NCP; Xu et al. 2006, one of ARX's metrics): a
+value generalized to a group of g of a column's d leaves costs (g-1)/(d-1), an empty cell 1; the
+loss is the mean over participants and generalizable columns. The report states the figures
+measured on the released values (:func:`app.export.risk.measure`), never the declared ones.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from analysis.spec import STATUSES
+from app.export import risk
 
 DEFAULT_FIELDS = ("age_band", "gender", "country", "living_situation")
 DEFAULT_K = 5
@@ -51,6 +72,17 @@ class DeidentificationError(ValueError):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class RemoveRecords(DeidentificationError):
+    """Some participants' row-level quasi-identifiers are too rare for any generalization of
+    the participants table to hide: the export must be made again without them (record
+    suppression; they count towards ``max_suppressed_share``)."""
+
+    def __init__(self, indices: list[int], columns: list[str]) -> None:
+        super().__init__(f"{len(indices)} participant(s) to remove: rare values of "
+                         f"{', '.join(columns)}")
+        self.indices = indices
 
 
 # ---- hierarchies ------------------------------------------------------------------------------
@@ -103,7 +135,20 @@ def _star(_: Any) -> Any:
 
 
 def _identity(value: Any) -> Any:
+    if isinstance(value, list):  # a multiple-choice answer
+        return ";".join(sorted(str(v) for v in value))
     return None if value is None else str(value)
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+def _round_down(step: int) -> Level:
+    def f(value: Any) -> Any:
+        return None if value is None else int(value) // step * step
+
+    return f
 
 
 _AGE_0 = {
@@ -239,11 +284,23 @@ def hierarchy_for(field_name: str, option_values: Sequence[Any] = ()) -> Hierarc
             # codes in the fixed order of the regions, whichever countries the item offers
             values=(*_SUBREGIONS, *dict.fromkeys(cont for cont, _ in _SUBREGIONS.values())),
         )
+    if field_name == "status":
+        return Hierarchy(field_name, col, ("as released", "not released"), (_keep, _star),
+                         values=tuple(STATUSES))
+    if field_name == "used_4o_before_retirement":
+        return Hierarchy(field_name, col, ("as released", "not released"), (_keep, _star))
+    if field_name == "days_in_study":
+        return Hierarchy(field_name, col,
+                         ("as released", "rounded down to 4 weeks", "not released"),
+                         (_keep, _round_down(28), _star))
     return Hierarchy(field_name, col, ("as answered", "not released"), (_identity, _star),
                      values=tuple(str(v) for v in option_values))
 
 
 # ---- configuration ----------------------------------------------------------------------------
+
+_QI_KEYS = {"fields", "k", "max_suppressed_share", "sensitive", "l", "max_individual_risk",
+            "max_expected_reidentifications"}
 
 
 @dataclass(frozen=True)
@@ -254,6 +311,16 @@ class QIConfig:
     sensitive: str | None = None
     l_diversity: int = DEFAULT_L
     declared: bool = False  # False: defaults used, the study file declares nothing
+    t_closeness: float | None = None  # largest EMD allowed (None: not required)
+    max_individual_risk: float | None = None  # largest 1/f_k allowed
+    max_expected_reidentifications: float | None = None  # largest sum of 1/f_k allowed
+
+    @property
+    def effective_k(self) -> int:
+        """k, raised so that 1/f_k stays within max_individual_risk."""
+        if not self.max_individual_risk:
+            return self.k
+        return max(self.k, math.ceil(1 / self.max_individual_risk - 1e-9))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -262,8 +329,19 @@ class QIConfig:
             "max_suppressed_share": self.max_suppressed_share,
             "sensitive": self.sensitive,
             "l": self.l_diversity if self.sensitive else None,
+            "t": self.t_closeness if self.sensitive else None,
+            "max_individual_risk": self.max_individual_risk,
+            "max_expected_reidentifications": self.max_expected_reidentifications,
             "source": "study file (quasi_identifiers)" if self.declared else "defaults",
         }
+
+
+def _number(where: str, value: Any, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low or (
+            high is not None and value > high):
+        span = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+        raise DeidentificationError(f"{where}: a number {span}, not {value!r}")
+    return float(value)
 
 
 def parse_config(study: Mapping[str, Any]) -> QIConfig:
@@ -274,7 +352,7 @@ def parse_config(study: Mapping[str, Any]) -> QIConfig:
     where = "study file: quasi_identifiers"
     if not isinstance(raw, Mapping):
         raise DeidentificationError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - {"fields", "k", "max_suppressed_share", "sensitive", "l"})
+    unknown = sorted(set(raw) - _QI_KEYS)
     if unknown:
         raise DeidentificationError(f"{where}: unknown key(s) {', '.join(unknown)}")
     fields = raw.get("fields", list(DEFAULT_FIELDS))
@@ -287,23 +365,144 @@ def parse_config(study: Mapping[str, Any]) -> QIConfig:
     k = raw.get("k", DEFAULT_K)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise DeidentificationError(f"{where}.k: a whole number of at least 1, not {k!r}")
-    share = raw.get("max_suppressed_share", DEFAULT_MAX_SUPPRESSED_SHARE)
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise DeidentificationError(
-            f"{where}.max_suppressed_share: a number from 0 to 1, not {share!r}"
-        )
+    share = _number(f"{where}.max_suppressed_share",
+                    raw.get("max_suppressed_share", DEFAULT_MAX_SUPPRESSED_SHARE), 0, 1)
+    max_risk = raw.get("max_individual_risk")
+    if max_risk is not None:
+        max_risk = _number(f"{where}.max_individual_risk", max_risk, 0, 1)
+        if max_risk <= 0:
+            raise DeidentificationError(f"{where}.max_individual_risk: above 0 (1/f_k > 0)")
+    max_er = raw.get("max_expected_reidentifications")
+    if max_er is not None:
+        max_er = _number(f"{where}.max_expected_reidentifications", max_er, 0)
     sensitive = raw.get("sensitive")
     l_div = raw.get("l", DEFAULT_L)
+    t = None
     if isinstance(sensitive, Mapping):
+        extra = sorted(set(sensitive) - {"field", "l", "t"})
+        if extra:
+            raise DeidentificationError(f"{where}.sensitive: unknown key(s) {', '.join(extra)}")
         l_div = sensitive.get("l", l_div)
+        if "t" in sensitive:
+            t = _number(f"{where}.sensitive.t", sensitive["t"], 0, 1)
         sensitive = sensitive.get("field")
     if sensitive is not None and not (isinstance(sensitive, str) and sensitive):
-        raise DeidentificationError(f"{where}.sensitive: a field name or {{field, l}}")
+        raise DeidentificationError(f"{where}.sensitive: a field name or {{field, l, t}}")
     if not isinstance(l_div, int) or isinstance(l_div, bool) or l_div < 1:
         raise DeidentificationError(f"{where}.sensitive.l: a whole number of at least 1")
     if sensitive is not None and sensitive in fields:
         raise DeidentificationError(f"{where}.sensitive: {sensitive!r} is also a quasi-identifier")
-    return QIConfig(tuple(fields), k, float(share), sensitive, l_div, declared=True)
+    return QIConfig(tuple(fields), k, share, sensitive, l_div, declared=True, t_closeness=t,
+                    max_individual_risk=max_risk, max_expected_reidentifications=max_er)
+
+
+# ---- column classes ---------------------------------------------------------------------------
+
+IDENTIFIER = "identifier"
+QUASI_IDENTIFIER = "quasi_identifier"
+SENSITIVE = "sensitive"
+OTHER = "other"
+CLASSES = (IDENTIFIER, QUASI_IDENTIFIER, SENSITIVE, OTHER)
+TABLES = ("participants", "responses", "usage", "panel")
+
+
+@dataclass(frozen=True)
+class ColumnClasses:
+    """The study file's ``column_classes``: table -> {column or glob: class}; item answers per
+    instrument (a default class and per-item overrides)."""
+
+    tables: Mapping[str, Mapping[str, str]]
+    items: Mapping[str, tuple[str | None, Mapping[str, str]]]
+
+    def of_column(self, table: str, column: str) -> str | None:
+        entries = self.tables.get(table, {})
+        if column in entries:
+            return entries[column]
+        return next((c for pat, c in entries.items() if fnmatch.fnmatchcase(column, pat)), None)
+
+    def of_item(self, instrument: str, item: str) -> str | None:
+        default, overrides = self.items.get(instrument, (None, {}))
+        return overrides.get(item, default)
+
+
+def _class(where: str, value: Any) -> str:
+    if value not in CLASSES:
+        raise DeidentificationError(
+            f"study file: {where}: {value!r} is not a privacy class (use one of "
+            f"{', '.join(CLASSES)})")
+    return str(value)
+
+
+def parse_classes(study: Mapping[str, Any]) -> ColumnClasses:
+    """Read and check ``column_classes``; a missing block classifies nothing (so any export
+    is refused by :func:`classify_release`)."""
+    raw = study.get("column_classes")
+    where = "column_classes"
+    if raw is None:
+        return ColumnClasses({}, {})
+    if not isinstance(raw, Mapping):
+        raise DeidentificationError(f"study file: {where}: a mapping of tables to columns")
+    unknown = sorted(set(raw) - {*TABLES, "items"})
+    if unknown:
+        raise DeidentificationError(
+            f"study file: {where}: unknown table(s) {', '.join(map(str, unknown))} (tables: "
+            f"{', '.join(TABLES)}, and items)")
+    tables: dict[str, dict[str, str]] = {}
+    for table in TABLES:
+        entries = raw.get(table) or {}
+        if not isinstance(entries, Mapping):
+            raise DeidentificationError(f"study file: {where}.{table}: a mapping column -> class")
+        tables[table] = {str(c): _class(f"{where}.{table}.{c}", v) for c, v in entries.items()}
+    items: dict[str, tuple[str | None, dict[str, str]]] = {}
+    for inst, spec_ in (raw.get("items") or {}).items():
+        at = f"{where}.items.{inst}"
+        if isinstance(spec_, str):
+            items[str(inst)] = (_class(at, spec_), {})
+            continue
+        if not isinstance(spec_, Mapping) or set(spec_) - {"class", "items"}:
+            raise DeidentificationError(
+                f"study file: {at}: a class, or {{class: <class>, items: {{<item>: <class>}}}}")
+        default = _class(f"{at}.class", spec_["class"]) if "class" in spec_ else None
+        overrides = spec_.get("items") or {}
+        if not isinstance(overrides, Mapping):
+            raise DeidentificationError(f"study file: {at}.items: a mapping item -> class")
+        items[str(inst)] = (default, {str(i): _class(f"{at}.items.{i}", c)
+                                      for i, c in overrides.items()})
+    return ColumnClasses(tables, items)
+
+
+def classify_release(
+    classes: ColumnClasses,
+    columns: Mapping[str, Sequence[str]],
+    item_of: Mapping[tuple[str, str], tuple[str, str]],
+) -> dict[str, dict[str, str]]:
+    """The class of every column the package will hold (table -> column -> class);
+    ``item_of`` maps (table, column) of item answers to (instrument, item). Refuses, naming
+    the column, a column without a class or one classified identifier."""
+    out: dict[str, dict[str, str]] = {}
+    for table, cols in columns.items():
+        out[table] = {}
+        for col in cols:
+            item = item_of.get((table, col))
+            if item is not None and table != "participants":  # answers: by instrument
+                cls = classes.of_item(*item)
+            else:  # the participants table names its columns; a moved answer falls back
+                cls = classes.of_column(table, col) or (classes.of_item(*item) if item else None)
+            if cls is None:
+                where = (f"column_classes.items.{item[0]} (item {item[1]})" if item
+                         else f"column_classes.{table}")
+                raise DeidentificationError(
+                    f"column {col!r} of {table} has no privacy class in the study file "
+                    f"({where}): every released column must be classified as one of "
+                    f"{', '.join(CLASSES)}; nothing was written",
+                    details={"table": table, "column": col})
+            if cls == IDENTIFIER:
+                raise DeidentificationError(
+                    f"column {col!r} of {table} is classified identifier in the study file: "
+                    "identifiers are never released; nothing was written",
+                    details={"table": table, "column": col})
+            out[table][col] = cls
+    return out
 
 
 # ---- the search -------------------------------------------------------------------------------
@@ -317,9 +516,6 @@ class NodeResult:
     loss: float
     feasible: bool
     reason: str | None
-    n_classes: int
-    min_class: int | None
-    min_diversity: int | None
 
 
 @dataclass
@@ -332,85 +528,210 @@ class Anonymized:
 
 
 def _codes(values: Sequence[Any]) -> np.ndarray:
-    """Integer codes of arbitrary (hashable, None-able) values."""
-    index: dict[Any, int] = {}
-    return np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+    """Integer codes of released values: 0 for an empty cell (no answer, or not released),
+    which is also what a suppressed cell becomes."""
+    return risk.class_ids([None, *(None if v == STAR else _hashable(v) for v in values)])[1:]
 
 
-def _class_ids(code_columns: Sequence[np.ndarray], n: int) -> np.ndarray:
-    if not code_columns:
-        return np.zeros(n, np.int64)
-    stacked = np.column_stack(code_columns)
-    _, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    return inverse.reshape(-1)
+def _compress(codes: np.ndarray) -> tuple[np.ndarray, int]:
+    _, inverse = np.unique(codes, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return inverse, int(inverse.max(initial=-1)) + 1
 
 
-def _evaluate(
-    levels: tuple[int, ...],
-    gen_codes: Sequence[Sequence[np.ndarray]],
-    tops: Sequence[int],
-    sens: np.ndarray | None,
-    cfg: QIConfig,
-    n: int,
-) -> NodeResult:
-    cls = _class_ids([gen_codes[f][lv] for f, lv in enumerate(levels)], n)
+def _ncp(raw_codes: np.ndarray, gen_values: Sequence[Any], domain: int) -> np.ndarray:
+    """Normalised certainty penalty of each participant's generalized value: (g-1)/(d-1), g the
+    number of leaves (distinct raw answers) generalized to the same value."""
+    if domain <= 1:
+        return np.zeros(len(raw_codes))
+    leaves: dict[Any, set[int]] = {}
+    for rc, v in zip(raw_codes, gen_values, strict=True):
+        leaves.setdefault(v, set()).add(int(rc))
+    out = np.empty(len(raw_codes))
+    for i, v in enumerate(gen_values):
+        if v is None:
+            out[i] = 0.0  # nothing was answered: nothing lost
+        elif v == STAR:
+            out[i] = 1.0
+        else:
+            out[i] = (len(leaves[v]) - 1) / (domain - 1)
+    return out
+
+
+@dataclass
+class _Problem:
+    gen_codes: list[list[np.ndarray]]  # field -> level -> code per participant
+    ncp: list[list[np.ndarray]]  # field -> level -> penalty per participant
+    fixed: np.ndarray  # class of the row-level (not generalizable) part of the key
+    fixed_span: int
+    radix: list[list[int]]  # field -> level -> number of codes
+    sens: np.ndarray | None  # codes, -1 missing
+    m: int
+    ordered: bool
+    cfg: QIConfig
+    n: int
+    removed: int = 0  # participants left out of the export (record suppression)
+    weighted: list[list[np.ndarray]] | None = None  # codes x the field's weight, if they fit
+    ncp_sum: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ncp_sum = [[float(c.sum()) for c in per] for per in self.ncp]
+        span = self.fixed_span
+        weighted = []
+        for per in self.gen_codes:
+            radix = max((int(c.max(initial=0)) + 1 for c in per), default=1)
+            weighted.append([c.astype(np.int64) * span for c in per])
+            span *= radix
+            if span >= 2**62:
+                return
+        self.weighted = weighted
+
+
+def _bad_classes(p: _Problem, cls: np.ndarray) -> tuple[np.ndarray, str | None]:
     sizes = np.bincount(cls)
-    suppressed_cls = sizes < cfg.k
-    diversity = None
-    if sens is not None:
-        pairs = np.unique(np.column_stack([cls, sens]), axis=0)
-        diversity = np.bincount(pairs[:, 0], minlength=len(sizes))
-        suppressed_cls |= diversity < cfg.l_diversity
-    supp = suppressed_cls[cls]
+    bad = sizes < p.cfg.effective_k
+    why = "k"
+    if p.sens is not None:
+        has = np.bincount(cls[p.sens >= 0], minlength=len(sizes)) > 0
+        div = risk.class_diversity(cls, p.sens, p.m)
+        bad |= has & (div < p.cfg.l_diversity)
+        if p.cfg.t_closeness is not None:
+            far = risk.class_t_closeness(cls, p.sens, p.m, p.ordered) > p.cfg.t_closeness + 1e-12
+            bad |= far
+    return bad, why
 
-    def supp_ok(mask: np.ndarray) -> bool:
-        m = int(mask.sum())
-        if m == 0:
-            return True
-        if m < cfg.k:
-            return False
-        return sens is None or len(np.unique(sens[mask])) >= cfg.l_diversity
 
-    if not supp_ok(supp):
-        # Suppress the smallest remaining classes too, until the suppressed group is safe.
-        order = sorted(np.flatnonzero(~suppressed_cls), key=lambda c: (sizes[c], c))
-        for c in order:
-            suppressed_cls[c] = True
-            supp = suppressed_cls[cls]
-            if supp_ok(supp):
-                break
+def _classes(p: _Problem, levels: tuple[int, ...], supp: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Equivalence classes (0..c-1) of the released keys: mixed-radix codes, compressed only
+    when they would overflow."""
+    if p.weighted is not None:  # one radix per field for every level: a sum of arrays
+        key = p.fixed + sum((p.weighted[f][lv] for f, lv in enumerate(levels)),
+                            np.zeros(p.n, np.int64))
+        if supp is not None and supp.any():
+            key = np.where(supp, p.fixed, key)
+        return _compress(key)[0]
+    if supp is None:
+        supp = np.zeros(p.n, bool)
+    cls, span = p.fixed, p.fixed_span
+    for f, lv in enumerate(levels):
+        radix = p.radix[f][lv]
+        if span * radix >= 2**62:
+            cls, span = _compress(cls)
+        cls = cls * radix + np.where(supp, 0, p.gen_codes[f][lv])
+        span *= radix
+    return _compress(cls)[0]
+
+
+def _loss(p: _Problem, levels: tuple[int, ...], supp: np.ndarray) -> float:
+    """Mean NCP over participants and fields, a suppressed cell counting 1."""
+    if not p.n or not levels:
+        return 0.0
+    total = sum(p.ncp_sum[f][lv] for f, lv in enumerate(levels))
+    idx = np.flatnonzero(supp)
+    if len(idx):
+        total += len(idx) * len(levels) - sum(p.ncp[f][lv][idx].sum()
+                                              for f, lv in enumerate(levels))
+    return float(total / (p.n * len(levels)))
+
+
+def _evaluate(p: _Problem, levels: tuple[int, ...], best: float | None = None
+              ) -> NodeResult | None:
+    """The node's suppression, loss and feasibility; None when it cannot beat ``best`` (the
+    people in classes under k must be suppressed in any case: a cheap lower bound)."""
+    cls0 = _classes(p, levels)
+    must = np.bincount(cls0)[cls0] < p.cfg.effective_k
+    if p.n and (must.sum() + p.removed) / (p.n + p.removed) > \
+            p.cfg.max_suppressed_share + 1e-12:
+        return NodeResult(levels, must, int(must.sum()), 1.0, False,
+                          f"suppresses at least {int(must.sum())} of {p.n} participants")
+    if best is not None and _loss(p, levels, must) > best + 1e-12:
+        return None
+    supp = np.zeros(p.n, bool)
+    feasible, reason = True, None
+    for _ in range(p.n + 1):
+        cls = _classes(p, levels, supp)
+        bad, _why = _bad_classes(p, cls)
+        if not bad.any():
+            break
+        members = bad[cls]
+        newly = members & ~supp
+        if newly.any():
+            supp |= newly
+            continue
+        # only suppressed people are left in bad classes: they differ by the row-level part of
+        # their key, which suppression cannot hide; pad with the smallest class sharing it
+        victim = int(np.flatnonzero(members)[0])
+        same = (p.fixed == p.fixed[victim]) & ~supp
+        if not same.any():
+            feasible = False
+            reason = ("participants whose row-level quasi-identifiers (the set of values of a "
+                      "row-level column) are too rare to be hidden by suppression")
+            break
+        sizes = np.bincount(cls)
+        cand = np.unique(cls[same])
+        supp |= cls == cand[np.argmin(sizes[cand])]
     n_supp = int(supp.sum())
-    reason = None
-    feasible = supp_ok(supp)
-    if not feasible:
-        reason = (
-            f"only {n} participant(s)"
-            if n < cfg.k
-            else f"fewer than l={cfg.l_diversity} distinct values of {cfg.sensitive!r}"
-        )
-    elif n and n_supp / n > cfg.max_suppressed_share + 1e-12:
+    if feasible and p.n and (n_supp + p.removed) / (p.n + p.removed) > \
+            p.cfg.max_suppressed_share + 1e-12:
         feasible = False
-        reason = f"suppresses {n_supp} of {n} participants"
-    heights = sum(lv / top if top else 1.0 for lv, top in zip(levels, tops, strict=True))
-    f_count = max(len(levels), 1)
-    loss = ((n - n_supp) * heights + n_supp * f_count) / (max(n, 1) * f_count)
-    kept = ~suppressed_cls
-    return NodeResult(
-        levels=levels,
-        suppressed=supp,
-        n_suppressed=n_supp,
-        loss=float(loss),
-        feasible=feasible,
-        reason=reason,
-        n_classes=int(kept.sum()) + (1 if n_supp else 0),
-        min_class=int(min(sizes[kept].min(initial=n), n_supp or n)) if n else None,
-        min_diversity=(
-            int(min(diversity[kept].min(initial=10**9), len(np.unique(sens[supp])) if n_supp
-                    else 10**9))
-            if diversity is not None and sens is not None and n
-            else None
-        ),
-    )
+        reason = f"suppresses {n_supp + p.removed} of {p.n + p.removed} participants"
+    if feasible and p.cfg.max_expected_reidentifications is not None:
+        classes = int(_classes(p, levels, supp).max(initial=-1)) + 1
+        if classes > p.cfg.max_expected_reidentifications + 1e-9:
+            feasible = False
+            reason = f"{classes} expected re-identifications"
+    return NodeResult(levels, supp, n_supp, _loss(p, levels, supp), feasible, reason)
+
+
+def _search(p: _Problem, tops: Sequence[int]) -> tuple[list[NodeResult], list[NodeResult], int]:
+    """Every lattice node that can still beat the best one found: nodes in order of their loss
+    without any suppression (a lower bound, as a suppressed cell costs the most), stopping once
+    that bound reaches the best feasible loss (branch and bound: the optimum is exact)."""
+    mean_ncp = [[float(c.mean()) if p.n else 0.0 for c in per] for per in p.ncp]
+    f_count = max(len(tops), 1)
+
+    def bound(levels: tuple[int, ...]) -> float:
+        return sum(mean_ncp[f][lv] for f, lv in enumerate(levels)) / f_count if tops else 0.0
+
+    lattice = sorted(itertools.product(*[range(t + 1) for t in tops]),
+                     key=lambda lv: (bound(lv), sum(lv), lv))
+    results: list[NodeResult] = []
+    best: float | None = None
+    for levels in lattice:
+        if best is not None and bound(levels) > best + 1e-12:
+            break
+        r = _evaluate(p, levels, best)
+        if r is None:
+            continue
+        results.append(r)
+        if r.feasible and (best is None or r.loss < best):
+            best = r.loss
+    return results, [r for r in results if r.feasible], len(lattice)
+
+
+def _check_row_level(fixed_cls: np.ndarray, columns: list[str], cfg: QIConfig, n: int,
+                     removed: int) -> None:
+    """Row-level quasi-identifiers are released as they are: a participant whose combination of
+    them is shared by fewer than k can be protected by no generalization of the others, only by
+    leaving them out (:class:`RemoveRecords`) while the suppressed share allows it."""
+    sizes = np.bincount(fixed_cls)
+    rare_mask = sizes[fixed_cls] < cfg.effective_k
+    rare = int(rare_mask.sum()) + removed
+    if rare and (rare / (n + removed) <= cfg.max_suppressed_share + 1e-12) and not removed:
+        raise RemoveRecords([int(i) for i in np.flatnonzero(rare_mask)], columns)
+    if rare_mask.any():
+        raise DeidentificationError(
+            f"the de-identification thresholds cannot be met: {rare} of {n} participants have a "
+            f"combination of row-level quasi-identifiers ({', '.join(columns)}) shared by fewer "
+            f"than {cfg.effective_k}"
+            + (f" (k={cfg.k}, individual risk at most {cfg.max_individual_risk:g})"
+               if cfg.effective_k != cfg.k else f" (k={cfg.k})")
+            + f", more than the study's {cfg.max_suppressed_share:.0%} can leave out; no "
+            "generalization of the participants table can hide them; coarsen or reclassify those "
+            "columns in the study file. Nothing was written.",
+            details={"row_level_quasi_identifiers": columns, "participants": n,
+                     "rare": rare, "k": cfg.effective_k})
 
 
 def anonymize(
@@ -419,35 +740,72 @@ def anonymize(
     *,
     sensitive_values: Sequence[Any] | None = None,
     option_values: Mapping[str, Sequence[Any]] | None = None,
+    fields: Sequence[str] | None = None,
+    fixed: Mapping[str, Sequence[Any]] | None = None,
+    sensitive_order: Sequence[Any] | None = None,
+    removed: int = 0,
 ) -> Anonymized:
-    """Generalize and suppress ``raw`` (QI field -> stored answers, one per participant).
+    """Generalize and suppress ``raw`` (QI field -> values, one per participant; the fields are
+    ``fields``, by default the study's ``quasi_identifiers.fields``). ``fixed``: row-level
+    quasi-identifiers (column -> the participant's hashable set of released values), part of
+    every participant's key but not generalized here. ``sensitive_order``: the sensitive
+    attribute's values in order when it is ordinal (t-closeness then uses the ordered
+    distance). ``removed``: participants already left out of this export (record suppression,
+    counted in the suppressed share).
 
-    Raises :class:`DeidentificationError` when no generalization meets k (and l) within the
-    allowed suppressed share.
+    Raises :class:`RemoveRecords` when the export must leave some participants out, and
+    :class:`DeidentificationError` when no generalization meets the thresholds within
+    the allowed suppressed share.
     """
     option_values = option_values or {}
-    hierarchies = [hierarchy_for(f, option_values.get(f, ())) for f in cfg.fields]
-    n = len(next(iter(raw.values()))) if raw else 0
+    fields = tuple(cfg.fields if fields is None else fields)
+    hierarchies = [hierarchy_for(f, option_values.get(f, ())) for f in fields]
+    fixed = dict(fixed or {})
+    n = len(next(iter(raw.values()))) if raw else (
+        len(next(iter(fixed.values()))) if fixed else 0)
+    if sensitive_values is not None and not raw and not fixed:
+        n = len(sensitive_values)
     generalized: list[list[list[Any]]] = []
     gen_codes: list[list[np.ndarray]] = []
+    ncp: list[list[np.ndarray]] = []
     for h in hierarchies:
         values = list(raw.get(h.field, [None] * n))
+        raw_codes = _codes([_hashable(v) for v in values])
+        domain = len({_hashable(v) for v in values if v is not None}
+                     | {str(v) for v in option_values.get(h.field, ())})
         per_level = [[lvl(v) for v in values] for lvl in h.levels]
         generalized.append(per_level)
         gen_codes.append([_codes(vals) for vals in per_level])
+        ncp.append([_ncp(raw_codes, vals, domain) for vals in per_level])
+    fixed_keys = [tuple(fixed[c][i] for c in fixed) for i in range(n)]
     sens = None
+    m = 0
     if cfg.sensitive and sensitive_values is not None:
-        sens = _codes(list(sensitive_values))
-    tops = [h.top for h in hierarchies]
-    lattice = list(itertools.product(*[range(t + 1) for t in tops]))
-    results = [_evaluate(lv, gen_codes, tops, sens, cfg, n) for lv in lattice]
-    feasible = [r for r in results if r.feasible]
+        sens, m = risk.sensitive_codes(list(sensitive_values), sensitive_order)
+    fixed_cls = risk.class_ids(fixed_keys)
+    problem = _Problem(gen_codes, ncp, fixed_cls, int(fixed_cls.max(initial=-1)) + 1,
+                       [[int(c.max(initial=0)) + 1 for c in per] for per in gen_codes],
+                       sens, m, sensitive_order is not None, cfg, n, removed)
+    if fixed and n:
+        _check_row_level(fixed_cls, list(fixed), cfg, n, removed)
+    results, feasible, total_nodes = _search(problem, [h.top for h in hierarchies])
     if not feasible:
-        best = min(results, key=lambda r: (r.n_suppressed, r.loss))
+        best = min(results, key=lambda r: (not r.reason or "row-level" not in r.reason,
+                                           r.n_suppressed, r.loss))
+        wanted = [f"k={cfg.k}"]
+        if cfg.effective_k != cfg.k:
+            wanted.append(f"individual risk at most {cfg.max_individual_risk:g}")
+        if cfg.sensitive:
+            wanted.append(f"l={cfg.l_diversity} for {cfg.sensitive!r}")
+            if cfg.t_closeness is not None:
+                wanted.append(f"t={cfg.t_closeness:g} for {cfg.sensitive!r}")
+        if cfg.max_expected_reidentifications is not None:
+            wanted.append(f"at most {cfg.max_expected_reidentifications:g} expected "
+                          "re-identifications")
+        on = ", ".join([*fields, *fixed]) or "no quasi-identifier"
         raise DeidentificationError(
-            f"k-anonymity cannot be reached: k={cfg.k} on {', '.join(cfg.fields)}"
-            + (f" with l={cfg.l_diversity} for {cfg.sensitive!r}" if cfg.sensitive else "")
-            + f" would suppress at least {best.n_suppressed} of {n} participants"
+            f"the de-identification thresholds cannot be met ({'; '.join(wanted)}) on {on}: "
+            f"the best generalization would suppress {best.n_suppressed} of {n} participants"
             + (f" ({best.reason})" if best.reason else "")
             + f"; the study allows at most {cfg.max_suppressed_share:.0%}. Nothing was written.",
             details={
@@ -455,11 +813,12 @@ def anonymize(
                 "participants": n,
                 "least_suppressed": best.n_suppressed,
                 "max_suppressed_share": cfg.max_suppressed_share,
+                "row_level_quasi_identifiers": list(fixed),
                 "levels": {h.field: h.level_names[lv] for h, lv in
                            zip(hierarchies, best.levels, strict=True)},
             },
         )
-    chosen = min(feasible, key=lambda r: (r.loss, sum(r.levels), r.levels))
+    chosen = min(feasible, key=lambda r: (r.loss, r.n_suppressed, sum(r.levels), r.levels))
     columns: dict[str, list[Any]] = {}
     for h, per_level, lv in zip(hierarchies, generalized, chosen.levels, strict=True):
         vals = per_level[lv]
@@ -467,25 +826,46 @@ def anonymize(
             None if (s or v is None or v == STAR) else v
             for v, s in zip(vals, chosen.suppressed, strict=True)
         ]
+    # measured on what is released, independently of the search's own bookkeeping
+    keys = [tuple(_hashable(columns[c][i]) for c in columns) + fixed_keys[i] for i in range(n)]
+    measured = risk.measure(keys, None if sens is None else list(sensitive_values or []),
+                            sensitive_order)
+    m_dict = measured.as_dict()
     report = {
-        "method": "generalization over the full lattice of QI hierarchies, then suppression of "
-        "every participant in a class smaller than k (or less than l-diverse); the suppressed "
-        "participants' QI cells are empty and form one class of at least k; the least "
-        "information loss within the allowed suppressed share is chosen",
-        **cfg.as_dict(),
+        "method": "full-domain generalization lattice over the quasi-identifier hierarchies; in "
+        "each node, participants in classes smaller than k (or less than l-diverse, or farther "
+        "than t from the whole file's sensitive distribution) have their generalizable "
+        "quasi-identifier cells suppressed (empty) until every class meets the thresholds; the "
+        "node with the least information loss (normalised certainty penalty) within the "
+        "allowed suppressed share is released. Every figure below is measured on the released "
+        "values (app/export/risk.py)",
+        "thresholds": cfg.as_dict(),
+        "quasi_identifier_columns": {
+            "participants": [h.column for h in hierarchies],
+            "row_level": list(fixed),
+        },
         "participants": n,
         "suppressed": chosen.n_suppressed,
-        "suppressed_share": round(chosen.n_suppressed / n, 6) if n else 0.0,
-        "equivalence_classes": chosen.n_classes,
-        "smallest_class": chosen.min_class,
-        "k_anonymous": True,
-        "l_diverse": (
-            None if cfg.sensitive is None else chosen.min_diversity is None
-            or chosen.min_diversity >= cfg.l_diversity
-        ),
-        "smallest_sensitive_diversity": chosen.min_diversity,
+        "records_removed": removed,
+        "suppressed_share": round((chosen.n_suppressed + removed) / (n + removed), 6)
+        if n + removed else 0.0,
+        **m_dict,
+        "smallest_class": m_dict["k"],
+        "sensitive": cfg.sensitive,
+        "k_anonymous": bool(n == 0 or (measured.k or 0) >= cfg.k),
+        "l_diverse": (None if cfg.sensitive is None else measured.l_diversity is None
+                      or measured.l_diversity >= cfg.l_diversity),
+        "t_close": (None if cfg.sensitive is None or cfg.t_closeness is None
+                    else measured.t_closeness is None
+                    or measured.t_closeness <= cfg.t_closeness + 1e-12),
         "information_loss": round(chosen.loss, 6),
+        "information_loss_metric": "normalised certainty penalty: mean over participants and "
+        "generalizable quasi-identifier columns of (g-1)/(d-1), g the answers merged into the "
+        "released value and d the column's distinct answers; an empty (suppressed or not "
+        "released) cell counts 1",
+        "lattice_nodes": total_nodes,
         "lattice_nodes_evaluated": len(results),
+        "lattice_nodes_meeting_thresholds": len(feasible),
         "generalization": {
             h.field: {
                 "column": h.column,
@@ -502,9 +882,74 @@ def anonymize(
                       report=report)
 
 
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(v)
+    if isinstance(v, float) and v != v:  # NaN
+        return None
+    return v
+
+
 def check_k_anonymity(rows: Sequence[Sequence[Any]], k: int) -> int:
     """Smallest equivalence class size among released QI tuples (a check for tests/audits)."""
     counts: dict[tuple[Any, ...], int] = {}
     for r in rows:
         counts[tuple(r)] = counts.get(tuple(r), 0) + 1
     return min(counts.values()) if counts else 0
+
+
+# ---- the package's quasi-identifiers ----------------------------------------------------------
+
+# participants columns with a hierarchy of their own (not baseline answers)
+PARTICIPANT_QI_COLUMNS = ("status", "days_in_study", "used_4o_before_retirement")
+
+
+def item_quasi_identifiers(classes: ColumnClasses, instrument: Any, taken: Sequence[str]
+                           ) -> list[str]:
+    """Items of the enrollment-only ``instrument`` classified quasi-identifier (and not yet
+    among ``taken``): with --items they are released generalized in the participants table, not
+    as raw answers in responses."""
+    return [item.id for item in instrument.items
+            if item.type != "text" and item.id not in taken
+            and classes.of_item(instrument.key, item.id) == QUASI_IDENTIFIER]
+
+
+def row_level_signatures(
+    files: Mapping[str, Any], classified: Mapping[str, Mapping[str, str]], pids: Sequence[str]
+) -> dict[str, list[Any]]:
+    """Per table other than participants, its quasi-identifier columns as an outsider who knows
+    the participant at enrollment matches them: "<table>:<col>+<col>" -> per pid (in ``pids``
+    order) the set of the row tuples of those columns on the participant's earliest wave in
+    that table. Later rows differ from these only by the time elapsed, which ``wave`` and
+    ``day`` say (classified other: which waves someone answered is outside the attacker model).
+    Read from the written files (``files``: table -> path of a .csv or .parquet file), so what
+    is measured is what is released."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[Any]] = {}
+    for table, path in files.items():
+        cols = [c for c, cls in classified.get(table, {}).items() if cls == QUASI_IDENTIFIER]
+        if not cols:
+            continue
+        names = list(dict.fromkeys(["pid", "wave", *cols]))
+        if str(path).endswith(".parquet"):
+            data = pq.read_table(path, columns=names)
+        else:
+            data = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=names, column_types={c: pa.string() for c in names}))
+        data = data.cast(pa.schema([(c, pa.string()) for c in data.column_names]))
+        pid_col = data.column("pid").to_pylist()
+        waves = [int(w) for w in data.column("wave").to_pylist()]
+        values = [pc.fill_null(data.column(c), "").to_pylist() for c in cols]
+        first: dict[str, int] = {}
+        for pid, w in zip(pid_col, waves, strict=True):
+            first[pid] = min(w, first.get(pid, w))
+        sets: dict[str, set[tuple[Any, ...]]] = {}
+        for i, pid in enumerate(pid_col):
+            if waves[i] == first[pid]:
+                sets.setdefault(pid, set()).add(tuple(v[i] for v in values))
+        out[f"{table}:{'+'.join(cols)}"] = [frozenset(sets.get(p, ())) for p in pids]
+    return out

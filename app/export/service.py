@@ -25,6 +25,7 @@ How it runs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -776,6 +777,65 @@ def _instrument_defs(content: Mapping[str, Any]) -> dict[str, Instrument]:
     return out
 
 
+class _LeaveOut(Exception):  # noqa: N818 (a signal to export_panel, never shown)
+    """Make the export again without these pseudonyms (record suppression)."""
+
+    def __init__(self, pids: frozenset[str]) -> None:
+        super().__init__(f"{len(pids)} participant(s) left out")
+        self.pids = pids
+
+
+def _classify(classes: deidentify.ColumnClasses, layout: _Layout,
+              sources: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
+    """Every column the package will hold, with its privacy class from the study file; refuses
+    (naming it) a column without one, or one classified identifier."""
+    tables = {"participants": layout.participants, "responses": layout.responses,
+              "usage": layout.usage, "panel": layout.panel}
+    items = {("responses", c.column): (c.instrument, c.item) for c in layout.item_columns}
+    items.update({("participants", deidentify.OUTPUT_COLUMN.get(f, f)): (src, f)
+                  for f, src in sources.items() if src is not None})
+    try:
+        return deidentify.classify_release(
+            classes, {name: [c for c, _ in cols] for name, cols in tables.items()}, items)
+    except deidentify.DeidentificationError as exc:
+        raise ExportError(exc.message, code="unclassified_column", details=exc.details) from exc
+
+
+def _anonymize(
+    cfg: deidentify.QIConfig,
+    classified: Mapping[str, Mapping[str, str]],
+    raw: dict[str, list[Any]],
+    sens_values: list[Any] | None,
+    option_values: Mapping[str, Any],
+    instruments: Mapping[str, Instrument],
+    sens_band: str | None,
+    files: Mapping[str, Path],
+    pids: list[str],
+    removed: int,
+) -> deidentify.Anonymized:
+    """Generalize and suppress the participants' quasi-identifiers so that the whole package
+    meets the study's thresholds (see :mod:`app.export.deidentify`)."""
+    part = classified.get("participants", {})
+    fields = [*cfg.fields, *(c for c in deidentify.PARTICIPANT_QI_COLUMNS
+                             if part.get(c) == deidentify.QUASI_IDENTIFIER)]
+    fixed = deidentify.row_level_signatures(files, classified, pids)
+    order = None
+    if sens_band is not None:  # severity bands are ordinal: t-closeness by ordered distance
+        scoring = instruments[sens_band].scoring
+        order = [b.key for b in scoring.bands] if scoring else None
+    try:
+        anon = deidentify.anonymize(raw, cfg, sensitive_values=sens_values,
+                                    option_values=option_values, fields=fields, fixed=fixed,
+                                    sensitive_order=order, removed=removed)
+        anon.report["column_classes"] = {t: dict(c) for t, c in classified.items()}
+        return anon
+    except deidentify.RemoveRecords as exc:
+        raise _LeaveOut(frozenset(pids[i] for i in exc.indices)) from exc
+    except deidentify.DeidentificationError as exc:
+        raise ExportError(exc.message, code="k_anonymity_unreachable",
+                          details=exc.details) from exc
+
+
 def _qi_sources(
     cfg: deidentify.QIConfig, instruments: Mapping[str, Instrument]
 ) -> dict[str, str | None]:
@@ -853,8 +913,14 @@ def export_panel(
         # mkdtemp: mode 0700, so nothing half-written is readable by anyone else; the rename
         # below publishes the whole package at once (it keeps the mode)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        built = _build(engine, options, tmp, key, key_source, export_id, now, progress,
-                       chunk_size)
+        try:
+            built = _build(engine, options, tmp, key, key_source, export_id, now, progress,
+                           chunk_size)
+        except _LeaveOut as again:  # record suppression (H-deid): once more, without them
+            shutil.rmtree(tmp)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+            built = _build(engine, options, tmp, key, key_source, export_id, now, progress,
+                           chunk_size, leave_out=again.pids)
         os.rename(tmp, out)
         tmp = None
     except BaseException as exc:  # errors, KeyboardInterrupt, the CLI's signal exceptions
@@ -906,7 +972,8 @@ def _audit(
         "files": {name: f["sha256"] for name, f in built.files.items()},
         "deidentification": {
             k: built.deidentification.get("quasi_identifiers", {}).get(k)
-            for k in ("k", "l", "suppressed", "suppressed_share", "smallest_class")
+            for k in ("k", "l", "t", "suppressed", "suppressed_share", "smallest_class",
+                      "max_individual_risk", "expected_reidentifications", "sample_uniques")
         },
     }
     with Session(engine, expire_on_commit=False) as session:
@@ -926,6 +993,7 @@ def _build(
     now: datetime,
     progress: bool | ProgressCallback,
     chunk_size: int,
+    leave_out: frozenset[str] = frozenset(),
 ) -> ExportResult:
     t = _tables()
     fmt, profile = options.fmt, options.profile
@@ -944,8 +1012,13 @@ def _build(
         instruments = _instrument_defs(content)
         try:
             cfg = deidentify.parse_config(study)
+            classes = deidentify.parse_classes(study)
         except deidentify.DeidentificationError as exc:
             raise ExportError(exc.message, code="invalid_quasi_identifiers") from exc
+        if options.include_items and BASELINE_INSTRUMENT in instruments:
+            # baseline answers classified quasi-identifier are released generalized (H-deid)
+            cfg = dataclasses.replace(cfg, fields=(*cfg.fields, *deidentify.item_quasi_identifiers(
+                classes, instruments[BASELINE_INSTRUMENT], cfg.fields)))
         try:
             time_policy = timeshift.parse_policy(study)
         except timeshift.TimePolicyError as exc:
@@ -960,10 +1033,14 @@ def _build(
         layout = _layout(instruments, list(study.get("events") or []), profile,
                          options.include_items, options.include_free_text, qi_pairs, qi_extra)
         _describe_time(layout, time_policy, profile)
+        classified = _classify(classes, layout, sources)  # refuses an unclassified column (H-deid)
 
         counts = _counts(conn, t, study_id)
         excluded: dict[str, int] = {}
         people = _people(conn, t, study_id, key, excluded)
+        if leave_out:  # their row-level quasi-identifiers were too rare (H-deid)
+            people = {i: p for i, p in people.items() if p.pid not in leave_out}
+            excluded["row_level_quasi_identifiers_too_rare"] = len(leave_out)
         if profile == spec.PROFILE_RESEARCH:  # strict: no calendar alignment to shift
             for person in people.values():
                 person.shift = timeshift.date_shift(key, person.internal,
@@ -1033,13 +1110,7 @@ def _build(
             h = deidentify.hierarchy_for(f, option_values.get(f, ()))
             if h.categories:
                 layout.categorical["participants"][h.column] = h.categories
-        try:
-            anon = deidentify.anonymize(raw, cfg, sensitive_values=sens_values,
-                                        option_values=option_values)
-        except deidentify.DeidentificationError as exc:
-            raise ExportError(exc.message, code="k_anonymity_unreachable",
-                              details=exc.details) from exc
-        del first, raw, sens_values  # every baseline answer: not needed while streaming
+        del first  # every baseline answer: not needed while streaming
 
         # -- writers --
         collectors: dict[str, summary.StatsCollector] = {}  # the codebook's frequencies
@@ -1120,6 +1191,18 @@ def _build(
             sink.close()
         stats = proc.stats
         after_cutoff = stream.after_cutoff_count(conn, t, eligibility)
+
+        # de-identification over every quasi-identifier of the package (H-deid): the
+        # participants' own columns are generalized, the other tables' are read back as written
+        raw["status"] = [p.status for p in order]
+        raw["days_in_study"] = [timeshift.coarse_days(p.last_day, time_policy.day_resolution_days)
+                                for p in order]
+        raw["used_4o_before_retirement"] = used4o
+        tab = fmt if fmt in writers.TABULAR_FORMATS else "csv"
+        anon = _anonymize(cfg, classified, raw, sens_values, option_values, instruments,
+                          sens_band, {name: tmp / f"{name}.{tab}"
+                                      for name in ("responses", "usage", "panel")},
+                          [p.pid for p in order], len(leave_out))
 
         pbuf = open_buf("participants", layout.participants)
         for ix, p in enumerate(order):  # already in pseudonym order
@@ -1309,6 +1392,10 @@ def _deid_report(
             "translation_status tells whether the validated (usually English) or a study "
             "translation was shown, i.e. a coarse hint of the participant's language",
             "answers themselves (scores, usage patterns) are not generalized",
+            "columns the study file classifies sensitive or other (quasi_identifiers."
+            "column_classes lists each) are released as they are and are not part of the "
+            "k-anonymity key; an attacker who knows them (e.g. which waves someone answered) "
+            "is outside the study's attacker model",
         ],
     }
 

@@ -262,16 +262,19 @@ def test_participants_are_k_anonymous_on_the_quasi_identifiers(engine, populatio
     out = tmp_path / "k"
     result = run(engine, out)
     participants = load_panel(out).participants
-    rows = participants[QI_COLUMNS].astype(object).where(participants[QI_COLUMNS].notna(), None)
-    assert deidentify.check_k_anonymity(rows.values.tolist(), 5) >= 5
     q = result.deidentification["quasi_identifiers"]
-    assert q["k"] == 5 and q["k_anonymous"] is True
+    # every quasi-identifier column of the participants table, not only the declared four
+    cols = q["quasi_identifier_columns"]["participants"]
+    assert set(QI_COLUMNS) | {"status", "days_in_study", "used_4o_before_retirement"} <= set(cols)
+    rows = participants[cols].astype(object).where(participants[cols].notna(), None)
+    assert deidentify.check_k_anonymity(rows.values.tolist(), 5) >= 5
+    assert q["k"] >= 5 and q["k_anonymous"] is True  # measured, not declared
     # the default study declares its quasi-identifiers and a sensitive attribute (l-diversity)
-    assert q["source"] == "study file (quasi_identifiers)"
-    assert q["sensitive"] == "phq9_band" and q["l"] == 2
+    assert q["thresholds"]["source"] == "study file (quasi_identifiers)"
+    assert q["sensitive"] == "phq9_band" and q["thresholds"]["l"] == 2 and q["l"] >= 2
     assert q["suppressed"] == int(participants["qi_suppressed"].sum())
     assert q["suppressed_share"] <= 0.1
-    assert set(q["generalization"]) == {"age_band", "gender", "country", "living_situation"}
+    assert {"age_band", "gender", "country", "living_situation"} <= set(q["generalization"])
     # country is never released as such: region is a subregion, a continent or nothing
     regions = set(participants["region"].dropna())
     assert not regions & {"us", "de", "gb", "br", "cn", "jp", "au", "in", "za"}
@@ -290,11 +293,12 @@ def test_withdrawal_rules(engine, population, tmp_path):
     for frame in panel.frames().values():
         assert not gone & set(frame["pid"])
     row = panel.participants.set_index("pid").loc[stop]
-    assert row["status"] == "withdrawn"
+    # the only withdrawn participant: a rare status, which de-identification may hide
+    assert row["status"] == "withdrawn" or pd.isna(row["status"])
     waves = set(panel.responses.loc[panel.responses["pid"] == stop, "wave"])
     assert waves == {0, 1}  # withdrew after wave 1; later answers are not exported
     assert set(panel.wide.loc[panel.wide["pid"] == stop, "wave"]) == {0, 1}
-    assert row["days_in_study"] <= 17
+    assert pd.isna(row["days_in_study"]) or row["days_in_study"] <= 17
     cw = result.deidentification["consent_and_withdrawal"]
     assert cw["never_consented_excluded"] == 1
     assert cw["delete_data_withdrawals_excluded"] == 1

@@ -199,7 +199,8 @@ def test_the_jobs_zip_is_never_readable_by_others(tmp_path):
 # ---- no export time in strict files -----------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["sav", "dta"])
-def test_strict_stat_files_carry_no_export_time(engine, small, tmp_path, fmt):
+def test_strict_stat_files_carry_no_export_time(engine, population, tmp_path, fmt):
+    # the research export needs enough participants to be k-anonymous on its enrollment weeks
     read = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
     strict = tmp_path / "strict"
     export_panel(engine, ExportOptions(out=strict, fmt=fmt), now=NOW)
