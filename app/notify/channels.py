@@ -8,6 +8,7 @@ import smtplib
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Protocol
@@ -41,6 +42,14 @@ class Message:
     headers: tuple[tuple[str, str], ...] = ()  # extra headers (List-Unsubscribe...)
 
 
+# Extra headers (List-Unsubscribe...) are written exactly as given: the default policy would
+# turn a header line longer than 78 characters without a space in it, such as
+# List-Unsubscribe's <URL>, into RFC 2047 encoded words, which mail clients do not decode there
+# (the one-click address would be lost). Only headers stored raw (set_raw) are affected; the
+# others (Subject...) are still folded and encoded as usual.
+HEADER_POLICY = email_policy.default.clone(refold_source="none")
+
+
 class Channel(Protocol):
     def send(self, message: Message) -> None: ...
 
@@ -59,14 +68,16 @@ class SMTPChannel:
         return SMTPBatch(self)
 
     def build(self, message: Message) -> EmailMessage:
-        email = EmailMessage()
+        email = EmailMessage(policy=HEADER_POLICY)
         email["From"] = self.settings.mail_from
         email["To"] = message.to
         email["Subject"] = message.subject
         email["Date"] = formatdate(localtime=False)
         email["Message-ID"] = message_id(message.key, self.settings.mail_from)
         for name, value in message.headers:
-            email[name] = value
+            if not (name + value).isascii() or any(c in name + value for c in "\r\n"):
+                raise ValueError(f"header {name!r}: one line of ASCII only")
+            email.set_raw(name, value)
         # UTF-8 always (de, pt-BR, zh-CN texts; an ASCII-only English text reads the same).
         email.set_content(message.body, charset="utf-8")
         if message.html is not None:

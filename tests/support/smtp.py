@@ -21,6 +21,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    raw: bytes = b""  # the message as it came over the wire (headers exactly as written)
 
     @property
     def body(self) -> str:
@@ -68,7 +69,8 @@ class _Handler:
             return replies[0]
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message,
+                                          envelope.original_content or envelope.content))
         session.wellpanel_messages = getattr(session, "wellpanel_messages", 0) + 1
         return "250 OK"
 
