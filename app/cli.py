@@ -16,6 +16,7 @@ from app.audit import cli as audit_cli
 from app.cli_support import fail, load_settings, parse_now
 from app.config import Settings
 from app.export import cli as export_cli
+from app.notify import cli as notify_cli
 from app.ops import cli as ops_cli
 from app.participants import cli as participants_cli
 from app.scheduling import cli as scheduling_cli
@@ -37,6 +38,7 @@ audit_cli.register(audit_app)  # audit verify, checkpoint, key
 app.add_typer(scheduler_app, name="scheduler")
 analysis_cli.register(app)  # analyze, power
 export_cli.register(app)  # export panel
+notify_cli.register(app)  # mail read-bounces
 ops_cli.register(app)  # backup, restore
 participants_cli.register(app)  # participants erase-expired-contacts
 scheduling_cli.register(app)  # compliance

@@ -29,7 +29,8 @@ from app.notify.models import MailContact, UndeliverableContact, UndeliverableRe
 
 log = logging.getLogger("wellpanel.notify")
 
-SOURCES = ("smtp", "webhook")
+SOURCES = ("smtp", "webhook", "dsn")  # refused while sending; a provider; the bounce mailbox
+AUDIT_ACTORS = {"smtp": "mail-server", "webhook": "bounce-webhook", "dsn": "bounce-mailbox"}
 
 
 def address_key(secret_key: str, address: str) -> str:
@@ -63,7 +64,7 @@ def mark_undeliverable(session: Session, participant_id: str, address: str, *, c
     row.undeliverable_source, row.updated_at = source, now
     row.undeliverable_address = address_key(secret_key, address)
     session.add(row)
-    audit.append(session, actor="mail-server" if source == "smtp" else "bounce-webhook",
+    audit.append(session, actor=AUDIT_ACTORS[source],
                  action="participant.email_undeliverable",
                  target=f"participant:{participant_id}",
                  details={"code": code, "source": source}, now=now)
@@ -99,15 +100,16 @@ def _current_key(address: str | None, secret_key: str) -> str | None:
 
 
 def bounce_reported(session: Session, address: str, kind: str, code: int | None, *,
-                    secret_key: str, now: datetime) -> int:
-    """A provider's bounce notification: a permanent one marks every participant using the
-    address (in any study); returns how many. The caller commits."""
+                    secret_key: str, now: datetime, source: str = "webhook") -> int:
+    """A bounce reported after sending (a provider's webhook, a DSN in the bounce mailbox): a
+    permanent one marks every participant using the address (in any study); returns how many.
+    The caller commits."""
     from app.participants import service as participants
 
     if kind != "permanent":
         return 0
     ids = participants.participants_with_address(session, address)
     for participant_id in ids:
-        mark_undeliverable(session, participant_id, address, code=code, source="webhook",
+        mark_undeliverable(session, participant_id, address, code=code, source=source,
                            secret_key=secret_key, now=now)
     return len(ids)

@@ -55,7 +55,7 @@ class MailContact(SQLModel, table=True):
     email_stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     undeliverable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     undeliverable_code: int | None = None
-    undeliverable_source: str | None = Field(default=None, max_length=20)  # smtp | webhook
+    undeliverable_source: str | None = Field(default=None, max_length=20)  # smtp|webhook|dsn
     undeliverable_address: str | None = Field(default=None, max_length=64)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -105,7 +105,7 @@ class UndeliverableContact(BaseModel):
     pseudonym: str  # the IRB pseudonym
     since: datetime  # when the address was refused for good
     code: int | None  # the SMTP reply code (550...), None for a provider's bounce without one
-    source: str  # smtp (refused while sending) | webhook (a provider's bounce notification)
+    source: str  # smtp (refused while sending) | webhook (a provider's report) | dsn (mailbox)
 
 
 class UndeliverableReport(BaseModel):
