@@ -9,6 +9,17 @@ import pytest
 from analysis import simulate
 
 
+def pytest_collection_modifyitems(config, items):
+    """The 1,000-replicate calibration study (marker ``calibration``) runs only when selected,
+    e.g. ``pytest -m calibration tests/analysis``; the default run (``make test``) skips it."""
+    if "calibration" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="1,000-replicate calibration study: run with -m calibration")
+    for item in items:
+        if item.get_closest_marker("calibration") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def sim_panel_dir(tmp_path_factory) -> Path:
     """A simulated panel (120 participants x 10 waves, CSV, with calendar alignment)."""
