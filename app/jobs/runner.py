@@ -35,6 +35,7 @@ from app.jobs.service import Claim, LeaseLost
 log = logging.getLogger("wellpanel.jobs")
 
 IDLE_POLL_FLOOR = 0.05
+STOPPED = "interrupted: the server stopped; another process will run this job"
 
 
 class JobFailed(Exception):
@@ -114,6 +115,7 @@ class JobRunner:
         self.poll = max(settings.job_poll_seconds, IDLE_POLL_FLOOR)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._beat_stop = threading.Event()  # the heartbeat outlives the worker while stopping
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._current: JobContext | None = None
@@ -126,6 +128,7 @@ class JobRunner:
 
     def _engine_disposed(self, _engine: Engine) -> None:
         self._stop.set()
+        self._beat_stop.set()
         self._wake.set()
 
     # -- control --
@@ -139,6 +142,7 @@ class JobRunner:
             if self._threads and all(t.is_alive() for t in self._threads):
                 return
             self._stop.clear()
+            self._beat_stop.clear()
             self._threads = [
                 threading.Thread(target=self._loop, name="wellpanel-jobs", daemon=True),
                 threading.Thread(target=self._heartbeat_loop, name="wellpanel-jobs-heartbeat",
@@ -156,16 +160,26 @@ class JobRunner:
         with self._lock:
             self._reserved.add(job_id)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop: a running handler is asked to give its job back at its next check; waits at
-        most ``timeout`` seconds (a job stuck past it keeps its lease until the lease runs out,
-        then another process takes it)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop: a running handler is asked to give its job back at its next check. One that
+        does not reach a check within ``timeout`` seconds (it waits on the database, say) has
+        its job given back for it: the claim token fences whatever the stuck thread still
+        tries to record, and its files are its own, so another process may start at once."""
         self._stop.set()
         self._wake.set()
         with self._lock:
             threads, self._threads = self._threads, []
-        for thread in threads:
-            thread.join(timeout)
+        worker = threads[0] if threads else None
+        beats = threads[1] if len(threads) > 1 else None
+        if worker is not None:  # the heartbeat keeps the lease meanwhile
+            worker.join(timeout)
+        stuck = self._current
+        if stuck is not None and worker is not None and worker.is_alive():
+            stuck.lost.set()
+            self._settle(stuck, _KINDS[stuck.claim.kind], STOPPED, release=True)
+        self._beat_stop.set()
+        if beats is not None:
+            beats.join(timeout)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """True once no job is claimable by this process and none runs (for tests)."""
@@ -225,8 +239,7 @@ class JobRunner:
         except LeaseLost:
             log.warning("job lease lost; left to the process that took it over", extra=extra)
         except JobInterrupted:
-            self._settle(ctx, kind, "interrupted: the server stopped; another process will "
-                         "run this job", release=True)
+            self._settle(ctx, kind, STOPPED, release=True)
         except JobFailed as exc:
             self._settle(ctx, kind, exc.message, retry=False)
         except Exception as exc:  # any other failure is retried; the traceback goes to the log
@@ -259,7 +272,7 @@ class JobRunner:
 
     def _heartbeat_loop(self) -> None:
         interval = self.lease.total_seconds() / 4
-        while not self._stop.wait(interval):
+        while not self._beat_stop.wait(interval):
             current = self._current
             with self._lock:
                 held = set(self._reserved) | ({current.id} if current else set())

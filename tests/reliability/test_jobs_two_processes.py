@@ -115,14 +115,30 @@ def test_an_export_outlives_its_process_and_is_finished_once_by_another(
             (job := _job(engine, export_id)) is not None and job.claimed_by != holder
             and job.status == "running" and job))
         assert taken.attempts == 2
+
+        # The killed process comes back while the second holds the export: it leaves it alone.
+        restarted = server("restarted").start()
+        beats = {taken.heartbeat_at}
+        _until("heartbeats of the second process", lambda: (
+            beats.add((_job(engine, export_id) or taken).heartbeat_at) or len(beats) >= 4))
+        still = _job(engine, export_id)
+        assert still is not None
+        assert (still.status, still.claimed_by, still.attempts) == (
+            "running", taken.claimed_by, 2)
+
+        # Now the second restarts in turn (SIGTERM: a normal stop) while its export waits on
+        # the table: it gives the export back as it stops (the attempt not counted), and the
+        # restarted first process takes it over and, with the table free again, finishes it.
+        second.stop()
+        last = _until("the restarted process to take the export over", lambda: (
+            (job := _job(engine, export_id)) is not None and job.status == "running"
+            and job.claimed_by not in (holder, taken.claimed_by) and job))
+        assert last.attempts == 2
         hold.rollback()
         done = _until("the export to finish", lambda: (
-            (body := httpx.get(f"{second.base_url}{API}/{export_id}", headers=headers,
+            (body := httpx.get(f"{restarted.base_url}{API}/{export_id}", headers=headers,
                                timeout=30).json())["status"] in ("done", "failed") and body))
         assert done["status"] == "done", done["error"]
-
-        # The killed process comes back: it finds nothing to do and changes nothing.
-        restarted = server("restarted").start()
         download = httpx.get(f"{restarted.base_url}{API}/{export_id}/download",
                              headers=headers, timeout=30)
         assert download.status_code == 200
@@ -130,10 +146,10 @@ def test_an_export_outlives_its_process_and_is_finished_once_by_another(
         finished = _job(engine, export_id)
         assert finished is not None
         assert (finished.status, finished.attempts) == ("done", 2)
-        assert finished.claimed_by == taken.claimed_by
+        assert finished.claimed_by == last.claimed_by
 
         # Exactly one result: one zip (the recorded one), no work directory or partial zip of
-        # the killed attempt, one export record done, one export in the ledger.
+        # the killed or stopped attempts, one export record done, one export in the ledger.
         with Session(engine) as s:
             record = s.get(ExportJob, export_id)
             exports = s.exec(select(AuditEvent).where(AuditEvent.action == "export.panel")).all()
