@@ -50,3 +50,19 @@ def test_the_observer_engine_writes_and_keeps_both_rows(engines) -> None:  # typ
     with observer.connect() as conn:
         assert sorted(conn.execute(text("SELECT x FROM t")).scalars()) == [1, 2]
     observer.dispose()
+
+
+def test_a_savepoint_taken_after_a_read_survives_the_upgrade(engines) -> None:  # type: ignore[no-untyped-def]
+    url, app_engine = engines
+    observer = observer_engine(url)
+    with observer.connect() as conn, conn.begin():
+        conn.execute(text("SELECT count(*) FROM t")).scalar_one()
+        with app_engine.begin() as other:
+            other.execute(text("INSERT INTO t VALUES (1)"))
+        nested = conn.begin_nested()
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+        nested.rollback()  # 'no such savepoint' if the upgrade had dropped it
+        conn.execute(text("INSERT INTO t VALUES (3)"))
+    with observer.connect() as conn:
+        assert sorted(conn.execute(text("SELECT x FROM t")).scalars()) == [1, 3]
+    observer.dispose()

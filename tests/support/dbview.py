@@ -19,7 +19,8 @@ from sqlalchemy import Engine, event
 
 from app.db import make_engine
 
-_WRITES = ("insert", "update", "delete", "replace")
+# A savepoint counts as a write: it is opened for one, and re-beginning after it would drop it.
+_WRITES = ("insert", "update", "delete", "replace", "savepoint")
 _WRITING = "wellpanel_test_writing"
 
 
