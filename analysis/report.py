@@ -246,7 +246,7 @@ def _growth_section(res: AnalysisResults) -> str:
 def _lagged_section(res: AnalysisResults) -> str:
     return (
         "<p>Usage in the previous wave (relative to the person's mean) predicting the outcome, "
-        "controlling for the previous outcome.</p>"
+        "controlling for this wave's usage, the previous outcome and access loss.</p>"
         + _table(res.table("lagged", role="lagged"), EST_COLS)
     )
 

@@ -2,7 +2,8 @@
 
 - :mod:`.growth`: change over time per outcome (random intercept and slope).
 - :mod:`.within_between`: within- and between-person usage effects with random slopes.
-- :mod:`.lagged`: usage at t-1 predicting the outcome at t, controlling for the outcome at t-1.
+- :mod:`.lagged`: usage at t-1 predicting the outcome at t, controlling for usage at t, the
+  outcome at t-1 and access loss.
 - :mod:`.event`: interrupted time series and event-study curves around access loss or a study
   event such as the GPT-4o retirement.
 - :mod:`.moderation`: within-person usage effects moderated by dependence or companion framing.
