@@ -102,7 +102,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
                                              .where(RateLimitHit.key == self._digest(key),
                                                     col(RateLimitHit.at) > _at(now - expiry))
                                              ).one()
-                session.rollback()
+                session.commit()  # ends the read: psycopg forgets prepared statements on ROLLBACK
         except SQLAlchemyError:
             log.debug("rate-limit counters unavailable; request not limited")
             return now, 0
@@ -123,7 +123,7 @@ class DatabaseStorage(Storage, MovingWindowSupport):
                                       col(RateLimitHit.at) > _at(now - expiry))
                                  for digest, (_, expiry) in zip(digests, windows, strict=True))))
                     .group_by(col(RateLimitHit.key))).all()
-                session.rollback()
+                session.commit()  # ends the read: psycopg forgets prepared statements on ROLLBACK
         except SQLAlchemyError:
             log.debug("rate-limit counters unavailable; request not limited")
             rows = []
