@@ -26,9 +26,11 @@ package holding a column without a class. The thresholds are in ``quasi_identifi
 
 A participant's key is every quasi-identifier of the package: the participants table's
 quasi-identifier columns (generalizable: each has a hierarchy, level 0 = finest released form,
-last level = empty) and, per row-level quasi-identifier column of the other tables, the set of
-values it takes on the participant's rows (released as they are: fixed here). Every node of the
-generalization lattice is evaluated: participants in classes smaller than k (or less than
+last level = empty) and, per other table, the set of its quasi-identifier columns' row values on
+the participant's earliest wave (released as they are: fixed here; a participant whose set is
+shared by fewer than k is left out of the whole export, within ``max_suppressed_share``).
+Every node of the generalization lattice that can still beat the best is evaluated (branch and
+bound on the loss without suppression): participants in classes smaller than k (or less than
 l-diverse, or farther than t from the file's sensitive distribution) are suppressed (their
 generalizable cells blanked) until every class meets the thresholds; among the nodes that meet
 all of them within ``max_suppressed_share`` the one with the least information loss wins (ARX's
@@ -838,7 +840,9 @@ def anonymize(
         "quasi-identifier cells suppressed (empty) until every class meets the thresholds; the "
         "node with the least information loss (normalised certainty penalty) within the "
         "allowed suppressed share is released. Every figure below is measured on the released "
-        "values (app/export/risk.py)",
+        "values (app/export/risk.py). Participants whose row-level quasi-identifiers (other "
+        "tables' columns, at their earliest wave) are shared by fewer than k are left out of "
+        "the whole export (records_removed, counted in the suppressed share)",
         "thresholds": cfg.as_dict(),
         "quasi_identifier_columns": {
             "participants": [h.column for h in hierarchies],
@@ -858,6 +862,12 @@ def anonymize(
         "t_close": (None if cfg.sensitive is None or cfg.t_closeness is None
                     else measured.t_closeness is None
                     or measured.t_closeness <= cfg.t_closeness + 1e-12),
+        "risk_model": "individual risk r_i = 1/f_k, f_k the number of released records sharing "
+        "record i's quasi-identifier values (an empty cell is a value of its own); expected "
+        "re-identifications = sum of r_i; global risk = that sum / n: sdcMicro's measure_risk "
+        "without sampling weights (https://search.r-project.org/CRAN/refmans/sdcMicro/html/"
+        "measure_risk.html). t: Earth Mover's Distance between a class's and everyone's "
+        "sensitive values, ordered distance for an ordinal attribute",
         "information_loss": round(chosen.loss, 6),
         "information_loss_metric": "normalised certainty penalty: mean over participants and "
         "generalizable quasi-identifier columns of (g-1)/(d-1), g the answers merged into the "
@@ -908,10 +918,23 @@ def item_quasi_identifiers(classes: ColumnClasses, instrument: Any, taken: Seque
                            ) -> list[str]:
     """Items of the enrollment-only ``instrument`` classified quasi-identifier (and not yet
     among ``taken``): with --items they are released generalized in the participants table, not
-    as raw answers in responses."""
+    as raw answers in responses (a multiple-choice answer as its options joined by ";")."""
     return [item.id for item in instrument.items
             if item.type != "text" and item.id not in taken
             and classes.of_item(instrument.key, item.id) == QUASI_IDENTIFIER]
+
+
+def released_options(item: Any) -> tuple[Any, ...]:
+    """The values a generalized answer can take, in the item's order: its options, or for a
+    multiple-choice item every combination of them as released (sorted, joined by ";"), so
+    that their SPSS/Stata codes are fixed by the definition."""
+    values = tuple(item.option_values)
+    if item.type != "multiple_choice":
+        return values
+    names = [str(v) for v in values]
+    combos = [";".join(sorted(c)) for r in range(1, len(names) + 1)
+              for c in itertools.combinations(names, r)]
+    return tuple(combos)
 
 
 def row_level_signatures(

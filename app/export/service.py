@@ -1102,8 +1102,8 @@ def _build(
                     for p in order
                 ]
         option_values = {
-            f: instruments[src].item(f).option_values for f, src in sources.items()
-            if src is not None
+            f: deidentify.released_options(instruments[src].item(f))
+            for f, src in sources.items() if src is not None
         }
         # the released values' codes come from the definitions, never from the data
         for f in cfg.fields:

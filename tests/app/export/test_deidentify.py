@@ -300,15 +300,19 @@ def test_thresholds_are_read_and_checked():
             de.parse_config({"quasi_identifiers": bad})
 
 
-@pytest.mark.parametrize(("qi", "message"), [
-    ({"k": 5, "max_suppressed_share": 0.1, "sensitive": {"field": "phq9_band", "t": 0.0001}},
-     "t=0.0001"),
-    ({"k": 2, "max_suppressed_share": 0.1, "max_expected_reidentifications": 1}, "at most 1 "
-     "expected re-identifications"),
-    ({"k": 2, "max_suppressed_share": 0.0, "max_individual_risk": 0.01},
+# Releasing no participant column at all always meets t (one class: everyone) and leaves one
+# expected re-identification; the research profile's row-level enrollment weeks are released as
+# they are, so a class per enrollment band remains there.
+@pytest.mark.parametrize(("qi", "profile", "message"), [
+    ({"k": 2, "max_suppressed_share": 0.1, "sensitive": {"field": "phq9_band", "t": 0.0001}},
+     "research", "t=0.0001"),
+    ({"k": 2, "max_suppressed_share": 0.1, "max_expected_reidentifications": 0.5}, "strict",
+     "at most 0.5 expected re-identifications"),
+    ({"k": 2, "max_suppressed_share": 0.0, "max_individual_risk": 0.01}, "strict",
      "individual risk at most 0.01"),
 ])
-def test_thresholds_that_cannot_be_met_refuse_and_write_nothing(engine, tmp_path, qi, message):
+def test_thresholds_that_cannot_be_met_refuse_and_write_nothing(engine, tmp_path, qi, profile,
+                                                                message):
     def edit(d: dict[str, Any]) -> None:
         d["quasi_identifiers"] = {"fields": ["age_band", "gender", "country",
                                              "living_situation"], **qi}
@@ -317,7 +321,8 @@ def test_thresholds_that_cannot_be_met_refuse_and_write_nothing(engine, tmp_path
     seeder.populate(30, 1, seed=24)
     seeder.flush()
     with pytest.raises(ExportError) as err:
-        export_panel(engine, ExportOptions(out=tmp_path / "out"))
+        export_panel(engine, ExportOptions(out=tmp_path / "out", profile=profile,
+                                           dua="DUA-9" if profile == "research" else None))
     assert err.value.code == "k_anonymity_unreachable"
     assert message in err.value.message and "Nothing was written" in err.value.message
     assert not (tmp_path / "out").exists()
@@ -335,3 +340,18 @@ def test_generalization_prefers_coarser_values_to_withholding_a_column():
     assert anon.report["information_loss"] == pytest.approx(1 / 6, abs=1e-6)
     assert set(anon.columns["age_band"]) == {"18-34", "35-54"}
     assert anon.report["suppressed"] == 0 and anon.report["k"] == 6
+
+
+def test_the_cli_refuses_an_unclassified_column_in_one_line_with_exit_2(engine, tmp_path, cli):
+    from typer.testing import CliRunner
+
+    seeder = load_classes(engine, tmp_path, lambda d: d["column_classes"]["participants"].pop(
+        "status"))
+    seeder.populate(8, 1, seed=25)
+    seeder.flush()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "panel", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "'status' of participants has no privacy class" in lines[0]
+    assert not out.exists()
