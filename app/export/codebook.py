@@ -224,14 +224,16 @@ def time_entry(policy: TimePolicy, profile: str, events: list[Mapping[str, Any]]
         for e in events:
             col = spec.event_column(str(e["key"]))
             out["variables"][col] = (
-                f"weeks from the event {e['key']} ({e.get('description', '')}) to the answer, "
-                f"computed on the participant's dates moved by a secret offset of -{s}..{s} "
-                f"days (the same for all of one participant's rows), released as the first "
-                f"week of {b}-week bands (..., -{b}, 0, {b}, ...): 0 means weeks 0..{b - 1} "
-                f"after the (shifted) event, negative values are before it. Use it for "
-                f"event-time analyses at {b}-week resolution; its error is at most {s} days "
-                f"plus the band")
+                f"weeks from the event {e['key']} ({e.get('description', '')}) to the answer: "
+                f"the participant's enrollment, moved by a secret offset of -{s}..{s} days, "
+                f"is placed in a {b}-week band relative to the event and released as the "
+                f"band's middle week ({b // 2}, {b + b // 2}, ... after the event; negative "
+                f"before it); each row adds the whole weeks of its day (day // 7). Intervals "
+                f"within a participant are right; the alignment of a participant to the event "
+                f"is off by up to {b * 7 // 2} days plus the offset. Use it for event-time "
+                f"analyses at {b}-week resolution")
         out.update({
+            "uncertainty_days": policy.window_days,
             "date_precision_days": policy.date_precision_days,
             "max_shift_days": s,
             "event_band_weeks": b,

@@ -673,9 +673,9 @@ def _describe_time(layout: _Layout, policy: timeshift.TimePolicy, profile: str) 
         for name in ("responses", "panel"):
             for key, _ in layout.events:
                 layout.descriptions[name][spec.event_column(key)] = (
-                    f"Weeks since {key} on dates shifted by a secret per-participant offset "
-                    f"(-{policy.max_shift_days}..{policy.max_shift_days} days), first week of "
-                    f"{policy.event_band_weeks}-week bands")
+                    f"Weeks since {key}: the middle week of the {policy.event_band_weeks}-week "
+                    f"band of the participant's enrollment (shifted by a secret offset of "
+                    f"-{policy.max_shift_days}..{policy.max_shift_days} days), plus day // 7")
 
 
 def severity_bands(instruments: Mapping[str, Instrument]) -> list[str]:

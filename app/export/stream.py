@@ -402,9 +402,10 @@ class Processor:
         scored = valid_col.is_valid().to_numpy(zero_copy_only=False)
         valid = valid_col.fill_null(False).to_numpy(zero_copy_only=False)
         primary = table.column("primary").to_numpy(zero_copy_only=False)  # NaN when null
-        weeks = {col: timeshift.event_weeks(local + shift[codes], ev, self.event_band_weeks)
-                 for col, ev in self.events}
         released_day = timeshift.coarse_days(day, self.day_resolution)
+        start = enrolled + shift  # each person's shifted enrollment day
+        weeks = {col: timeshift.event_weeks(start[codes], released_day, ev,
+                                            self.event_band_weeks) for col, ev in self.events}
 
         # -- responses --
         rmask = scored | np.isin(inst_py, list(self.instruments)) if self.include_items \
@@ -462,10 +463,10 @@ class Processor:
             "wave": wave[starts],
             "day": np.minimum.reduceat(day, starts),
         }
-        first_local = panel["day"] + enrolled[codes[starts]] + shift[codes[starts]]
-        for col, ev in self.events:
-            panel[col] = timeshift.event_weeks(first_local, ev, self.event_band_weeks)
         panel["day"] = timeshift.coarse_days(panel["day"], self.day_resolution)
+        for col, ev in self.events:
+            panel[col] = timeshift.event_weeks(start[codes[starts]], panel["day"], ev,
+                                               self.event_band_weeks)
         ok = valid & ~np.isnan(primary)
         for k in self.outcomes:
             col = np.full(ng, np.nan)

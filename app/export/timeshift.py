@@ -7,13 +7,17 @@ with the study file's ``export.time`` (defaults below):
 
 - ``day`` and ``days_in_study`` are rounded down to multiples of ``day_resolution_days`` in
   every profile: answering one or three days after an invitation no longer shows.
-- The research profile computes ``week_since_<event>`` on dates moved by a per-participant
-  offset drawn uniformly from ``[-S, S]`` days, S = ``max_shift_days`` (at least
-  ``date_precision_days`` wide in all), keyed by HMAC-SHA256 of the export's pseudonym key: the
-  same for every row of one person within an export (intervals between their answers stay
-  right), the same again under a stable key, unrelated under fresh keys. Whoever reconstructs
-  a shifted date exactly still has 2S + 1 equally likely true dates. The shifted weeks are then
-  released in bands of ``event_band_weeks`` (the band's first week).
+- The research profile moves each participant's enrollment date by an offset drawn uniformly
+  from ``[-S, S]`` days, S = ``max_shift_days`` (at least ``date_precision_days`` wide in all),
+  keyed by HMAC-SHA256 of the export's pseudonym key: the same for every row of one person
+  within an export, the same again under a stable key, unrelated under fresh keys. The weeks
+  from each study event to that shifted enrollment are put in bands of ``event_band_weeks``
+  (released as the band's middle week), and a row's ``week_since_<event>`` is that plus the
+  whole weeks of its released ``day``. A row thus says nothing about the enrollment beyond its
+  band, and rows together say no more than one: the enrollment date stays uncertain over
+  7 * event_band_weeks + 2S days (never less than 2S + 1), and the event-time pattern of a
+  person is their band and their wave pattern, nothing finer (exact answer days and weeks used
+  to pin enrollment days through the week boundaries the rows crossed).
 - The strict profile releases no calendar information at all.
 
 Pure functions; the export applies them (app/export/service.py, app/export/stream.py).
@@ -58,7 +62,9 @@ class TimePolicy:
 
     @property
     def window_days(self) -> int:
-        return 2 * self.max_shift_days + 1
+        """The fewest enrollment days a research export leaves possible for anyone: a whole
+        band of the shifted enrollment, widened by the shift either way."""
+        return 7 * self.event_band_weeks + 2 * self.max_shift_days
 
     def report(self, research: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -74,11 +80,13 @@ class TimePolicy:
             "date_precision_days": self.date_precision_days,
             "max_shift_days": self.max_shift_days,
             "event_band_weeks": self.event_band_weeks,
-            "calendar": f"each participant's dates are moved by a secret offset drawn uniformly "
-            f"from -{self.max_shift_days}..{self.max_shift_days} days (HMAC-SHA256 of the "
-            f"export key), then week_since_<event> is released in bands of "
-            f"{self.event_band_weeks} weeks: a calendar date reconstructed from the export "
-            f"is uncertain over {self.window_days} days at the least",
+            "calendar": f"each participant's enrollment date is moved by a secret offset drawn "
+            f"uniformly from -{self.max_shift_days}..{self.max_shift_days} days (HMAC-SHA256 "
+            f"of the export key) and only its {self.event_band_weeks}-week band relative to "
+            f"each event is released (week_since_<event> = the band's middle week + day // 7): "
+            f"an enrollment or answer date reconstructed from the export is uncertain over "
+            f"{self.window_days} days at the least",
+            "uncertainty_days": self.window_days,
             "residual_risk": "several exports of the same people under fresh keys have "
             "independent offsets; if they are re-linked through the answers themselves, "
             "the offsets average out. Release repeatedly to one recipient under a stable key "
@@ -125,7 +133,16 @@ def coarse_days(days: Any, resolution: int) -> Any:
     return None if days is None else (int(days) // resolution) * resolution
 
 
-def event_weeks(shifted_local_day: Any, event_day: int, band_weeks: int) -> Any:
-    """Weeks from the event to a (shifted) local day, as the first week of its band."""
-    weeks = (shifted_local_day - event_day) // 7
-    return (weeks // band_weeks) * band_weeks
+def enrollment_week(shifted_enrolled_day: Any, event_day: int, band_weeks: int) -> Any:
+    """Weeks from the event to the participant's shifted enrollment day, as the middle week
+    of its band of ``band_weeks`` (the first week for one-week bands)."""
+    weeks = (shifted_enrolled_day - event_day) // 7
+    return (weeks // band_weeks) * band_weeks + band_weeks // 2
+
+
+def event_weeks(shifted_enrolled_day: Any, released_day: Any, event_day: int,
+                band_weeks: int) -> Any:
+    """A row's weeks since the event: the enrollment's banded week plus the whole weeks of the
+    row's released ``day``. Every row of one person says the same about their enrollment (its
+    band), so their rows together tell no more than one does, however many there are."""
+    return enrollment_week(shifted_enrolled_day, event_day, band_weeks) + released_day // 7

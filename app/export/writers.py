@@ -240,10 +240,13 @@ def stat_names(columns: Sequence[str], fmt: str) -> dict[str, str]:
 
 # Why a value is missing, as distinct codes: SPSS user-missing values (declared as the missing
 # range, so they never enter a computation) and Stata extended missing values .a to .d (never
-# in a computation either), both with value labels. pyreadstat writes the letters only from an
-# object column holding them beside the numbers, with missing_user_values naming them; a float
-# column is otherwise taken for text when its first values are all letters. CSV and Parquet
-# leave the cell empty; the row's reason columns (REASON_COLUMNS, in every format) name it.
+# in a computation either), both with value labels. pyreadstat 1.3.8 cannot be given the letters
+# in the data reliably: an object column whose first 100 values are all letters (or empty) is
+# taken for text (narwhals sniffs the type from them) and the write fails. So the .dta is written
+# with system missing there, the letters declared (missing_user_values) and labelled, and the
+# cells are then set to the letters' bit patterns in place (:func:`_set_dta_missing`). CSV and
+# Parquet leave the cell empty; the row's reason columns (REASON_COLUMNS, in every format) say
+# why.
 MISSING_CODES: dict[str, tuple[int, str]] = {
     "not_administered": (-91, "a"),
     "skipped": (-92, "b"),
@@ -270,21 +273,61 @@ def _missing_reasons(table: pa.Table) -> dict[str, dict[int, str]]:
 
 def _mark_missing(data: dict[str, Any], val_labels: dict[str, dict[Any, str]],
                   user_missing: dict[str, set[str]], var: str, rows: Mapping[int, str],
-                  fmt: str) -> None:
+                  fmt: str, letters: dict[str, dict[int, str]]) -> None:
     """Put each empty cell's reason into one variable, with its value label: the SPSS code
-    (-91..-94) or the Stata extended missing value (.a to .d)."""
-    values = data[var] if fmt == "sav" else np.asarray(data[var], dtype=object)
+    (-91..-94) in the data, or the Stata extended missing value (.a to .d) in ``letters``
+    (row -> letter), set in the written file by :func:`_set_dta_missing`."""
+    values = data[var]
     labels = val_labels.setdefault(var, {})
     for row, reason in rows.items():
-        v = values[row]
-        if not (isinstance(v, float) and np.isnan(v)):
-            continue  # answered after all (never expected), or already marked
+        if not np.isnan(values[row]):
+            continue  # answered after all (never expected)
         code, letter = MISSING_CODES[reason]
         mark: Any = float(code) if fmt == "sav" else letter
-        values[row] = mark
+        if fmt == "sav":
+            values[row] = mark
+        else:
+            letters.setdefault(var, {})[row] = letter
         labels[mark] = f"{reason.replace('_', ' ')} (missing)"
         user_missing.setdefault(var, set()).add(letter)
-    data[var] = values
+
+
+_DTA_WIDTHS = {65526: 8, 65527: 4, 65528: 4, 65529: 2, 65530: 1, 32768: 8}  # double ... strL
+_DTA_SYSTEM_MISSING = 0x7FE0000000000000  # "." as a double; ".a" adds 1 << 40, ".b" 2 << 40...
+
+
+def _set_dta_missing(path: Path, variables: Sequence[str],
+                     letters: Mapping[str, Mapping[int, str]]) -> None:
+    """Turn system-missing doubles of a Stata 118/119 file into extended missing values, in
+    place: ``letters`` is variable -> {row: letter}. The data section is found through the
+    file's map, each row's layout from its variable types."""
+    import mmap
+    import struct
+
+    if not letters:
+        return
+    with path.open("r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        release = int(m[m.find(b"<release>") + 9: m.find(b"</release>")])
+        order = "<" if m[m.find(b"<byteorder>") + 11: m.find(b"</byteorder>")] == b"LSF" else ">"
+        k_at = m.find(b"<K>") + 3
+        k = struct.unpack(order + ("I" if release >= 119 else "H"),
+                          m[k_at: k_at + (4 if release >= 119 else 2)])[0]
+        types_at = m.find(b"<variable_types>") + len(b"<variable_types>")
+        types = struct.unpack(order + "H" * k, m[types_at: types_at + 2 * k])
+        widths = [_DTA_WIDTHS.get(t, t) for t in types]  # 1..2045: strN, N bytes
+        map_at = m.find(b"<map>") + 5
+        data_at = struct.unpack(order + "Q", m[map_at + 9 * 8: map_at + 10 * 8])[0] + 6
+        row_len = sum(widths)
+        offsets = dict(zip(variables, np.cumsum([0, *widths[:-1]]).tolist(), strict=True))
+        for var, rows in letters.items():
+            if types[variables.index(var)] != 65526:
+                continue  # not a double (never expected): stays system missing
+            for row, letter in rows.items():
+                at = data_at + row * row_len + offsets[var]
+                if struct.unpack(order + "Q", m[at: at + 8])[0] != _DTA_SYSTEM_MISSING:
+                    raise ValueError(f"{path.name}: {var} row {row} is not system missing")
+                m[at: at + 8] = struct.pack(
+                    order + "Q", _DTA_SYSTEM_MISSING + ((ord(letter) - ord("a") + 1) << 40))
 
 
 def write_stat_file(
@@ -313,6 +356,7 @@ def write_stat_file(
     codes_out: dict[str, dict[str, str]] = {}
     reasons = _missing_reasons(table)
     user_missing: dict[str, set[str]] = {}  # variable -> its Stata missing letters in use
+    letters: dict[str, dict[int, str]] = {}  # Stata: variable -> {row: letter}, set after writing
     for f in fields:
         col, typ, var = f["name"], f["type"], names[f["name"]]
         arr = table.column(col)
@@ -345,7 +389,7 @@ def write_stat_file(
             measure[var] = "nominal"
             continue
         if col in reasons:
-            _mark_missing(data, val_labels, user_missing, var, reasons[col], fmt)
+            _mark_missing(data, val_labels, user_missing, var, reasons[col], fmt, letters)
     import pandas as pd
 
     df = pd.DataFrame(data, columns=[names[f["name"]] for f in fields])
@@ -366,9 +410,10 @@ def write_stat_file(
             str(out_path),
             column_labels=col_labels,
             variable_value_labels=val_labels,
-            missing_user_values={v: sorted(letters) for v, letters in user_missing.items()},
+            missing_user_values={v: sorted(used) for v, used in user_missing.items()},
             version=15,
         )
+        _set_dta_missing(out_path, list(df.columns), letters)
     stamp_header(out_path, fmt, created)
     info: dict[str, Any] = {"rows": len(df)}
     renamed = {c: v for c, v in names.items() if c != v}

@@ -149,7 +149,8 @@ def test_frequencies_and_statistics_match_the_files_with_small_counts_hidden(
     assert score["mean"] == pytest.approx(responses["score"].mean(), abs=1e-4)
     assert score["sd"] == pytest.approx(responses["score"].std(), abs=1e-4)
     assert score["min"] == responses["score"].min() and score["max"] == responses["score"].max()
-    assert book["resources"]["participants"]["status"]["n"] in (n_rows, None)
+    status = book["resources"]["participants"]["status"]
+    assert status["n"] in (n_rows - (participants["status"] == "").sum(), None)
     # identifiers and free text are not summarized
     assert "pid" not in book["resources"]["participants"]
 
@@ -176,9 +177,11 @@ def test_strict_packages_carry_no_export_time(engine, population, tmp_path, fmt)
     export_panel(engine, ExportOptions(out=out, fmt=fmt), now=when)
     desc = descriptor(out)
     assert "created" not in desc and "created" not in desc["wellpanel"]["export"]
+    # the export time as any file format would write it (digits alone would match numbers)
     stamps = [re.escape(s).encode() for s in (
-        "2031", "31-07-19", "19 Jul 31", "19 Jul 2031", "Jul 19", "13:47", "1347", "07/19")]
-    epoch = str(int(when.timestamp()))[:6].encode()
+        "2031-07-19", "20310719", "19 Jul 31", "19 Jul 2031", "Jul 19", "13:47", "07/19/31",
+        "19/07/2031", "19.07.2031")]
+    epoch = str(int(when.timestamp())).encode()
     for f in out.iterdir():
         data = f.read_bytes()
         for pattern in stamps:

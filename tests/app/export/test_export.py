@@ -155,14 +155,22 @@ def test_research_profile_aligns_to_study_events_and_records_the_dua(
 
         for p in s.exec(select(Participant)).all():
             tzs[p.id] = ZoneInfo(p.timezone)
-    # weeks since the event on each person's keyed shifted dates, in 4-week bands (part 3)
+    # weeks since the event: the 4-week band of each person's keyed shifted enrollment (its
+    # middle week) plus the row's whole weeks since enrollment (part 3)
     key, _ = read_key(population.key_file)
+    enrolled = {}
+    with Session(engine) as s:
+        for p in s.exec(select(Participant)).all():
+            if p.enrolled_at is not None:
+                enrolled[p.id] = p.enrolled_at.astimezone(tzs[p.id]).date()
     for row in panel.responses.head(200).itertuples(index=False):
         internal = by_pid[row.pid].id
         at = source[(internal, row.instrument, row.wave)]["at"]
         local = at.astimezone(tzs[internal]).date()
-        shifted = (local - date(2026, 2, 13)).days + timeshift.date_shift(key, internal, 14)
-        assert getattr(row, col) == (shifted // 7) // 4 * 4
+        shifted = ((enrolled[internal] - date(2026, 2, 13)).days
+                   + timeshift.date_shift(key, internal, 14))
+        assert row.day == (local - enrolled[internal]).days // 7 * 7
+        assert getattr(row, col) == (shifted // 7) // 4 * 4 + 2 + row.day // 7
     assert col in panel.wide.columns and panel.wide[col].notna().all()
     assert result.profile == "research"
 

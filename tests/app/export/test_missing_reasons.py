@@ -192,3 +192,39 @@ def test_empty_outcomes_say_why(engine, seeder, tmp_path):
             assert meta.variable_value_labels[col][mark] == \
                 f"{reason.replace('_', ' ')} (missing)"
         assert pd.to_numeric(plain["who5"]).notna().sum() == (csv["who5"] != "").sum()
+
+
+@pytest.mark.parametrize("fmt", ["sav", "dta"])
+def test_a_column_that_starts_with_many_missing_codes_is_written(tmp_path, fmt):
+    """pyreadstat 1.3.8 took such a column for text when given the Stata letters as data (its
+    type is sniffed from the first 100 values); the letters are now set in the written file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from app.export.writers import write_stat_file
+
+    n = 300
+    hours = [None] * 150 + [float(i % 40) / 2 for i in range(150, n)]
+    reasons = ["hours" if i < 120 else None for i in range(n)]
+    skipped = [None] * 120 + ["hours"] * 30 + [None] * 150
+    scratch = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"hours": pa.array(hours, pa.float64()),
+                             "note": pa.array(["x"] * n, pa.string()),
+                             "items_skipped": pa.array(skipped, pa.string()),
+                             "items_not_applicable": pa.array(reasons, pa.string())}), scratch)
+    fields = [{"name": "hours", "type": "number"}, {"name": "note", "type": "string"},
+              {"name": "items_skipped", "type": "string"},
+              {"name": "items_not_applicable", "type": "string"}]
+    out = tmp_path / f"t.{fmt}"
+    info = write_stat_file(scratch, out, fmt, fields, categorical={}, value_labels={})
+    read = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
+    raw, meta = read(str(out), user_missing=True)
+    plain, _ = read(str(out))
+    na_code = -94.0 if fmt == "sav" else "d"
+    skip_code = -92.0 if fmt == "sav" else "b"
+    assert raw["hours"].tolist()[:120] == [na_code] * 120
+    assert raw["hours"].tolist()[120:150] == [skip_code] * 30
+    assert raw["hours"].tolist()[150:] == hours[150:]
+    assert plain["hours"].isna().sum() == 150 and plain["hours"].tolist()[150:] == hours[150:]
+    assert meta.variable_value_labels["hours"][na_code] == "not applicable (missing)"
+    assert info["missing_codes"]["not_applicable"] == (-94 if fmt == "sav" else ".d")

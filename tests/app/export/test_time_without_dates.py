@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,14 @@ def truth(engine) -> tuple[dict[str, int], dict[tuple[str, str, int], int]]:  # 
     return enrolled, answers
 
 
-def enrollment_candidates(rows: list[tuple[int, int]], event_day: int, band: int,
-                          max_shift: int, around: int) -> set[int]:
+def candidates(rows: list[tuple[int, int]], release: Callable[[int, int], int],
+               max_shift: int, around: int) -> set[int]:
     """The attack: every enrollment day consistent with a participant's rows, each row being
-    (exact day since enrollment, released week band). The shifted enrollment day E' must put
-    every row in its band; the true one is E' - shift for some shift in [-S, S]."""
+    (day, released week) and ``release(enrollment day, day)`` the published rule that made the
+    week. The (shifted) enrollment day E' must give every row its week; the true one is E'
+    moved back by some offset in [-S, S]."""
     shifted = [e for e in range(around - 400, around + 400)
-               if all(((e + d - event_day) // 7) // band * band == w for d, w in rows)]
+               if all(release(e, d) == w for d, w in rows)]
     return {e + s for e in shifted for s in range(-max_shift, max_shift + 1)}
 
 
@@ -75,27 +77,39 @@ def test_no_enrollment_date_is_pinned_finer_than_the_study_allows(engine, popula
     assert precision == 28 and time["max_shift_days"] == 14 and time["event_band_weeks"] == 4
     event = descriptor(out)["wellpanel"]["events"][0]
     event_day = (date.fromisoformat(event["date"]) - date(1970, 1, 1)).days
+    band = time["event_band_weeks"]
+
+    def published(e: int, day: int) -> int:  # the rule the codebook states
+        return ((e - event_day) // 7) // band * band + band // 2 + day // 7
+
+    def exact_weeks(e: int, day: int) -> int:  # what research exports used to release
+        return (e + day - event_day) // 7
+
     responses = pd.read_csv(out / "responses.csv")
     key, _ = read_key(population.key_file)
     by_pid = {pseudonym_of(key, p.id): p.id for p in population.people}
     enrolled, answers = truth(engine)
     rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    old: dict[str, list[tuple[int, int]]] = defaultdict(list)  # what the export used to say
+    old: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for r in responses.itertuples(index=False):
         internal = by_pid[r.pid]
+        rows[internal].append((int(r.day), int(getattr(r, COL))))
         exact = answers[(internal, r.instrument, r.wave)] - enrolled[internal]
-        rows[internal].append((exact, int(getattr(r, COL))))
-        old[internal].append((exact, (answers[(internal, r.instrument, r.wave)] - event_day) // 7))
-    assert len(rows) == len(population.exported)
+        old[internal].append((exact, exact_weeks(enrolled[internal], exact)))
+    released = set(pd.read_csv(out / "participants.csv")["pid"])  # de-identification may
+    assert {by_pid[p] for p in released} == set(rows)  # leave a few out: all others are here
     widths, old_widths = [], []
     for internal, known in rows.items():
-        cands = enrollment_candidates(known, event_day, time["event_band_weeks"],
-                                      time["max_shift_days"], enrolled[internal])
+        cands = candidates(known, published, time["max_shift_days"], enrolled[internal])
         assert enrolled[internal] in cands  # the attack is sound: the truth is among them
         widths.append(len(cands))
-        old_widths.append(len(enrollment_candidates(old[internal], event_day, 1, 0,
-                                                    enrolled[internal])))
+        old_widths.append(len(candidates(old[internal], exact_weeks, 0, enrolled[internal])))
     assert min(widths) >= precision, sorted(widths)[:5]
+    assert min(widths) >= time["uncertainty_days"] == 7 * band + 2 * time["max_shift_days"]
+    # every row of a person says the same about their enrollment: one row is as good as all
+    for internal, known in rows.items():
+        assert candidates(known[:1], published, 0, enrolled[internal]) == candidates(
+            known, published, 0, enrolled[internal])
     # the same attack on exact days and weeks (the old research columns) pins every date to
     # its week and some to the day: it is the shift that protects, not a weak attack
     assert max(old_widths) <= 7 and min(old_widths) == 1, sorted(old_widths)
@@ -108,7 +122,8 @@ def test_answer_days_say_no_more_than_which_waves_were_answered(engine, populati
     for name in ("responses", "usage", "panel"):
         days = pd.read_csv(out / f"{name}.csv")["day"]
         assert (days % 7 == 0).all(), name
-    assert (pd.read_csv(out / "participants.csv")["days_in_study"] % 7 == 0).all()
+    days_in_study = pd.read_csv(out / "participants.csv")["days_in_study"].dropna()
+    assert len(days_in_study) and (days_in_study % 7 == 0).all()  # empty: suppressed
     panel = pd.read_csv(out / "panel.csv")
     with_days = panel.groupby("pid").apply(
         lambda g: tuple(zip(g["wave"], g["day"], strict=True)), include_groups=False)
