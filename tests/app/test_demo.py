@@ -25,7 +25,9 @@ def test_demo_serves_a_working_join_and_mailbox(tmp_path: Path):
         stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120  # seeding the demo study takes a few seconds
+        # A hang guard, not a measurement: seeding the demo study takes seconds, minutes on a
+        # machine loaded by other jobs.
+        deadline = time.monotonic() + 300
         while True:
             try:
                 if httpx.get(f"{base}/join", follow_redirects=True).status_code == 200:
