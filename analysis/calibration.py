@@ -14,10 +14,10 @@ interval covers the truth. Over ``R`` replicates with seeds ``seed, seed + 1, ..
 
 The scenarios cover every quantity the report shows: the within-person, between-person and
 time effects of the primary model, the growth slope, the lagged usage effect, the moderation
-interaction (and its within effect), and the access-loss level change, slope change and
-pre-event slope of the interrupted time series. Each family is checked where its estimand is
-the simulator's parameter (e.g. the growth slope equals ``time`` only when nothing else moves
-the outcome over time) and under the null (every effect 0) for false positives.
+interaction (and its within effect), and the access-loss level change, slope change and pre-
+and post-event slopes of the interrupted time series. Each family is checked where its
+estimand is the simulator's parameter (e.g. the growth slope equals ``time`` only when nothing
+else moves the outcome over time) and under the null (every effect 0) for false positives.
 
 ``bench/calibration.py`` runs the 1,000-replicate version and prints the table;
 tests/analysis/test_calibration.py runs 200 replicates.
@@ -54,6 +54,9 @@ OUTCOME = "who5"
 PREDICTOR = "hours_4o"
 MODERATOR = "ai_dependence"
 
+# The interrupted time series' post-event slope (shown in the report's notes): b1 + b3.
+POST_SLOPE = {"pre_slope": 1.0, "slope_change": 1.0}
+
 # Every effect of the data-generating model at zero (random effects and noise unchanged).
 NULL_WHO5 = {"time": 0.0, "within": 0.0, "between": 0.0, "loss_level": 0.0, "loss_slope": 0.0}
 
@@ -84,6 +87,8 @@ class Scenario:
     description: str = ""
     missing: simulate.MissingParams = COMPLETE
     rounding: bool = False
+    # checked quantities that are linear combinations of roles (e.g. the post-event slope)
+    contrasts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 DEFAULT = simulate.DEFAULT_EFFECTS[OUTCOME]
@@ -157,18 +162,21 @@ def scenarios(n_participants: int = 100, n_waves: int = 8) -> list[Scenario]:
                 "level_change": DEFAULT.loss_level,
                 "slope_change": DEFAULT.loss_slope,
                 "pre_slope": DEFAULT.time,
+                "post_slope": DEFAULT.time + DEFAULT.loss_slope,
             },
             {OUTCOME: no_usage},
             description="loss -6 points then +0.4/week, trend 0.05/week; no usage effect "
             "(else the level change is the total effect including less use)",
+            contrasts={"post_slope": POST_SLOPE},
             **size,
         ),
         Scenario(
             "null",
             "event_its",
             lambda f: models.fit_event_its(f, OUTCOME),
-            {"level_change": 0.0, "slope_change": 0.0, "pre_slope": 0.0},
+            {"level_change": 0.0, "slope_change": 0.0, "pre_slope": 0.0, "post_slope": 0.0},
             {OUTCOME: NULL_WHO5},
+            contrasts={"post_slope": POST_SLOPE},
             description="every effect 0",
             **size,
         ),
@@ -228,15 +236,20 @@ def replicate(sc: Scenario, seed: int) -> list[dict[str, Any]] | None:
     ci = res.conf_int()
     out = []
     for role, truth in sc.truth.items():
-        term = fit.roles[role]
-        lo, hi = float(ci.loc[term, "lower"]), float(ci.loc[term, "upper"])
+        if role in sc.contrasts:
+            c = res.contrast({fit.roles[r]: w for r, w in sc.contrasts[role].items()})
+            est, lo, hi, p = c["estimate"], c["ci_lower"], c["ci_upper"], c["p"]
+        else:
+            term = fit.roles[role]
+            est, p = float(res.fe[term]), float(res.p[term])
+            lo, hi = float(ci.loc[term, "lower"]), float(ci.loc[term, "upper"])
         out.append(
             {
                 "role": role,
                 "truth": truth,
-                "estimate": float(res.fe[term]),
+                "estimate": est,
                 "covered": lo <= truth <= hi,
-                "p": float(res.p[term]),
+                "p": p,
                 "singular": res.singular,
             }
         )

@@ -2,9 +2,9 @@
 
 For every model family and every quantity the report shows (primary model: within, between,
 time; growth: time; lagged: the lagged usage effect; moderation: the interaction, and its
-within effect; interrupted time series: level change, slope change, pre-event slope), a
-fixed-seed simulation study (:mod:`analysis.calibration`: 100 participants x 8 waves, every
-wave observed, latent scores, the simulator's usage and access losses) checks
+within effect; interrupted time series: level change, slope change, pre- and post-event
+slopes), a fixed-seed simulation study (:mod:`analysis.calibration`: 100 participants x 8
+waves, every wave observed, latent scores, the simulator's usage and access losses) checks
 
 - bias: |mean estimate - truth| <= 2 Monte Carlo SEs (SD of the estimates / sqrt(R));
 - coverage of the 95% Satterthwaite interval;
@@ -62,6 +62,7 @@ def _describe(row: pd.Series) -> str:
 @pytest.mark.parametrize("key", list(SCENARIOS))
 def test_calibrated_in_200_simulated_studies(key):
     tab = _run(SCENARIOS[key], calibration.SUITE_REPLICATES, calibration.SUITE_SEED)
+    print("\n".join(_describe(row) for _, row in tab.iterrows()))  # the figures, with -rP
     for _, row in tab.iterrows():
         what = _describe(row)
         assert abs(row["bias"]) <= calibration.MAX_BIAS_MCSE * row["mc_se"], what
