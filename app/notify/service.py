@@ -90,9 +90,16 @@ def claim_due(session: Session, now: datetime, limit: int, *, token: str | None 
     due = select(OutboxMessage.id).where(due_now).order_by(col(OutboxMessage.id)).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
+    # Pick, then mark, in two statements: PostgreSQL may run an `IN (SELECT ... LIMIT n FOR
+    # UPDATE SKIP LOCKED)` subquery more than once, each time skipping rows it locked before,
+    # and so claim more than `limit` rows (H-jobs saw this with the jobs table).
+    ids = list(session.exec(due).all())
+    if not ids:
+        session.commit()
+        return []
     claimed = session.exec(  # type: ignore[call-overload]
         update(OutboxMessage)
-        .where(col(OutboxMessage.id).in_(due.scalar_subquery()), due_now)
+        .where(col(OutboxMessage.id).in_(ids), due_now)
         .values(status="sending", attempts=OutboxMessage.attempts + 1,
                 claim_token=token or uuid.uuid4().hex, claimed_at=wall,
                 lease_until=wall + lease)

@@ -267,3 +267,17 @@ def test_the_lease_must_outlast_both_smtp_timeouts() -> None:
         Settings(smtp_send_timeout=0)
     assert Settings(smtp_connect_timeout=10, smtp_send_timeout=30,
                     outbox_lease_seconds=41).outbox_lease_seconds == 41
+
+
+def test_a_claim_takes_at_most_its_limit_and_claims_never_share_a_row(session, clock, loaded_study):  # type: ignore[no-untyped-def]
+    people = consented_participants(session, 7, now=clock(), prefix="limit")
+    for person in people:
+        notify.queue(session, person.id, "magic_link", dedupe_key=f"magic_link:{person.id}",
+                     now=clock())
+    session.commit()
+    first = notify.claim_due(session, clock(), 3, token="a" * 32)
+    second = notify.claim_due(session, clock(), 3, token="b" * 32)
+    rest = notify.claim_due(session, clock(), 3, token="c" * 32)
+    assert (len(first), len(second), len(rest)) == (3, 3, 1)
+    assert not set(first) & set(second) and not (set(first) | set(second)) & set(rest)
+    assert notify.claim_due(session, clock(), 3, token="d" * 32) == []
