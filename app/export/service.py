@@ -464,7 +464,11 @@ def _baseline_bands(
         .join(i, i.c.id == r.c.instance_id)
         .join(s, s.c.response_id == r.c.id)
         .join(p, p.c.id == r.c.participant_id)
-        .where(r.c.instrument_key == instrument, i.c.wave == 0, *_eligibility(t, study_id))
+        # the panel's wave 0 (baseline), as the responses table says: an instance's own wave
+        # 0 of a later schedule entry (e.g. the biweekly PHQ-9 on day 14) is not the baseline
+        .where(r.c.instrument_key == instrument,
+               stream.study_wave(i, p, postgresql=conn.dialect.name == "postgresql") == 0,
+               *_eligibility(t, study_id))
         .order_by(r.c.participant_id, r.c.submitted_at)
     )
     out: dict[str, Any] = {}

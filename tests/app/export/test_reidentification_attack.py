@@ -136,7 +136,7 @@ def emd_ordered(p: np.ndarray, q: np.ndarray) -> float:
 def check(out: Path, k: int) -> dict[str, Any]:
     people, columns, descriptor = attacker_view(out)
     report = descriptor["wellpanel"]["deidentification"]["quasi_identifiers"]
-    assert len(columns) >= 8  # demographics, status, time in study, language hint, ...
+    assert len(columns) >= 7  # demographics, status, time in study, AI history, ...
     groups = smallest_groups(people, columns)
     assert len(groups) == 2 ** len(columns) - 1
     worst = min(groups.items(), key=lambda kv: kv[1])
