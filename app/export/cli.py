@@ -126,8 +126,11 @@ def panel(
         f"exported {result.study} ({result.profile}, {result.format}) to {result.out_dir}: "
         + ", ".join(f"{n} {name}" for name, n in result.rows.items())
     )
-    typer.echo(
-        f"k={q.get('k')}: {q.get('suppressed')} participant(s) suppressed "
+    typer.echo(  # measured on the released values (app/export/risk.py)
+        f"k={q.get('k')}, l={q.get('l')}, t={q.get('t')}, max individual risk "
+        f"{q.get('max_individual_risk')}, expected re-identifications "
+        f"{q.get('expected_reidentifications')}: {q.get('suppressed')} participant(s) "
+        f"suppressed, {q.get('records_removed') or 0} left out "
         f"({(q.get('suppressed_share') or 0):.1%}); audit ledger row {result.audit_seq}"
     )
     for name, f in sorted(result.files.items()):

@@ -3,6 +3,7 @@ in the study file (end to end on both databases)."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
 from typing import Any
@@ -355,3 +356,19 @@ def test_the_cli_refuses_an_unclassified_column_in_one_line_with_exit_2(engine, 
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "'status' of participants has no privacy class" in lines[0]
     assert not out.exists()
+
+
+def test_the_cli_summary_states_the_measured_figures(engine, tmp_path, study, cli):
+    from typer.testing import CliRunner
+
+    seeder = Seeder(engine)
+    seeder.populate(30, 1, seed=26)
+    seeder.flush()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "panel", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    q = json.loads((out / "datapackage.json").read_text("utf-8"))["wellpanel"][
+        "deidentification"]["quasi_identifiers"]
+    assert (f"k={q['k']}, l={q['l']}, t={q['t']}, max individual risk "
+            f"{q['max_individual_risk']}, expected re-identifications "
+            f"{q['expected_reidentifications']}") in result.output
