@@ -102,13 +102,17 @@ def _broken(frame: pd.DataFrame, case: str) -> tuple[pd.DataFrame, str, str]:
     if case == "constant outcome":
         return g.assign(who5=50.0), "who5", "constant"
     if case == "zero-residual outcome":
-        return g.assign(who5=3 + 2 * g["time"] - 0.5 * g["hours_4o_within"]), "who5", (
-            "zero_residual"
+        return (
+            g.assign(who5=3 + 2 * g["time"] - 0.5 * g["hours_4o_within"]),
+            "who5",
+            ("zero_residual"),
         )
     if case == "numbers as text":
-        return g.assign(hours_4o_within=g["hours_4o_within"].round(1).astype(str)), (
-            "hours_4o_within"
-        ), "text_numbers"
+        return (
+            g.assign(hours_4o_within=g["hours_4o_within"].round(1).astype(str)),
+            ("hours_4o_within"),
+            "text_numbers",
+        )
     if case == "outcome as text":
         return g.assign(who5=g["who5"].astype(str)), "who5", "text_numbers"
     if case == "values too large":
