@@ -77,6 +77,8 @@ class StaffAlert(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(sa_type=UTCDateTime, index=True)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claim_token: str | None = Field(default=None, max_length=32)  # the holder while `sending`
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # real clock
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

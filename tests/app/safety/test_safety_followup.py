@@ -17,6 +17,7 @@ from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.auth import service as auth
 from app.consent.service import irb_pseudonym
+from app.db import utcnow
 from app.notify.channels import SMTPChannel
 from app.notify.models import StaffAlert
 from app.participants import service as participants
@@ -206,12 +207,19 @@ def test_an_alert_left_sending_by_a_crash_is_sent_again_later_never_lost(
     before = _counts(smtp)
     _risky(client, smtp, "crash@example.org", smtp_down=True)
     assert len(_alerts(engine)) == 2
+    wall = utcnow()  # leases are on the real clock: they time processes, not the study
     with Session(engine) as s:  # a deliverer claimed both, then its process died mid-send
-        s.exec(update(StaffAlert).values(status="sending", claimed_at=clock()))  # type: ignore[call-overload]
+        s.exec(update(StaffAlert).values(  # type: ignore[call-overload]
+            status="sending", claimed_at=wall, claim_token="d" * 32,
+            lease_until=wall + timedelta(hours=1)))
         s.commit()
     app.state.channel = SMTPChannel(settings)
     tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=5))
-    assert _counts(smtp) == before  # maybe still being sent by someone: not sent twice
+    assert _counts(smtp) == before  # maybe still being sent by its holder: not sent twice
+    with Session(engine) as s:  # the dead holder's lease runs out (brought forward, not slept)
+        s.exec(update(StaffAlert).values(  # type: ignore[call-overload]
+            lease_until=utcnow() - timedelta(seconds=1)))
+        s.commit()
     tick(engine, settings, app.state.channel, now=clock() + timedelta(minutes=10))
     after = _counts(smtp)
     assert [after[a] - before[a] for a in ON_CALL] == [1, 1]
