@@ -35,6 +35,9 @@ PUBLIC = {
     ("GET", "/api/v1/studies/{key}"),
     ("POST", "/api/v1/studies/{key}/enrollments"),
     ("POST", "/api/v1/session"),  # the emailed link is the credential (used once)
+    # The mail provider's bounce webhook: a shared secret compared in constant time, 404 while
+    # unset (tests/app/notify/test_undeliverable.py)
+    ("POST", "/api/v1/notify/bounces"),
 }
 # Survey pages check consent through the same service and redirect to the consent form.
 WEB_DATA_PREFIX = "/p/surveys"

@@ -169,6 +169,14 @@ EXPECT: dict[tuple[str, str], Probe] = {
     ("POST", "/p/language"): Probe(everyone(Expect(303)), body={"language": "en", "next": "/help"}),
     ("GET", "/p/email/undo/{token}"): Probe(everyone(ok())),
     ("POST", "/p/email/undo/{token}"): Probe(everyone(ok(404))),
+    # An unsubscribe token is a keyed hash of one person, not a credential: a made-up one finds
+    # nobody, whoever sends it, and changes nothing (tests/app/notify/test_unsubscribe.py walks
+    # the real tokens, the withdrawn's included).
+    ("GET", "/p/unsubscribe/{token}"): Probe(everyone(Expect(404)),
+                                            params=lambda p: {"token": BOGUS_TOKEN}),
+    ("POST", "/p/unsubscribe/{token}"): Probe(everyone(Expect(404)),
+                                             body={"List-Unsubscribe": "One-Click"},
+                                             params=lambda p: {"token": BOGUS_TOKEN}),
     ("GET", "/demo/mailbox"): Probe(everyone(no(404, "not_found"))),  # demo installations only
     ("GET", "/api/v1/studies/{key}"): Probe(everyone(ok())),
     ("POST", "/api/v1/studies/{key}/enrollments"): Probe(everyone(ok(202)), body={
@@ -262,7 +270,7 @@ EXPECT: dict[tuple[str, str], Probe] = {
     ("POST", "/api/v1/me/sign-out-everywhere"): Probe(signed_in(
         ok(restore="credentials"))),
 }
-PARTICIPANT_PREFIXES = ("/p", "/join", "/help", "/api/v1/me", "/api/v1/session",
+PARTICIPANT_PREFIXES = ("/p/", "/join", "/help", "/api/v1/me", "/api/v1/session",
                         "/api/v1/studies", "/demo")
 
 
@@ -270,7 +278,7 @@ def participant_routes(app: Any) -> set[tuple[str, str]]:
     """Every (method, path) a participant or visitor can call (staff, ops and static files
     are other tests' business)."""
     return {(method, route.path) for route in _api_routes(app.routes) for method in route.methods
-            if route.path == "/" or route.path.startswith(PARTICIPANT_PREFIXES)}
+            if route.path in ("/", "/p") or route.path.startswith(PARTICIPANT_PREFIXES)}
 
 
 def test_every_participant_route_has_expectations():

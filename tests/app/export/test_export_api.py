@@ -349,10 +349,18 @@ def test_a_process_that_stops_gives_its_exports_to_another(
                                              worker=jobs.ExportWorker(first, root),
                                              now=clock()).id)
     first.stop()  # at once: a running export is given back at its next progress check
-    assert second.wait_idle(DEADLINE_SECONDS)
-    with Session(engine) as s:
-        ended = {j.id: j for j in s.exec(select(ExportJob)).all()}
-        queued = s.exec(select(Job)).all()
+    # The second runner may have looked before the first gave the jobs back (idle, with
+    # nothing claimable yet): wait for the jobs' end, not for its idleness.
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        assert second.wait_idle(DEADLINE_SECONDS)
+        with Session(engine) as s:
+            ended = {j.id: j for j in s.exec(select(ExportJob)).all()}
+            queued = s.exec(select(Job)).all()
+        if all(j.status in ("done", "failed") for j in ended.values()):
+            break
+        assert time.monotonic() < deadline, [j.status for j in ended.values()]  # hang guard
+        time.sleep(0.1)
     assert set(ended) == set(started)
     assert all(j.status == "done" for j in ended.values()), [j.error for j in ended.values()]
     assert all(j.status == "done" and j.attempts == 1 for j in queued)

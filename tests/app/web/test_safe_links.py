@@ -24,6 +24,7 @@ SERVER_BUILT = {
     "home": "/p or /join/<study> from the route",
     "join_url": "/join/<default study> from the settings",
     "path": "the staff console's own navigation table (console_common)",
+    "email_stopped_page": "/p/unsubscribe/<token> from app/notify/unsubscribe.py (settings page)",
 }
 
 
