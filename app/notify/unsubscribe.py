@@ -114,29 +114,28 @@ def can_pause(participant: Participant) -> bool:
 def stop_email(session: Session, participant: Participant, row: MailContact, *, via: str,
                now: datetime) -> bool:
     """Stop email contact (audited); False when it was stopped already. The caller commits."""
-    from app.audit import service as audit
-
-    if row.email_stopped_at is not None:
-        return False
-    row.email_stopped_at, row.updated_at = now, now
-    session.add(row)
-    audit.append(session, actor=ACTOR, action="participant.email_stopped",
-                 target=f"participant:{participant.id}", details={"via": via},
-                 old_value={"email": "on"}, new_value={"email": "stopped"}, now=now)
-    return True
+    return _switch_email(session, participant, row, stopped=True, via=via, now=now)
 
 
 def resume_email(session: Session, participant: Participant, row: MailContact, *, via: str,
                  now: datetime) -> bool:
+    """Turn email contact on again (audited); False when it was on. The caller commits."""
+    return _switch_email(session, participant, row, stopped=False, via=via, now=now)
+
+
+def _switch_email(session: Session, participant: Participant, row: MailContact, *,
+                  stopped: bool, via: str, now: datetime) -> bool:
     from app.audit import service as audit
 
-    if row.email_stopped_at is None:
+    if (row.email_stopped_at is not None) == stopped:
         return False
-    row.email_stopped_at, row.updated_at = None, now
+    row.email_stopped_at, row.updated_at = (now if stopped else None), now
     session.add(row)
-    audit.append(session, actor=ACTOR, action="participant.email_resumed",
+    before, after = ("on", "stopped") if stopped else ("stopped", "on")
+    audit.append(session, actor=ACTOR,
+                 action="participant.email_stopped" if stopped else "participant.email_resumed",
                  target=f"participant:{participant.id}", details={"via": via},
-                 old_value={"email": "stopped"}, new_value={"email": "on"}, now=now)
+                 old_value={"email": before}, new_value={"email": after}, now=now)
     return True
 
 

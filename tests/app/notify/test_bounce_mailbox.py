@@ -12,25 +12,11 @@ import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from app.config import get_settings
 from app.notify import dsn
 from app.notify.models import MailContact
 from tests.support.factory import consented_participants
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli(settings, monkeypatch):  # type: ignore[no-untyped-def]
-    """`wellpanel` in this process, on the test's database."""
-    for name in ("database_url", "secret_key", "smtp_host", "smtp_port", "notify_channel",
-                 "base_url", "environment"):
-        monkeypatch.setenv(f"WELLPANEL_{name.upper()}", str(getattr(settings, name)))
-    get_settings.cache_clear()
-    from app.cli import app as wellpanel
-
-    yield wellpanel
-    get_settings.cache_clear()
 
 
 def _dsn(recipient: str, *, action: str = "failed", status: str = "5.1.1",

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
 from sqlmodel import Session, func, select
 from typer.testing import CliRunner
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
-from app.config import get_settings
 from app.consent import service as consent
 from app.participants import erasure
 from app.participants.models import Contact, Participant
@@ -24,19 +22,6 @@ from tests.support.factory import consented_participants
 from tests.support.flows import consent_body, join
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli(settings, monkeypatch):  # type: ignore[no-untyped-def]
-    """`wellpanel` in this process, on the test's database."""
-    for name in ("database_url", "secret_key", "smtp_host", "smtp_port", "notify_channel",
-                 "base_url", "environment"):
-        monkeypatch.setenv(f"WELLPANEL_{name.upper()}", str(getattr(settings, name)))
-    get_settings.cache_clear()
-    from app.cli import app as wellpanel
-
-    yield wellpanel
-    get_settings.cache_clear()
 
 
 def _erasures(session: Session) -> list[AuditEvent]:
